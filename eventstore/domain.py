@@ -1,0 +1,653 @@
+"""Aggregates and their events: accounts, routes, file names, files, contact batches, dispatch logs.
+
+Rules for this module (house rule 6): events are facts named in the past tense, their fields are
+JSON-friendly (str, int, bool, lists, dicts; times as ISO-8601 strings), ids are uuid5 values derived
+from business keys, and `apply` bodies never read a clock, randomness or I/O, because they re-run on
+every replay. Public methods validate and compute; events only record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+NAMESPACE = UUID("6f1c1a52-5b0e-4d8e-9a53-2f3f0c6c8e11")
+
+
+def account_id(username: str) -> UUID:
+    return uuid5(NAMESPACE, f"account:{username}")
+
+
+def file_name_id(account: str, name: str) -> UUID:
+    return uuid5(NAMESPACE, f"file-name:{account}:{name}")
+
+
+def file_id(account: str, name: str, receipt: int) -> UUID:
+    return uuid5(NAMESPACE, f"file:{account}:{name}:{receipt}")
+
+
+def batch_id(file: UUID, number: int) -> UUID:
+    return uuid5(file, f"batch:{number}")
+
+
+def dispatch_log_id(batch: UUID) -> UUID:
+    return uuid5(batch, "dispatch")
+
+
+def message_id(file: UUID, index: int) -> UUID:
+    """The id a message keeps everywhere: gateway submit, receipts, webhooks."""
+    return uuid5(file, f"message:{index}")
+
+
+ROUTES_ID = uuid5(NAMESPACE, "routes")
+
+# A failed file's event keeps the first contact errors only; its report says how many there were.
+MAX_ERRORS_IN_EVENT = 1000
+
+
+class DomainError(Exception):
+    """A command broke a rule of the domain."""
+
+
+class InsufficientBalance(DomainError):
+    def __init__(self, balance: int, needed: int) -> None:
+        super().__init__(f"balance {balance} is below the {needed} credits needed")
+        self.balance = balance
+        self.needed = needed
+
+
+class Account(Aggregate):
+    """An account: credentials, country, credits, sender policy. Opt-outs are recorded here as facts
+    and looked up through the `optouts` read model (an account may have millions)."""
+
+    class AccountCreated(Aggregate.Created):
+        username: str
+        password_hash: str
+        email: str | None
+        country: str
+        created_at: str
+        parent: str | None
+
+    class CreditsAdded(Aggregate.Event):
+        amount: int
+        reason: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.balance += self.amount
+
+    class CreditsReserved(Aggregate.Event):
+        file_id: str
+        amount: int
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.balance -= self.amount
+
+    class CreditsRefunded(Aggregate.Event):
+        file_id: str
+        amount: int
+        reason: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.balance += self.amount
+
+    class OptOutsAdded(Aggregate.Event):
+        msisdns: list[str]
+
+        def apply(self, aggregate: Account) -> None:
+            pass  # the optouts read model holds the list
+
+    class OptOutsRemoved(Aggregate.Event):
+        msisdns: list[str]
+
+        def apply(self, aggregate: Account) -> None:
+            pass  # the optouts read model holds the list
+
+    class SenderPolicyChanged(Aggregate.Event):
+        allow_custom: bool
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.allow_custom_sender = self.allow_custom
+
+    def __init__(
+        self,
+        username: str,
+        password_hash: str,
+        email: str | None,
+        country: str,
+        created_at: str,
+        parent: str | None,
+    ) -> None:
+        self.username = username
+        self.password_hash = password_hash
+        self.email = email
+        self.country = country
+        self.created_at = created_at
+        self.parent = parent
+        self.balance = 0
+        self.allow_custom_sender = False
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        username: str,
+        password_hash: str,
+        email: str | None,
+        country: str,
+        created_at: str,
+        parent: str | None = None,
+    ) -> Account:
+        return cls._create(
+            cls.AccountCreated,
+            id=account_id(username),
+            username=username,
+            password_hash=password_hash,
+            email=email,
+            country=country,
+            created_at=created_at,
+            parent=parent,
+        )
+
+    def add_credits(self, amount: int, reason: str = "manual") -> None:
+        if amount <= 0:
+            raise DomainError("credits to add must be positive")
+        self.trigger_event(self.CreditsAdded, amount=amount, reason=reason)
+
+    def reserve_credits(self, file: UUID, amount: int) -> None:
+        if amount > self.balance:
+            raise InsufficientBalance(self.balance, amount)
+        self.trigger_event(self.CreditsReserved, file_id=str(file), amount=amount)
+
+    def refund_credits(self, file: UUID, amount: int, reason: str) -> None:
+        if amount > 0:
+            self.trigger_event(self.CreditsRefunded, file_id=str(file), amount=amount, reason=reason)
+
+    def add_optouts(self, msisdns: list[str]) -> None:
+        if msisdns:
+            self.trigger_event(self.OptOutsAdded, msisdns=sorted(set(msisdns)))
+
+    def remove_optouts(self, msisdns: list[str]) -> None:
+        if msisdns:
+            self.trigger_event(self.OptOutsRemoved, msisdns=sorted(set(msisdns)))
+
+    def set_sender_policy(self, allow_custom: bool) -> None:
+        if allow_custom != self.allow_custom_sender:
+            self.trigger_event(self.SenderPolicyChanged, allow_custom=allow_custom)
+
+
+class Routes(Aggregate):
+    """Route prefixes: numbers starting with one have a network (PRODUCT.md §3)."""
+
+    class RoutesCreated(Aggregate.Created):
+        pass
+
+    class RouteAdded(Aggregate.Event):
+        prefix: str
+        gateway: str
+
+        def apply(self, aggregate: Routes) -> None:
+            aggregate.prefixes[self.prefix] = self.gateway
+
+    class RouteRemoved(Aggregate.Event):
+        prefix: str
+
+        def apply(self, aggregate: Routes) -> None:
+            aggregate.prefixes.pop(self.prefix, None)
+
+    def __init__(self) -> None:
+        self.prefixes: dict[str, str] = {}
+
+    @classmethod
+    def create(cls) -> Routes:
+        return cls._create(cls.RoutesCreated, id=ROUTES_ID)
+
+    def add(self, prefix: str, gateway: str) -> None:
+        if self.prefixes.get(prefix) != gateway:
+            self.trigger_event(self.RouteAdded, prefix=prefix, gateway=gateway)
+
+    def remove(self, prefix: str) -> None:
+        if prefix in self.prefixes:
+            self.trigger_event(self.RouteRemoved, prefix=prefix)
+
+
+class FileName(Aggregate):
+    """Uniqueness of file names per account (PRODUCT.md §2: same name processed in the last 48 h is a
+    duplicate). Counts receipts so each receipt gets its own deterministic file id, and remembers a
+    receipt still in flight so a restart resumes it instead of calling it a duplicate."""
+
+    class FileNameCreated(Aggregate.Created):
+        account: str
+        name: str
+
+    class NameReceived(Aggregate.Event):
+        file_id: str
+        at: str
+
+        def apply(self, aggregate: FileName) -> None:
+            aggregate.receipts += 1
+            aggregate.pending = self.file_id
+
+    class NameSettled(Aggregate.Event):
+        file_id: str
+        processed: bool
+        at: str
+
+        def apply(self, aggregate: FileName) -> None:
+            aggregate.pending = None
+            if self.processed:
+                aggregate.last_processed_at = self.at
+
+    class DuplicateReceived(Aggregate.Event):
+        file_id: str
+        at: str
+
+        def apply(self, aggregate: FileName) -> None:
+            aggregate.receipts += 1
+
+    def __init__(self, account: str, name: str) -> None:
+        self.account = account
+        self.name = name
+        self.receipts = 0
+        self.pending: str | None = None
+        self.last_processed_at: str | None = None
+
+    @classmethod
+    def create(cls, account: str, name: str) -> FileName:
+        return cls._create(cls.FileNameCreated, id=file_name_id(account, name), account=account, name=name)
+
+    def receive(self, file: UUID, at: str) -> None:
+        self.trigger_event(self.NameReceived, file_id=str(file), at=at)
+
+    def receive_duplicate(self, file: UUID, at: str) -> None:
+        self.trigger_event(self.DuplicateReceived, file_id=str(file), at=at)
+
+    def settle(self, file: UUID, processed: bool, at: str) -> None:
+        if self.pending == str(file):
+            self.trigger_event(self.NameSettled, file_id=str(file), processed=processed, at=at)
+
+
+class File(Aggregate):
+    """One received file (or one entry of a zip): received → accepted or failed → completed."""
+
+    class FileReceived(Aggregate.Created):
+        account: str
+        name: str
+        receipt: int
+        size: int
+        sha256: str
+        received_at: str
+        envelope: str | None  # the zip it came in, if any
+
+    class FileRejected(Aggregate.Event):
+        code: str
+        detail: str
+        contacts: int
+        contact_errors: list[dict[str, Any]]
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.status = "failed"
+            aggregate.error_code = self.code
+            aggregate.detail = self.detail
+            aggregate.failure_contacts = self.contacts
+            aggregate.failure_errors = self.contact_errors
+
+    class ParseFailed(Aggregate.Event):
+        code: str
+        detail: str
+        contacts: int
+        contact_errors: list[dict[str, Any]]
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.status = "failed"
+            aggregate.error_code = self.code
+            aggregate.detail = self.detail
+            aggregate.failure_contacts = self.contacts
+            aggregate.failure_errors = self.contact_errors
+
+    class FileAccepted(Aggregate.Event):
+        contacts: int
+        messages: int
+        rejected: int
+        optouts: int
+        parts: int
+        credits: int
+        batches: int
+        sender_id: str
+        not_before: str | None
+        expires_at: str | None
+        email: str | None
+        warnings: list[str]
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.status = "accepted"
+            aggregate.summary = {
+                key: value
+                for key, value in self.__dict__.items()
+                if key not in ("originator_id", "originator_version", "timestamp")
+            }
+
+    class FileCompleted(Aggregate.Event):
+        status: str  # "processed" | "failed"
+        completed_at: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.outcome = self.status
+            aggregate.completed_at = self.completed_at
+            aggregate.status = "completed"
+
+    def __init__(
+        self,
+        account: str,
+        name: str,
+        receipt: int,
+        size: int,
+        sha256: str,
+        received_at: str,
+        envelope: str | None,
+    ) -> None:
+        self.account = account
+        self.name = name
+        self.receipt = receipt
+        self.size = size
+        self.sha256 = sha256
+        self.received_at = received_at
+        self.envelope = envelope
+        self.status = "received"
+        self.error_code: str | None = None
+        self.detail: str | None = None
+        self.summary: dict[str, Any] = {}
+        self.failure_contacts = 0
+        self.failure_errors: list[dict[str, Any]] = []
+        self.outcome: str | None = None
+        self.completed_at: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        account: str,
+        name: str,
+        receipt: int,
+        size: int,
+        sha256: str,
+        received_at: str,
+        envelope: str | None,
+    ) -> File:
+        return cls._create(
+            cls.FileReceived,
+            id=file_id(account, name, receipt),
+            account=account,
+            name=name,
+            receipt=receipt,
+            size=size,
+            sha256=sha256,
+            received_at=received_at,
+            envelope=envelope,
+        )
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "received" or self.status == "accepted"
+
+    def reject(
+        self,
+        code: str,
+        detail: str,
+        *,
+        parse: bool,
+        contacts: int = 0,
+        contact_errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if self.status != "received":
+            raise DomainError(f"file {self.id} is {self.status}, cannot be rejected")
+        event = self.ParseFailed if parse else self.FileRejected
+        self.trigger_event(
+            event,
+            code=code,
+            detail=detail,
+            contacts=contacts,
+            contact_errors=list(contact_errors or [])[:MAX_ERRORS_IN_EVENT],
+        )
+
+    def accept(self, **summary: Any) -> None:
+        if self.status != "received":
+            raise DomainError(f"file {self.id} is {self.status}, cannot be accepted")
+        self.trigger_event(self.FileAccepted, **summary)
+
+    def complete(self, completed_at: str) -> None:
+        if self.status == "completed":
+            return
+        status = "processed" if self.status == "accepted" else "failed"
+        self.trigger_event(self.FileCompleted, status=status, completed_at=completed_at)
+
+
+class ContactBatch(Aggregate):
+    """Up to BATCH_SIZE consecutive contacts of one accepted file, with each one's outcome. Many
+    batches are saved per transaction: this is where ingest speed is won (FINDINGS.md)."""
+
+    class BatchOpened(Aggregate.Created):
+        file_id: str
+        account: str
+        number: int
+        sender_id: str
+        not_before: str | None
+        expires_at: str | None
+
+    class MessageQueued(Aggregate.Event):
+        index: int
+        msisdn: str
+        customer_id: str | None
+        text: str
+        parts: int
+
+        def apply(self, aggregate: ContactBatch) -> None:
+            aggregate.queued += 1
+            aggregate.parts += self.parts
+
+    class ContactRejected(Aggregate.Event):
+        index: int
+        msisdn: str | None
+        code: str
+        detail: str
+
+        def apply(self, aggregate: ContactBatch) -> None:
+            aggregate.errors.append(
+                {"index": self.index, "msisdn": self.msisdn, "code": self.code, "detail": self.detail}
+            )
+
+    class OptOutSkipped(Aggregate.Event):
+        index: int
+        msisdn: str
+
+        def apply(self, aggregate: ContactBatch) -> None:
+            aggregate.optouts += 1
+            aggregate.errors.append(
+                {
+                    "index": self.index,
+                    "msisdn": self.msisdn,
+                    "code": "MSISDN.Optout",
+                    "detail": "the number has opted out",
+                }
+            )
+
+    class BatchSealed(Aggregate.Event):
+        queued: int
+        parts: int
+        errors: list[dict[str, Any]]
+
+        def apply(self, aggregate: ContactBatch) -> None:
+            aggregate.sealed = True
+
+    def __init__(
+        self,
+        file_id: str,
+        account: str,
+        number: int,
+        sender_id: str,
+        not_before: str | None,
+        expires_at: str | None,
+    ) -> None:
+        self.file_id = file_id
+        self.account = account
+        self.number = number
+        self.sender_id = sender_id
+        self.not_before = not_before
+        self.expires_at = expires_at
+        self.queued = 0
+        self.parts = 0
+        self.optouts = 0
+        self.errors: list[dict[str, Any]] = []
+        self.sealed = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        file: UUID,
+        account: str,
+        number: int,
+        sender_id: str,
+        not_before: str | None,
+        expires_at: str | None,
+        timestamp: Any,
+    ) -> ContactBatch:
+        return cls._create(
+            cls.BatchOpened,
+            id=batch_id(file, number),
+            file_id=str(file),
+            account=account,
+            number=number,
+            sender_id=sender_id,
+            not_before=not_before,
+            expires_at=expires_at,
+            timestamp=timestamp,
+        )
+
+    # The three per-contact methods pass the batch's timestamp explicitly: one clock reading per
+    # batch keeps a million events cheap and the batch's facts consistent.
+    def queue(self, index: int, msisdn: str, customer_id: str | None, text: str, parts: int) -> None:
+        self.trigger_event(
+            self.MessageQueued,
+            index=index,
+            msisdn=msisdn,
+            customer_id=customer_id,
+            text=text,
+            parts=parts,
+            timestamp=self.created_on,
+        )
+
+    def reject(self, index: int, msisdn: str | None, code: str, detail: str) -> None:
+        self.trigger_event(
+            self.ContactRejected,
+            index=index,
+            msisdn=msisdn,
+            code=code,
+            detail=detail,
+            timestamp=self.created_on,
+        )
+
+    def skip_optout(self, index: int, msisdn: str) -> None:
+        self.trigger_event(self.OptOutSkipped, index=index, msisdn=msisdn, timestamp=self.created_on)
+
+    def seal(self) -> None:
+        self.trigger_event(
+            self.BatchSealed,
+            queued=self.queued,
+            parts=self.parts,
+            errors=list(self.errors),
+            timestamp=self.created_on,
+        )
+
+
+class DispatchLog(Aggregate):
+    """What happened to the messages of one contact batch after queueing: submitted to a gateway,
+    expired, delivery reports. One log per batch keeps aggregates small."""
+
+    class DispatchStarted(Aggregate.Created):
+        batch_id: str
+        file_id: str
+        account: str
+
+    class MessageSubmitted(Aggregate.Event):
+        index: int
+        gateway: str
+        gateway_id: str
+        parts: int
+        submitted_at: str
+
+        def apply(self, aggregate: DispatchLog) -> None:
+            aggregate.submitted_indexes[self.index] = self.gateway_id
+
+    class MessageExpired(Aggregate.Event):
+        index: int
+        parts: int
+        at: str
+
+        def apply(self, aggregate: DispatchLog) -> None:
+            aggregate.expired_indexes.add(self.index)
+
+    class DeliveryReported(Aggregate.Event):
+        index: int
+        status: str
+        gateway_id: str
+        at: str
+
+        def apply(self, aggregate: DispatchLog) -> None:
+            aggregate.statuses[self.index] = self.status
+
+    class BatchDispatched(Aggregate.Event):
+        submitted: int
+        expired: int
+
+        def apply(self, aggregate: DispatchLog) -> None:
+            aggregate.finished = True
+
+    def __init__(self, batch_id: str, file_id: str, account: str) -> None:
+        self.batch_id = batch_id
+        self.file_id = file_id
+        self.account = account
+        self.submitted_indexes: dict[int, str] = {}
+        self.expired_indexes: set[int] = set()
+        self.statuses: dict[int, str] = {}
+        self.finished = False
+
+    @classmethod
+    def start(cls, *, batch: UUID, file: UUID, account: str) -> DispatchLog:
+        return cls._create(
+            cls.DispatchStarted,
+            id=dispatch_log_id(batch),
+            batch_id=str(batch),
+            file_id=str(file),
+            account=account,
+        )
+
+    def submitted(self, index: int, gateway: str, gateway_id: str, parts: int, at: str) -> None:
+        if index not in self.submitted_indexes:
+            self.trigger_event(
+                self.MessageSubmitted,
+                index=index,
+                gateway=gateway,
+                gateway_id=gateway_id,
+                parts=parts,
+                submitted_at=at,
+            )
+
+    def expired(self, index: int, parts: int, at: str) -> None:
+        if index not in self.submitted_indexes and index not in self.expired_indexes:
+            self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at)
+
+    def delivered(self, index: int, status: str, gateway_id: str, at: str) -> None:
+        if self.statuses.get(index) != status:
+            self.trigger_event(
+                self.DeliveryReported, index=index, status=status, gateway_id=gateway_id, at=at
+            )
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.trigger_event(
+                self.BatchDispatched,
+                submitted=len(self.submitted_indexes),
+                expired=len(self.expired_indexes),
+            )

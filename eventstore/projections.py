@@ -1,0 +1,359 @@
+"""Read models: sqlite-utils tables projected from the notification log, rebuildable at will.
+
+A projection follows the log from its stored position and writes its rows and its new position in
+one transaction (`BEGIN IMMEDIATE`), so any number of processes and threads may catch it up
+concurrently: each one re-reads the position inside the transaction, and an already-applied
+position is simply not selected again. Per-message events (MessageQueued, ...) are not projected
+here; they stay in their batch aggregates, which the dispatcher and reports read directly.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
+
+from eventstore.domain import Account, ContactBatch, DispatchLog, File, Routes
+from eventstore.store import SmsStore
+
+READ_BATCH = 2000
+TRACKING_NAME = "readmodels"
+
+Handler = Callable[[sqlite_utils.Database, Any], None]
+
+
+def _account_created(db: sqlite_utils.Database, e: Account.AccountCreated) -> None:
+    db["accounts"].insert(
+        {
+            "username": e.username,
+            "email": e.email,
+            "country": e.country,
+            "created_at": e.created_at,
+            "parent": e.parent,
+            "balance": 0,
+            "allow_custom_sender": 0,
+        },
+        replace=True,
+    )
+
+
+def _balance_change(sign: int) -> Handler:
+    def apply(db: sqlite_utils.Database, e: Any) -> None:
+        db.execute(
+            "UPDATE accounts SET balance = balance + ? WHERE username = "
+            "(SELECT username FROM account_ids WHERE id = ?)",
+            [sign * e.amount, str(e.originator_id)],
+        )
+
+    return apply
+
+
+def _optouts_added(db: sqlite_utils.Database, e: Account.OptOutsAdded) -> None:
+    account = _username(db, e)
+    db["optouts"].insert_all(
+        ({"account": account, "msisdn": m} for m in e.msisdns), replace=True, batch_size=1000
+    )
+
+
+def _optouts_removed(db: sqlite_utils.Database, e: Account.OptOutsRemoved) -> None:
+    account = _username(db, e)
+    for msisdn in e.msisdns:
+        db.execute("DELETE FROM optouts WHERE account = ? AND msisdn = ?", [account, msisdn])
+
+
+def _sender_policy(db: sqlite_utils.Database, e: Account.SenderPolicyChanged) -> None:
+    db.execute(
+        "UPDATE accounts SET allow_custom_sender = ? WHERE username = ?",
+        [int(e.allow_custom), _username(db, e)],
+    )
+
+
+def _username(db: sqlite_utils.Database, e: Any) -> str:
+    row = db.execute("SELECT username FROM account_ids WHERE id = ?", [str(e.originator_id)]).fetchone()
+    return str(row[0])
+
+
+def _account_id(db: sqlite_utils.Database, e: Account.AccountCreated) -> None:
+    db["account_ids"].insert({"id": str(e.originator_id), "username": e.username}, replace=True)
+
+
+def _route_added(db: sqlite_utils.Database, e: Routes.RouteAdded) -> None:
+    db["routes"].insert({"prefix": e.prefix, "gateway": e.gateway}, replace=True)
+
+
+def _route_removed(db: sqlite_utils.Database, e: Routes.RouteRemoved) -> None:
+    db.execute("DELETE FROM routes WHERE prefix = ?", [e.prefix])
+
+
+def _file_received(db: sqlite_utils.Database, e: File.FileReceived) -> None:
+    db["files"].insert(
+        {
+            "file_id": str(e.originator_id),
+            "account": e.account,
+            "name": e.name,
+            "receipt": e.receipt,
+            "envelope": e.envelope,
+            "status": "received",
+            "error_code": None,
+            "detail": None,
+            "contacts": 0,
+            "messages_queued": 0,
+            "optouts_skipped": 0,
+            "contact_errors": 0,
+            "parts": 0,
+            "credits_used": 0,
+            "received_at": e.received_at,
+            "completed_at": None,
+        },
+        replace=True,
+    )
+
+
+def _file_failed(db: sqlite_utils.Database, e: Any) -> None:
+    db["files"].update(str(e.originator_id), {"status": "failed", "error_code": e.code, "detail": e.detail})
+
+
+def _file_accepted(db: sqlite_utils.Database, e: File.FileAccepted) -> None:
+    db["files"].update(
+        str(e.originator_id),
+        {
+            "status": "accepted",
+            "contacts": e.contacts,
+            "messages_queued": e.messages,
+            "optouts_skipped": e.optouts,
+            "contact_errors": e.rejected,
+            "parts": e.parts,
+            "credits_used": e.credits,
+        },
+    )
+
+
+def _file_completed(db: sqlite_utils.Database, e: File.FileCompleted) -> None:
+    db["files"].update(str(e.originator_id), {"status": e.status, "completed_at": e.completed_at})
+
+
+def _batch_opened(db: sqlite_utils.Database, e: ContactBatch.BatchOpened) -> None:
+    db["batches"].insert(
+        {
+            "batch_id": str(e.originator_id),
+            "file_id": e.file_id,
+            "account": e.account,
+            "number": e.number,
+            "queued": 0,
+            "parts": 0,
+            "not_before": e.not_before,
+            "expires_at": e.expires_at,
+            "sealed": 0,
+            "dispatched": 0,
+        },
+        replace=True,
+    )
+
+
+def _batch_sealed(db: sqlite_utils.Database, e: ContactBatch.BatchSealed) -> None:
+    db["batches"].update(str(e.originator_id), {"queued": e.queued, "parts": e.parts, "sealed": 1})
+
+
+def _batch_dispatched(db: sqlite_utils.Database, e: DispatchLog.BatchDispatched) -> None:
+    db.execute(
+        "UPDATE batches SET dispatched = 1 WHERE batch_id = "
+        "(SELECT batch_id FROM dispatch_logs WHERE id = ?)",
+        [str(e.originator_id)],
+    )
+
+
+def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted) -> None:
+    db["dispatch_logs"].insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
+
+
+HANDLERS: dict[type[Any], list[Handler]] = {
+    Account.AccountCreated: [_account_id, _account_created],
+    Account.CreditsAdded: [_balance_change(+1)],
+    Account.CreditsReserved: [_balance_change(-1)],
+    Account.CreditsRefunded: [_balance_change(+1)],
+    Account.OptOutsAdded: [_optouts_added],
+    Account.OptOutsRemoved: [_optouts_removed],
+    Account.SenderPolicyChanged: [_sender_policy],
+    Routes.RouteAdded: [_route_added],
+    Routes.RouteRemoved: [_route_removed],
+    File.FileReceived: [_file_received],
+    File.FileRejected: [_file_failed],
+    File.ParseFailed: [_file_failed],
+    File.FileAccepted: [_file_accepted],
+    File.FileCompleted: [_file_completed],
+    ContactBatch.BatchOpened: [_batch_opened],
+    ContactBatch.BatchSealed: [_batch_sealed],
+    DispatchLog.DispatchStarted: [_dispatch_started],
+    DispatchLog.BatchDispatched: [_batch_dispatched],
+}
+TOPICS = [get_topic(cls) for cls in HANDLERS]
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    db["tracking"].create({"name": str, "position": int}, pk="name", if_not_exists=True)
+    db["account_ids"].create({"id": str, "username": str}, pk="id", if_not_exists=True)
+    db["accounts"].create(
+        {
+            "username": str,
+            "email": str,
+            "country": str,
+            "created_at": str,
+            "parent": str,
+            "balance": int,
+            "allow_custom_sender": int,
+        },
+        pk="username",
+        if_not_exists=True,
+    )
+    db["optouts"].create({"account": str, "msisdn": str}, pk=("account", "msisdn"), if_not_exists=True)
+    db["routes"].create({"prefix": str, "gateway": str}, pk="prefix", if_not_exists=True)
+    db["files"].create(
+        {
+            "file_id": str,
+            "account": str,
+            "name": str,
+            "receipt": int,
+            "envelope": str,
+            "status": str,
+            "error_code": str,
+            "detail": str,
+            "contacts": int,
+            "messages_queued": int,
+            "optouts_skipped": int,
+            "contact_errors": int,
+            "parts": int,
+            "credits_used": int,
+            "received_at": str,
+            "completed_at": str,
+        },
+        pk="file_id",
+        if_not_exists=True,
+    )
+    db["files"].create_index(["account", "received_at"], if_not_exists=True)
+    db["batches"].create(
+        {
+            "batch_id": str,
+            "file_id": str,
+            "account": str,
+            "number": int,
+            "queued": int,
+            "parts": int,
+            "not_before": str,
+            "expires_at": str,
+            "sealed": int,
+            "dispatched": int,
+        },
+        pk="batch_id",
+        if_not_exists=True,
+    )
+    db["batches"].create_index(["dispatched", "sealed", "account"], if_not_exists=True)
+    db["dispatch_logs"].create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
+
+
+class ReadModels:
+    """The read-model database of one data directory. Open one per thread (sqlite3 connections
+    are used by the thread that made them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self.db = sqlite_utils.Database(conn)
+        with self._immediate():
+            _create_schema(self.db)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        self.db.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.execute("ROLLBACK")
+            raise
+        self.db.conn.execute("COMMIT")
+
+    def position(self) -> int:
+        row = self.db.execute("SELECT position FROM tracking WHERE name = ?", [TRACKING_NAME]).fetchone()
+        return int(row[0]) if row else 0
+
+    def catch_up(self, store: SmsStore, until: int | None = None) -> int:
+        """Apply every relevant event up to `until` (default: the log's end). Returns the position."""
+        if until is None:
+            until = store.last_position()
+        while True:
+            with self._immediate():
+                position = self.position()
+                if position >= until:
+                    return position
+                notifications = store.notifications(position, READ_BATCH, TOPICS, stop=until)
+                for notification in notifications:
+                    event: DomainEventProtocol[Any] = store.mapper.to_domain_event(notification)
+                    for handler in HANDLERS[type(event)]:
+                        handler(self.db, event)
+                # Fewer rows than asked for means nothing relevant is left up to `until`.
+                new_position = notifications[-1].id if len(notifications) == READ_BATCH else until
+                self.db.execute(
+                    "INSERT OR REPLACE INTO tracking (name, position) VALUES (?, ?)",
+                    [TRACKING_NAME, new_position],
+                )
+
+    def rebuild(self, store: SmsStore) -> int:
+        """Drop every read-model table and project the whole log again."""
+        with self._immediate():
+            for table in self.db.table_names():
+                self.db[table].drop()
+            _create_schema(self.db)
+        return self.catch_up(store)
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def opted_out(self, account: str, msisdns: list[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(msisdns), 500):
+            chunk = msisdns[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT msisdn FROM optouts WHERE account = ? AND msisdn IN ({marks})",
+                [account, *chunk],
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def files(self, account: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if account is not None:
+            where.append("account = ?")
+            args.append(account)
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        return list(
+            self.db["files"].rows_where(
+                " AND ".join(where) or None, args, order_by="received_at, receipt"
+            )
+        )
+
+    def pending_batches(self, limit: int) -> list[dict[str, Any]]:
+        return list(
+            self.db["batches"].rows_where(
+                "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
+            )
+        )
+
+    def dump(self) -> dict[str, list[dict[str, Any]]]:
+        """Every table's rows in key order: two dumps compare equal when content is identical."""
+        return {
+            table: [dict(row) for row in self.db[table].rows_where(order_by=",".join(self.db[table].pks))]
+            for table in sorted(self.db.table_names())
+            if table != "tracking"
+        }

@@ -1,0 +1,347 @@
+"""The event store application: every command that changes state, as get → mutate → save.
+
+Synchronous (the eventsourcing API is); trio code reaches it through the writer actor or
+`trio.to_thread.run_sync`. Several processes may share one store (the server and the admin CLI):
+commands on shared aggregates retry on a version conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Notification
+
+from eventstore.domain import (
+    ROUTES_ID,
+    Account,
+    ContactBatch,
+    DispatchLog,
+    DomainError,
+    File,
+    FileName,
+    Routes,
+    account_id,
+    batch_id,
+    dispatch_log_id,
+    file_id,
+    file_name_id,
+)
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+
+DUPLICATE_WINDOW = timedelta(hours=48)
+CONFLICT_RETRIES = 20
+
+
+class UnknownAccount(DomainError):
+    pass
+
+
+class AccountExists(DomainError):
+    pass
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The outcome of recording that a file arrived."""
+
+    file_id: UUID
+    duplicate_of: str | None  # set when the name was processed within 48 h (or is still in flight)
+    resumed: bool  # the same receipt was already recorded (a restart picks it up again)
+
+
+def store_env(data_dir: Path) -> dict[str, str]:
+    """Environment for the embedded default: one SQLite file in the data directory."""
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(data_dir / "events.db"),
+        "SQLITE_LOCK_TIMEOUT": "30",
+    }
+
+
+class SmsStore(Application[UUID]):
+    """Commands over the aggregates of eventstore.domain."""
+
+    name = "sftpsms"
+    snapshotting_intervals = {Account: 100, Routes: 100}  # noqa: RUF012 - eventsourcing's API
+
+    # ---- generic helpers -------------------------------------------------------------------
+
+    def _retrying(self, command: Callable[[], T]) -> T:
+        """Run get → mutate → save again when another process saved the same aggregate first."""
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                return command()
+            except IntegrityError:
+                continue
+        return command()
+
+    def get(self, kind: type[A], aggregate_id: UUID) -> A:
+        aggregate: Aggregate = self.repository.get(aggregate_id)
+        if not isinstance(aggregate, kind):
+            raise DomainError(f"{aggregate_id} is a {type(aggregate).__name__}, not a {kind.__name__}")
+        return aggregate
+
+    def exists(self, aggregate_id: UUID) -> bool:
+        try:
+            self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    def notifications(
+        self, after: int, limit: int, topics: Sequence[str] = (), stop: int | None = None
+    ) -> Sequence[Notification]:
+        return self.recorder.select_notifications(
+            start=after, limit=limit, stop=stop, topics=topics, inclusive_of_start=False
+        )
+
+    def last_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    # ---- accounts --------------------------------------------------------------------------
+
+    def create_account(
+        self,
+        *,
+        username: str,
+        password_hash: str,
+        email: str | None,
+        country: str,
+        created_at: datetime,
+        parent: str | None = None,
+    ) -> Account:
+        if self.exists(account_id(username)):
+            raise AccountExists(f"account {username!r} exists already")
+        account = Account.create(
+            username=username,
+            password_hash=password_hash,
+            email=email,
+            country=country,
+            created_at=created_at.isoformat(),
+            parent=parent,
+        )
+        try:
+            self.save(account)
+        except IntegrityError:
+            raise AccountExists(f"account {username!r} exists already") from None
+        return account
+
+    def account(self, username: str) -> Account:
+        try:
+            account = self.get(Account, account_id(username))
+        except AggregateNotFoundError:
+            raise UnknownAccount(f"no account {username!r}") from None
+        return account
+
+    def add_credits(self, username: str, amount: int, reason: str = "manual") -> int:
+        def command() -> int:
+            account = self.account(username)
+            account.add_credits(amount, reason)
+            self.save(account)
+            return int(account.balance)
+
+        return self._retrying(command)
+
+    def change_optouts(self, username: str, add: Iterable[str], remove: Iterable[str] = ()) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.add_optouts(list(add))
+            account.remove_optouts(list(remove))
+            self.save(account)
+
+        self._retrying(command)
+
+    def set_sender_policy(self, username: str, allow_custom: bool) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.set_sender_policy(allow_custom)
+            self.save(account)
+
+        self._retrying(command)
+
+    # ---- routes ----------------------------------------------------------------------------
+
+    def routes(self) -> Mapping[str, str]:
+        try:
+            routes = self.get(Routes, ROUTES_ID)
+        except AggregateNotFoundError:
+            return {}
+        return dict(routes.prefixes)
+
+    def add_route(self, prefix: str, gateway: str = "simulator") -> None:
+        def command() -> None:
+            try:
+                routes = self.get(Routes, ROUTES_ID)
+            except AggregateNotFoundError:
+                routes = Routes.create()
+            routes.add(prefix, gateway)
+            self.save(routes)
+
+        self._retrying(command)
+
+    # ---- files -----------------------------------------------------------------------------
+
+    def receive_file(
+        self,
+        *,
+        account: str,
+        name: str,
+        size: int,
+        sha256: str,
+        now: datetime,
+        envelope: str | None = None,
+    ) -> Receipt:
+        """Record a file's arrival. A name still in flight resumes that receipt (a restart); a name
+        processed within 48 h is recorded and reported as a duplicate."""
+
+        def command() -> Receipt:
+            try:
+                index = self.get(FileName, file_name_id(account, name))
+            except AggregateNotFoundError:
+                index = FileName.create(account, name)
+            if index.pending is not None:
+                pending = self.get(File, UUID(index.pending))
+                if pending.sha256 == sha256:
+                    return Receipt(UUID(index.pending), duplicate_of=None, resumed=True)
+                # A different upload while the first is in flight: never send both.
+                duplicate_of: str | None = index.pending
+            else:
+                duplicate_of = None
+            if duplicate_of is None and index.last_processed_at is not None:
+                last = datetime.fromisoformat(index.last_processed_at)
+                if now - last < DUPLICATE_WINDOW:
+                    duplicate_of = index.last_processed_at
+            receipt = index.receipts + 1
+            file = File.create(
+                account=account,
+                name=name,
+                receipt=receipt,
+                size=size,
+                sha256=sha256,
+                received_at=now.isoformat(),
+                envelope=envelope,
+            )
+            if duplicate_of is None:
+                index.receive(file.id, now.isoformat())
+            else:
+                # A duplicate keeps the in-flight marker of the original untouched.
+                index.receive_duplicate(file.id, now.isoformat())
+            self.save(index, file)
+            return Receipt(file.id, duplicate_of=duplicate_of, resumed=False)
+
+        return self._retrying(command)
+
+    def file(self, file: UUID) -> File:
+        return self.get(File, file)
+
+    def reject_file(
+        self,
+        file: UUID,
+        code: str,
+        detail: str,
+        *,
+        parse: bool,
+        now: datetime,
+        contacts: int = 0,
+        contact_errors: list[dict[str, Any]] | None = None,
+    ) -> File:
+        """Fail a file as a whole: FileRejected / ParseFailed, FileCompleted, and the name freed."""
+
+        def command() -> File:
+            aggregate = self.file(file)
+            if aggregate.status == "completed":
+                return aggregate
+            if aggregate.status == "received":
+                aggregate.reject(
+                    code, detail, parse=parse, contacts=contacts, contact_errors=contact_errors
+                )
+            aggregate.complete(now.isoformat())
+            index = self.get(FileName, file_name_id(aggregate.account, aggregate.name))
+            index.settle(file, processed=False, at=now.isoformat())
+            self.save(aggregate, index)
+            return aggregate
+
+        return self._retrying(command)
+
+    def accept_file(self, file: UUID, *, credits: int, summary: Mapping[str, Any]) -> File:
+        """Accept a file and reserve its credits in one transaction; raises InsufficientBalance."""
+
+        def command() -> File:
+            aggregate = self.file(file)
+            if aggregate.status != "received":
+                return aggregate  # accepted before a restart
+            account = self.account(aggregate.account)
+            account.reserve_credits(file, credits)
+            aggregate.accept(credits=credits, **summary)
+            self.save(aggregate, account)
+            return aggregate
+
+        return self._retrying(command)
+
+    def save_batches(self, batches: Sequence[ContactBatch]) -> int:
+        """Save contact batches in one transaction; batches already stored (a resumed file) are
+        skipped, so nothing is queued twice. Returns how many were new."""
+        try:
+            self.save(*batches)
+            return len(batches)
+        except IntegrityError:
+            fresh = [b for b in batches if not self.exists(b.id)]
+            if fresh:
+                self.save(*fresh)
+            return len(fresh)
+
+    def batch_exists(self, file: UUID, number: int) -> bool:
+        return self.exists(batch_id(file, number))
+
+    def sealed_batches(self, file: UUID, count: int) -> Iterator[ContactBatch.BatchSealed]:
+        """The last event of each batch of a file: counts and contact errors, cheap to read."""
+        for number in range(count):
+            events = self.events.get(batch_id(file, number), desc=True, limit=1)
+            for event in events:
+                if isinstance(event, ContactBatch.BatchSealed):
+                    yield event
+
+    def complete_file(self, file: UUID, now: datetime) -> File:
+        def command() -> File:
+            aggregate = self.file(file)
+            if aggregate.status == "completed":
+                return aggregate
+            aggregate.complete(now.isoformat())
+            index = self.get(FileName, file_name_id(aggregate.account, aggregate.name))
+            index.settle(file, processed=aggregate.outcome == "processed", at=now.isoformat())
+            self.save(aggregate, index)
+            return aggregate
+
+        return self._retrying(command)
+
+    def file_by_name(self, account: str, name: str, receipt: int | None = None) -> File:
+        if receipt is None:
+            receipt = self.get(FileName, file_name_id(account, name)).receipts
+        return self.file(file_id(account, name, receipt))
+
+    # ---- dispatch --------------------------------------------------------------------------
+
+    def batch(self, batch: UUID) -> ContactBatch:
+        return self.get(ContactBatch, batch)
+
+    def dispatch_log(self, batch: ContactBatch) -> DispatchLog:
+        try:
+            return self.get(DispatchLog, dispatch_log_id(batch.id))
+        except AggregateNotFoundError:
+            return DispatchLog.start(batch=batch.id, file=UUID(batch.file_id), account=batch.account)
+
+    def record_dispatch(self, log: DispatchLog, account: Account | None = None) -> None:
+        """Save a dispatch log's pending events (and a refunding account) in one transaction."""
+        if account is None:
+            self.save(log)
+        else:
+            self.save(log, account)

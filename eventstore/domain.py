@@ -36,6 +36,10 @@ def dispatch_log_id(batch: UUID) -> UUID:
     return uuid5(batch, "dispatch")
 
 
+def delivery_log_id(batch: UUID) -> UUID:
+    return uuid5(batch, "delivery")
+
+
 def message_id(file: UUID, index: int) -> UUID:
     """The id a message keeps everywhere: gateway submit, receipts, webhooks."""
     return uuid5(file, f"message:{index}")
@@ -337,6 +341,14 @@ class File(Aggregate):
             aggregate.completed_at = self.completed_at
             aggregate.status = "completed"
 
+    class NotificationSent(Aggregate.Event):
+        to: str
+        via: str
+        at: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.notified = True
+
     def __init__(
         self,
         account: str,
@@ -359,6 +371,7 @@ class File(Aggregate):
         self.detail: str | None = None
         self.summary: dict[str, Any] = {}
         self.failure_contacts = 0
+        self.notified = False
         self.failure_errors: list[dict[str, Any]] = []
         self.outcome: str | None = None
         self.completed_at: str | None = None
@@ -415,6 +428,10 @@ class File(Aggregate):
         if self.status != "received":
             raise DomainError(f"file {self.id} is {self.status}, cannot be accepted")
         self.trigger_event(self.FileAccepted, **summary)
+
+    def notification_sent(self, to: str, via: str, at: str) -> None:
+        if not self.notified:
+            self.trigger_event(self.NotificationSent, to=to, via=via, at=at)
 
     def complete(self, completed_at: str) -> None:
         if self.status == "completed":
@@ -588,15 +605,6 @@ class DispatchLog(Aggregate):
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.expired_indexes.add(self.index)
 
-    class DeliveryReported(Aggregate.Event):
-        index: int
-        status: str
-        gateway_id: str
-        at: str
-
-        def apply(self, aggregate: DispatchLog) -> None:
-            aggregate.statuses[self.index] = self.status
-
     class BatchDispatched(Aggregate.Event):
         submitted: int
         expired: int
@@ -610,7 +618,6 @@ class DispatchLog(Aggregate):
         self.account = account
         self.submitted_indexes: dict[int, str] = {}
         self.expired_indexes: set[int] = set()
-        self.statuses: dict[int, str] = {}
         self.finished = False
 
     @classmethod
@@ -638,16 +645,52 @@ class DispatchLog(Aggregate):
         if index not in self.submitted_indexes and index not in self.expired_indexes:
             self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at)
 
-    def delivered(self, index: int, status: str, gateway_id: str, at: str) -> None:
-        if self.statuses.get(index) != status:
-            self.trigger_event(
-                self.DeliveryReported, index=index, status=status, gateway_id=gateway_id, at=at
-            )
-
     def finish(self) -> None:
         if not self.finished:
             self.trigger_event(
                 self.BatchDispatched,
                 submitted=len(self.submitted_indexes),
                 expired=len(self.expired_indexes),
+            )
+
+
+class DeliveryLog(Aggregate):
+    """Delivery receipts of one contact batch's messages. Apart from DispatchLog so the receipts
+    actor and the dispatcher each own the aggregates they write."""
+
+    class DeliveryStarted(Aggregate.Created):
+        batch_id: str
+        file_id: str
+        account: str
+
+    class DeliveryReported(Aggregate.Event):
+        index: int
+        status: str
+        gateway_id: str
+        at: str
+
+        def apply(self, aggregate: DeliveryLog) -> None:
+            aggregate.statuses[self.index] = self.status
+
+    def __init__(self, batch_id: str, file_id: str, account: str) -> None:
+        self.batch_id = batch_id
+        self.file_id = file_id
+        self.account = account
+        self.statuses: dict[int, str] = {}
+
+    @classmethod
+    def start(cls, *, batch: UUID, file: UUID, account: str) -> DeliveryLog:
+        return cls._create(
+            cls.DeliveryStarted,
+            id=delivery_log_id(batch),
+            batch_id=str(batch),
+            file_id=str(file),
+            account=account,
+        )
+
+    def reported(self, index: int, status: str, gateway_id: str, at: str) -> None:
+        """One final status per message: a repeated or per-part receipt adds nothing."""
+        if self.statuses.get(index) != status:
+            self.trigger_event(
+                self.DeliveryReported, index=index, status=status, gateway_id=gateway_id, at=at
             )

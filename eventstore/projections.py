@@ -29,7 +29,7 @@ Handler = Callable[[sqlite_utils.Database, Any], None]
 
 
 def _account_created(db: sqlite_utils.Database, e: Account.AccountCreated) -> None:
-    db["accounts"].insert(
+    db.table("accounts").insert(
         {
             "username": e.username,
             "email": e.email,
@@ -56,7 +56,7 @@ def _balance_change(sign: int) -> Handler:
 
 def _optouts_added(db: sqlite_utils.Database, e: Account.OptOutsAdded) -> None:
     account = _username(db, e)
-    db["optouts"].insert_all(
+    db.table("optouts").insert_all(
         ({"account": account, "msisdn": m} for m in e.msisdns), replace=True, batch_size=1000
     )
 
@@ -80,11 +80,11 @@ def _username(db: sqlite_utils.Database, e: Any) -> str:
 
 
 def _account_id(db: sqlite_utils.Database, e: Account.AccountCreated) -> None:
-    db["account_ids"].insert({"id": str(e.originator_id), "username": e.username}, replace=True)
+    db.table("account_ids").insert({"id": str(e.originator_id), "username": e.username}, replace=True)
 
 
 def _route_added(db: sqlite_utils.Database, e: Routes.RouteAdded) -> None:
-    db["routes"].insert({"prefix": e.prefix, "gateway": e.gateway}, replace=True)
+    db.table("routes").insert({"prefix": e.prefix, "gateway": e.gateway}, replace=True)
 
 
 def _route_removed(db: sqlite_utils.Database, e: Routes.RouteRemoved) -> None:
@@ -92,7 +92,7 @@ def _route_removed(db: sqlite_utils.Database, e: Routes.RouteRemoved) -> None:
 
 
 def _file_received(db: sqlite_utils.Database, e: File.FileReceived) -> None:
-    db["files"].insert(
+    db.table("files").insert(
         {
             "file_id": str(e.originator_id),
             "account": e.account,
@@ -116,11 +116,11 @@ def _file_received(db: sqlite_utils.Database, e: File.FileReceived) -> None:
 
 
 def _file_failed(db: sqlite_utils.Database, e: Any) -> None:
-    db["files"].update(str(e.originator_id), {"status": "failed", "error_code": e.code, "detail": e.detail})
+    db.table("files").update(str(e.originator_id), {"status": "failed", "error_code": e.code, "detail": e.detail})
 
 
 def _file_accepted(db: sqlite_utils.Database, e: File.FileAccepted) -> None:
-    db["files"].update(
+    db.table("files").update(
         str(e.originator_id),
         {
             "status": "accepted",
@@ -135,11 +135,11 @@ def _file_accepted(db: sqlite_utils.Database, e: File.FileAccepted) -> None:
 
 
 def _file_completed(db: sqlite_utils.Database, e: File.FileCompleted) -> None:
-    db["files"].update(str(e.originator_id), {"status": e.status, "completed_at": e.completed_at})
+    db.table("files").update(str(e.originator_id), {"status": e.status, "completed_at": e.completed_at})
 
 
 def _batch_opened(db: sqlite_utils.Database, e: ContactBatch.BatchOpened) -> None:
-    db["batches"].insert(
+    db.table("batches").insert(
         {
             "batch_id": str(e.originator_id),
             "file_id": e.file_id,
@@ -157,7 +157,7 @@ def _batch_opened(db: sqlite_utils.Database, e: ContactBatch.BatchOpened) -> Non
 
 
 def _batch_sealed(db: sqlite_utils.Database, e: ContactBatch.BatchSealed) -> None:
-    db["batches"].update(str(e.originator_id), {"queued": e.queued, "parts": e.parts, "sealed": 1})
+    db.table("batches").update(str(e.originator_id), {"queued": e.queued, "parts": e.parts, "sealed": 1})
 
 
 def _batch_dispatched(db: sqlite_utils.Database, e: DispatchLog.BatchDispatched) -> None:
@@ -169,7 +169,7 @@ def _batch_dispatched(db: sqlite_utils.Database, e: DispatchLog.BatchDispatched)
 
 
 def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted) -> None:
-    db["dispatch_logs"].insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
+    db.table("dispatch_logs").insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
 
 
 HANDLERS: dict[type[Any], list[Handler]] = {
@@ -196,9 +196,9 @@ TOPICS = [get_topic(cls) for cls in HANDLERS]
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
-    db["tracking"].create({"name": str, "position": int}, pk="name", if_not_exists=True)
-    db["account_ids"].create({"id": str, "username": str}, pk="id", if_not_exists=True)
-    db["accounts"].create(
+    db.table("tracking").create({"name": str, "position": int}, pk="name", if_not_exists=True)
+    db.table("account_ids").create({"id": str, "username": str}, pk="id", if_not_exists=True)
+    db.table("accounts").create(
         {
             "username": str,
             "email": str,
@@ -211,9 +211,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk="username",
         if_not_exists=True,
     )
-    db["optouts"].create({"account": str, "msisdn": str}, pk=("account", "msisdn"), if_not_exists=True)
-    db["routes"].create({"prefix": str, "gateway": str}, pk="prefix", if_not_exists=True)
-    db["files"].create(
+    db.table("optouts").create({"account": str, "msisdn": str}, pk=("account", "msisdn"), if_not_exists=True)
+    db.table("routes").create({"prefix": str, "gateway": str}, pk="prefix", if_not_exists=True)
+    db.table("files").create(
         {
             "file_id": str,
             "account": str,
@@ -235,8 +235,8 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk="file_id",
         if_not_exists=True,
     )
-    db["files"].create_index(["account", "received_at"], if_not_exists=True)
-    db["batches"].create(
+    db.table("files").create_index(["account", "received_at"], if_not_exists=True)
+    db.table("batches").create(
         {
             "batch_id": str,
             "file_id": str,
@@ -252,8 +252,8 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk="batch_id",
         if_not_exists=True,
     )
-    db["batches"].create_index(["dispatched", "sealed", "account"], if_not_exists=True)
-    db["dispatch_logs"].create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
+    db.table("batches").create_index(["dispatched", "sealed", "account"], if_not_exists=True)
+    db.table("dispatch_logs").create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
 
 
 class ReadModels:
@@ -311,7 +311,7 @@ class ReadModels:
         """Drop every read-model table and project the whole log again."""
         with self._immediate():
             for table in self.db.table_names():
-                self.db[table].drop()
+                self.db.table(table).drop()
             _create_schema(self.db)
         return self.catch_up(store)
 
@@ -338,14 +338,14 @@ class ReadModels:
             where.append("name = ?")
             args.append(name)
         return list(
-            self.db["files"].rows_where(
+            self.db.table("files").rows_where(
                 " AND ".join(where) or None, args, order_by="received_at, receipt"
             )
         )
 
     def pending_batches(self, limit: int) -> list[dict[str, Any]]:
         return list(
-            self.db["batches"].rows_where(
+            self.db.table("batches").rows_where(
                 "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
             )
         )
@@ -353,7 +353,7 @@ class ReadModels:
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table's rows in key order: two dumps compare equal when content is identical."""
         return {
-            table: [dict(row) for row in self.db[table].rows_where(order_by=",".join(self.db[table].pks))]
+            table: [dict(row) for row in self.db.table(table).rows_where(order_by=",".join(self.db.table(table).pks))]
             for table in sorted(self.db.table_names())
             if table != "tracking"
         }

@@ -323,6 +323,14 @@ class SmsStore(Application[UUID]):
 
         return self._retrying(command)
 
+    def record_notification(self, file: UUID, to: str, via: str, now: datetime) -> None:
+        def command() -> None:
+            aggregate = self.file(file)
+            aggregate.notification_sent(to, via, now.isoformat())
+            self.save(aggregate)
+
+        self._retrying(command)
+
     def file_by_name(self, account: str, name: str, receipt: int | None = None) -> File:
         if receipt is None:
             receipt = self.get(FileName, file_name_id(account, name)).receipts

@@ -1,0 +1,115 @@
+"""The embedded simulator gateway: accepts messages, returns ids, and produces delivery receipts that
+are deterministic for a seed (status and delay derive from the seed and the message id).
+
+It remembers every message id it accepted in an append-only journal, so a message re-submitted after
+a crash is recognised and not "sent" twice — the property the restart tests check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import trio
+
+from actors.gateway import DeliveryReceipt, OutboundMessage
+
+# Shares of each final status, in per-mille; the rest is delivered.
+FAILED_PER_MILLE = 30
+EXPIRED_PER_MILLE = 10
+
+
+class Simulator:
+    name = "simulator"
+
+    def __init__(
+        self,
+        journal_dir: Path,
+        receipts: trio.MemorySendChannel[DeliveryReceipt],
+        *,
+        seed: int = 7,
+        delay: float = 0.5,
+    ) -> None:
+        self.seed = seed
+        self.delay = delay
+        self._receipts = receipts
+        self._due: list[tuple[float, int, DeliveryReceipt]] = []
+        self._counter = 0
+        self._wake = trio.Event()
+        journal_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = journal_dir / "accepted.log"
+        self.accepted: dict[UUID, str] = {}
+        self.duplicates = 0
+        if self.journal.exists():
+            for line in self.journal.read_text().splitlines():
+                message, _, gateway_id = line.partition(" ")
+                if gateway_id:
+                    self.accepted[UUID(message)] = gateway_id
+        self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _hash(self, message: UUID, salt: str) -> int:
+        digest = hashlib.sha256(f"{self.seed}:{salt}:{message}".encode()).digest()
+        return int.from_bytes(digest[:8], "big")
+
+    def gateway_id(self, message: UUID) -> str:
+        return f"SIM{self._hash(message, 'id') % 10**12:012d}"
+
+    def status(self, message: UUID) -> str:
+        roll = self._hash(message, "status") % 1000
+        if roll < FAILED_PER_MILLE:
+            return "failed"
+        if roll < FAILED_PER_MILLE + EXPIRED_PER_MILLE:
+            return "expired"
+        return "delivered"
+
+    async def submit(self, message: OutboundMessage) -> str:
+        known = self.accepted.get(message.message_id)
+        if known is not None:
+            self.duplicates += 1
+            return known
+        gateway_id = self.gateway_id(message.message_id)
+        # One write(2) per message: it survives a SIGKILL of the process (the kernel has it).
+        os.write(self._fd, f"{message.message_id} {gateway_id}\n".encode())
+        self.accepted[message.message_id] = gateway_id
+        spread = 0.5 + (self._hash(message.message_id, "delay") % 1000) / 1000
+        due = trio.current_time() + self.delay * spread
+        receipt = DeliveryReceipt(
+            message_id=message.message_id,
+            batch_id=message.batch_id,
+            file_id=message.file_id,
+            index=message.index,
+            account=message.account,
+            gateway_id=gateway_id,
+            status=self.status(message.message_id),
+            at=datetime.now(UTC) + timedelta(seconds=self.delay * spread),
+        )
+        self._counter += 1
+        heapq.heappush(self._due, (due, self._counter, receipt))
+        self._wake.set()
+        return gateway_id
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver receipts when they are due, until cancelled. One task, a heap of due receipts."""
+        task_status.started()
+        with self._receipts:
+            while True:
+                if not self._due:
+                    await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                due, _, receipt = self._due[0]
+                now = trio.current_time()
+                if due > now:
+                    with trio.move_on_after(due - now):
+                        await self._wake.wait()
+                    self._wake = trio.Event()
+                    continue
+                heapq.heappop(self._due)
+                await self._receipts.send(receipt)

@@ -1,0 +1,90 @@
+"""Settings: one object built from CLI flags and SFTPSMS_* environment variables, passed down."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "SFTPSMS_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")
+    sftp_host: str = "127.0.0.1"
+    sftp_port: int = 2222
+    sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
+    incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
+    file_workers: int = 2  # files processed at once
+    max_parts: int = 10  # a message longer than this many SMS parts is a contact error
+    max_zip_entries: int = 100
+    max_entry_bytes: int = 1 << 30
+    send_rate: float = 100.0  # SMS parts per second, the whole service
+    account_rate: float = 50.0  # SMS parts per second, per account
+    simulator_seed: int = 7
+    simulator_delivery_delay: float = 0.5  # seconds until the simulator's delivery receipt
+    mail_from: str = "sftpsms@localhost"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, then SFTPSMS_* variables, then explicit (CLI) overrides that are not None."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = os.environ.get(ENV_PREFIX + spec.name.upper())
+            if raw is not None:
+                values[spec.name] = _convert(spec.type, raw)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        return replace(cls(), **values)
+
+    # ---- the data directory's layout --------------------------------------------------------
+
+    @property
+    def events_db(self) -> Path:
+        return self.data_dir / "events.db"
+
+    @property
+    def readmodels_db(self) -> Path:
+        return self.data_dir / "readmodels.db"
+
+    @property
+    def accounts_dir(self) -> Path:
+        return self.data_dir / "accounts"
+
+    def account_root(self, username: str) -> Path:
+        return self.accounts_dir / username
+
+    @property
+    def work_dir(self) -> Path:
+        """Files being processed, by file id: frozen copies the client can no longer change."""
+        return self.data_dir / "work"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
+
+    @property
+    def host_key(self) -> Path:
+        return self.data_dir / "ssh_host_ed25519_key"
+
+    @property
+    def simulator_dir(self) -> Path:
+        return self.data_dir / "simulator"
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if name == "int":
+        return int(raw)
+    if name == "float":
+        return float(raw)
+    if name == "Path":
+        return Path(raw)
+    return raw

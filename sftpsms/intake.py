@@ -1,0 +1,294 @@
+"""Pass 1 over an uploaded file: validate every contact, price the send, decide, and spool outcomes.
+
+The file is streamed once (memory flat); each contact's outcome goes to a spool file (one JSON line)
+that pass 2 turns into events, so both passes see exactly the same decisions even if the opt-out
+list changes in between. Whole-file decisions (Max_Errors, template, credits, nothing to send) are
+made here, before anything is queued.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from sftpsms.errors import ErrorCode, FileRejected
+from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
+from sftpsms.gsm import count_parts, find_non_gsm
+from sftpsms.numbers import NetworkDirectory, normalise_msisdn
+from sftpsms.schedule import check_schedule, parse_timestamp
+from sftpsms.template import Template, TemplateInvalid
+
+OPTOUT_LOOKUP_BATCH = 1000
+DEFAULT_MAX_PARTS = 10
+SENDER_ALPHANUMERIC = re.compile(r"[A-Za-z0-9 ]{1,11}")
+SENDER_NUMERIC = re.compile(r"\+?[0-9]{1,15}")
+FIXED_SENDER = "Fixed"
+
+
+@dataclass(frozen=True)
+class AccountPolicy:
+    """What pass 1 needs to know about the sending account."""
+
+    username: str
+    country: str
+    allow_custom_sender: bool
+    balance: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One contact's fate. `code` None means a message is queued; MSISDN.Optout means skipped."""
+
+    index: int
+    msisdn: str | None
+    customer_id: str | None
+    text: str | None = None
+    parts: int = 0
+    code: str | None = None
+    detail: str | None = None
+
+    def to_line(self) -> str:
+        return json.dumps(
+            [self.index, self.msisdn, self.customer_id, self.text, self.parts, self.code, self.detail],
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_line(cls, line: str) -> Outcome:
+        index, msisdn, customer_id, text, parts, code, detail = json.loads(line)
+        return cls(index, msisdn, customer_id, text, parts, code, detail)
+
+    @property
+    def is_optout(self) -> bool:
+        return self.code == ErrorCode.OPTOUT
+
+    def error(self) -> dict[str, Any]:
+        return {"index": self.index, "msisdn": self.msisdn, "code": self.code, "detail": self.detail}
+
+
+@dataclass
+class Plan:
+    """The result of pass 1: counts, the decision inputs, and where the outcomes were spooled."""
+
+    header: Header
+    sender_id: str
+    not_before: datetime | None
+    expires_at: datetime | None
+    spool: Path
+    contacts: int = 0
+    messages: int = 0
+    rejected: int = 0
+    optouts: int = 0
+    parts: int = 0
+    first_errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def credits(self) -> int:
+        return self.parts
+
+
+class PlanFailed(FileRejected):
+    """Pass 1 failed the file as a whole; `plan` holds what was counted up to that point."""
+
+    def __init__(self, error: FileRejected, plan: Plan) -> None:
+        super().__init__(error.code, error.detail)
+        self.plan = plan
+
+
+class ContactChecker:
+    """Validates one contact into an Outcome (without the opt-out lookup, which is batched)."""
+
+    def __init__(
+        self,
+        *,
+        template: Template | None,
+        country: str,
+        networks: NetworkDirectory,
+        max_parts: int,
+    ) -> None:
+        self.template = template
+        self.country = country
+        self.networks = networks
+        self.max_parts = max_parts
+
+    def check(self, raw: RawContact) -> Outcome:
+        index, customer_id = raw.index, raw.customer_id
+        if raw.problem is not None:
+            return Outcome(index, raw.msisdn, customer_id, code=ErrorCode.PARSE_ERROR, detail=raw.problem)
+        if not raw.msisdn:
+            return Outcome(
+                index, None, customer_id, code=ErrorCode.REQUIRED_PARAMETER_MISSING, detail="msisdn is missing"
+            )
+        msisdn = normalise_msisdn(raw.msisdn, self.country)
+        if msisdn is None:
+            return Outcome(
+                index, raw.msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="not a phone number"
+            )
+        if not self.networks.has_network(msisdn):
+            return Outcome(
+                index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="no network for this number"
+            )
+        if raw.message is not None:
+            text = raw.message
+        elif self.template is not None:
+            text = self.template.render(raw.values)
+        else:
+            raise FileRejected(
+                ErrorCode.REQUIRED_PARAMETER_MISSING,
+                f"Message_Template is required: contact {index} has no message",
+            )
+        if not text.strip():
+            return Outcome(index, msisdn, customer_id, code=ErrorCode.PARSE_ERROR, detail="message text is empty")
+        bad = find_non_gsm(text)
+        if bad is not None:
+            return Outcome(
+                index,
+                msisdn,
+                customer_id,
+                code=ErrorCode.PARSE_ERROR,
+                detail=f"character {bad!r} (U+{ord(bad):04X}) is not in the GSM 03.38 alphabet",
+            )
+        parts = count_parts(text)
+        if parts > self.max_parts:
+            return Outcome(
+                index,
+                msisdn,
+                customer_id,
+                code=ErrorCode.PARSE_ERROR,
+                detail=f"message needs {parts} parts, more than the limit of {self.max_parts}",
+            )
+        return Outcome(index, msisdn, customer_id, text=text, parts=parts)
+
+
+def check_sender(sender_id: str, policy: AccountPolicy) -> str:
+    if sender_id.casefold() == FIXED_SENDER.casefold():
+        return FIXED_SENDER
+    if not (SENDER_ALPHANUMERIC.fullmatch(sender_id) or SENDER_NUMERIC.fullmatch(sender_id)):
+        raise FileRejected(
+            ErrorCode.PARSE_ERROR,
+            f"SenderID {sender_id!r} must be Fixed, up to 11 letters and digits, or up to 15 digits",
+        )
+    if not policy.allow_custom_sender:
+        raise FileRejected(
+            ErrorCode.PARSE_ERROR,
+            f"SenderID {sender_id!r} is not allowed: this account sends from its fixed sender only",
+        )
+    return sender_id
+
+
+def read_plan_header(
+    path: Path, *, policy: AccountPolicy, now: datetime
+) -> tuple[Header, Template | None, str, datetime | None, datetime | None]:
+    """File-level checks, in the order a user would fix them."""
+    header = read_header(path)
+    sender = check_sender(header.sender_id, policy)
+    start = parse_timestamp(header.start) if header.start else None
+    end = parse_timestamp(header.end) if header.end else None
+    check_schedule(start, end, now)
+    template = None
+    if header.message_template is not None and header.message_template != "":
+        try:
+            template = Template.parse(header.message_template)
+        except TemplateInvalid as error:
+            raise FileRejected(ErrorCode.PARSE_ERROR, f"Message_Template: {error}") from None
+    not_before = start if start is not None and start > now else None
+    return header, template, sender, not_before, end
+
+
+def plan_file(
+    path: Path,
+    *,
+    policy: AccountPolicy,
+    networks: NetworkDirectory,
+    opted_out: Callable[[list[str]], set[str]],
+    now: datetime,
+    spool: Path,
+    max_parts: int = DEFAULT_MAX_PARTS,
+    progress: Callable[[int], None] | None = None,
+) -> Plan:
+    """Pass 1. Raises FileRejected for a failure found before contacts are read, PlanFailed (with
+    the counts so far, for the report) for one found while or after reading them."""
+    header, template, sender, not_before, expires_at = read_plan_header(path, policy=policy, now=now)
+    plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
+    checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
+    try:
+        with spool.open("w", encoding="utf-8") as out:
+            pending: list[Outcome] = []
+            for raw in iter_contacts(path, header):
+                pending.append(checker.check(raw))
+                if len(pending) >= OPTOUT_LOOKUP_BATCH:
+                    _flush(pending, plan, header, policy, opted_out, out)
+                    pending = []
+                    if progress is not None:
+                        progress(plan.contacts)
+            _flush(pending, plan, header, policy, opted_out, out)
+        if plan.contacts == 0:
+            raise FileRejected(ErrorCode.REQUIRED_PARAMETER_MISSING, "Contacts is empty")
+        if plan.messages == 0:
+            raise FileRejected(
+                ErrorCode.EMPTY_SEND,
+                f"no valid message to send: {plan.rejected} contact errors, {plan.optouts} opted out",
+            )
+        if plan.credits > policy.balance:
+            raise FileRejected(
+                ErrorCode.INSUFFICIENT_CREDITS,
+                f"the file needs {plan.credits} credits, the balance is {policy.balance}",
+            )
+    except FileRejected as error:
+        raise PlanFailed(error, plan) from None
+    return plan
+
+
+def _flush(
+    outcomes: list[Outcome],
+    plan: Plan,
+    header: Header,
+    policy: AccountPolicy,
+    opted_out: Callable[[list[str]], set[str]],
+    out: IO[str],
+) -> None:
+    if not outcomes:
+        return
+    if header.check_optouts:
+        candidates = [o.msisdn for o in outcomes if o.code is None and o.msisdn]
+        blocked = opted_out(candidates) if candidates else set()
+        if blocked:
+            outcomes = [
+                Outcome(o.index, o.msisdn, o.customer_id, code=ErrorCode.OPTOUT, detail="the number has opted out")
+                if o.code is None and o.msisdn in blocked
+                else o
+                for o in outcomes
+            ]
+    lines = []
+    for outcome in outcomes:
+        plan.contacts += 1
+        if outcome.code is None:
+            plan.messages += 1
+            plan.parts += outcome.parts
+        elif outcome.is_optout:
+            plan.optouts += 1
+        else:
+            plan.rejected += 1
+            if len(plan.first_errors) < 1000:
+                plan.first_errors.append(outcome.error())
+            if header.max_errors is not None and plan.rejected > header.max_errors:
+                raise FileRejected(
+                    ErrorCode.PARSE_ERROR,
+                    f"more than Max_Errors={header.max_errors} contact errors "
+                    f"(stopped at contact {outcome.index})",
+                )
+        lines.append(outcome.to_line())
+    out.write("\n".join(lines))
+    out.write("\n")
+
+
+def read_spool(spool: Path) -> Iterator[Outcome]:
+    with spool.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield Outcome.from_line(line)

@@ -1,0 +1,53 @@
+"""The status email sent for each filed upload: composed here, delivered by the notifier."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+
+def compose_status_email(report: dict[str, Any], *, to: str, sender: str, now: datetime) -> EmailMessage:
+    ok = report["status"] == "processed"
+    outcome = "processed" if ok else f"failed: {report['error_code']}"
+    message = EmailMessage()
+    message["Subject"] = f"[sftpsms] {report['file']} {outcome}"
+    message["From"] = sender
+    message["To"] = to
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain="sftpsms.local")
+    lines = [
+        f"File: {report['file']}",
+        f"Account: {report['account']}",
+        f"Outcome: {outcome}",
+        f"Detail: {report['detail']}",
+        "",
+        f"Contacts: {report['contacts']}",
+        f"Messages queued: {report['messages_queued']}",
+        f"Opt-outs skipped: {report['optouts_skipped']}",
+        f"Contact errors: {len(report['contact_errors']) - report['optouts_skipped']}",
+        f"Parts: {report['parts']}",
+        f"Credits used: {report['credits_used']}",
+        "",
+        "The full report is attached, and is in your SFTP folder beside the file.",
+    ]
+    message.set_content("\n".join(lines) + "\n")
+    message.add_attachment(
+        json.dumps(report, indent=2, ensure_ascii=False).encode(),
+        maintype="application",
+        subtype="json",
+        filename=f"{report['file']}.report.json",
+    )
+    return message
+
+
+def write_to_outbox(outbox: Path, name: str, message: EmailMessage) -> Path:
+    outbox.mkdir(parents=True, exist_ok=True)
+    path = outbox / f"{name}.eml"
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(bytes(message))
+    temporary.replace(path)
+    return path

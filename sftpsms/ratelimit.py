@@ -1,0 +1,33 @@
+"""Token buckets for sending rates (SMS parts per second), with time passed in."""
+
+from __future__ import annotations
+
+
+class TokenBucket:
+    """`rate` tokens per second, holding at most `burst`. Starts full."""
+
+    def __init__(self, rate: float, burst: float | None = None, now: float = 0.0) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate / 10)
+        self.tokens = self.burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        if now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+
+    def wait_time(self, cost: float, now: float) -> float:
+        """Seconds until `cost` tokens are available (0 when they are now). A cost above the burst
+        is allowed once the bucket is full, so a 10-part message is never stuck."""
+        self._refill(now)
+        needed = min(cost, self.burst)
+        if self.tokens >= needed:
+            return 0.0
+        return (needed - self.tokens) / self.rate
+
+    def take(self, cost: float, now: float) -> None:
+        self._refill(now)
+        self.tokens -= cost

@@ -1,0 +1,63 @@
+"""The `<name>.report.json` written beside every filed upload (PRODUCT.md §2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def build_report(
+    *,
+    file: str,
+    account: str,
+    status: str,
+    error_code: str | None,
+    detail: str | None,
+    contacts: int,
+    messages_queued: int,
+    optouts_skipped: int,
+    parts: int,
+    credits_used: int,
+    contact_errors: Iterable[dict[str, Any]],
+    received_at: str,
+    completed_at: str | None,
+    warnings: Iterable[str] = (),
+    file_id: str | None = None,
+) -> dict[str, Any]:
+    errors = sorted(contact_errors, key=lambda error: int(error["index"]))
+    if detail is None:
+        detail = (
+            f"{messages_queued} messages queued ({parts} parts), {optouts_skipped} opted out, "
+            f"{len(errors) - optouts_skipped} contact errors"
+        )
+    return {
+        "file": file,
+        "account": account,
+        "status": status,
+        "error_code": error_code,
+        "detail": detail,
+        "contacts": contacts,
+        "messages_queued": messages_queued,
+        "optouts_skipped": optouts_skipped,
+        "parts": parts,
+        "credits_used": credits_used,
+        "contact_errors": errors,
+        "warnings": list(warnings),
+        "file_id": file_id,
+        "received_at": received_at,
+        "completed_at": completed_at,
+    }
+
+
+def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
+    """Write then rename, so an SFTP client never downloads half a report."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as out:
+        json.dump(content, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)

@@ -25,6 +25,8 @@ from uuid import UUID
 
 import outcome
 import trio
+from sftpsms.archive import extract_zip
+from sftpsms.numbers import NetworkDirectory
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
 from actors.projector import Projector
@@ -33,12 +35,10 @@ from eventstore.domain import File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms import folders
-from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
 from sftpsms.notification import compose_status_email, write_to_outbox
-from sftpsms.numbers import NetworkDirectory
 from sftpsms.report import build_report, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class FileArrived:
     name: str
     path: Path
     arrived_at: datetime
+    incomplete: bool = False  # a cut-off upload left for too long: filed as File.Corrupt
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,10 @@ async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
     log.info("file=%s account=%s file_id=%s received", arrived.name, arrived.account, receipt.file_id)
     work = _work_path(context.settings, receipt.file_id, arrived.name)
     await trio.to_thread.run_sync(folders.move, arrived.path, work)
+    if arrived.incomplete:
+        await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
+        await file_away(context, receipt.file_id)
+        return
     if receipt.duplicate_of is not None:
         await _fail(
             context,

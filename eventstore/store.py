@@ -67,6 +67,12 @@ def store_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+def open_store(data_dir: Path) -> SmsStore:
+    """The embedded store of a data directory (created if missing)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SmsStore(env=store_env(data_dir))
+
+
 class SmsStore(Application[UUID]):
     """Commands over the aggregates of eventstore.domain."""
 
@@ -289,15 +295,12 @@ class SmsStore(Application[UUID]):
 
     def save_batches(self, batches: Sequence[ContactBatch]) -> int:
         """Save contact batches in one transaction; batches already stored (a resumed file) are
-        skipped, so nothing is queued twice. Returns how many were new."""
-        try:
-            self.save(*batches)
-            return len(batches)
-        except IntegrityError:
-            fresh = [b for b in batches if not self.exists(b.id)]
-            if fresh:
-                self.save(*fresh)
-            return len(fresh)
+        skipped, so nothing is queued twice. Returns how many were new. Checked before saving:
+        a failed save would already have taken the aggregates' pending events."""
+        fresh = [b for b in batches if not self.recorder.select_events(b.id, limit=1)]
+        if fresh:
+            self.save(*fresh)
+        return len(fresh)
 
     def batch_exists(self, file: UUID, number: int) -> bool:
         return self.exists(batch_id(file, number))

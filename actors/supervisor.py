@@ -1,0 +1,138 @@
+"""The supervisor: one nursery holding the whole actor tree of a running service.
+
+Start order matters and is explicit: the writer first (everyone talks to the store through it),
+then the read-model follower, the file pipeline, recovery of files a crash left half-done, the
+gateway side, the sweeper, and last the SFTP door, whose port is reported once it listens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+import trio
+
+from actors.bridge import AsyncioPortal
+from actors.contact_batch import QueueRequest, run_contact_batches
+from actors.dispatcher import Dispatcher
+from actors.file import (
+    FileArrived,
+    FileContext,
+    FileFiled,
+    InFlight,
+    recover,
+    run_file_worker,
+    utc_now,
+)
+from actors.gateway import DeliveryReceipt
+from actors.projector import Projector
+from actors.receipts import run_receipts
+from actors.session import AccountGate
+from actors.sftp_server import serve_sftp
+from actors.simulator import Simulator
+from actors.sweeper import run_sweeper
+from actors.writer import open_store_channel, run_writer
+from eventstore.store import open_store
+from sftpsms.config import Settings
+
+log = logging.getLogger(__name__)
+
+ARRIVALS_BUFFER = 64
+RECEIPTS_BUFFER = 1000
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a started service tells its caller."""
+
+    sftp_port: int
+    simulator: Simulator
+
+
+async def run_service(
+    settings: Settings,
+    portal: AsyncioPortal,
+    *,
+    filed: trio.MemorySendChannel[FileFiled] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the service until cancelled.
+
+    Resource handling: every channel end is owned by exactly one actor, which closes it; the
+    originals are closed here after handing out clones. The event store closes on exit.
+    Error handling: actors catch what belongs to one file, round or receipt and go on; an error
+    escaping an actor is a bug and stops the service (the process supervisor restarts it and
+    recovery resumes from the events).
+    """
+    store = open_store(settings.data_dir)
+    try:
+        projector = Projector(store, settings.readmodels_db)
+        in_flight = InFlight()
+        async with trio.open_nursery() as nursery:
+            store_client, store_inbox = open_store_channel()
+            await nursery.start(partial(run_writer, store_inbox, store=store, on_written=projector.poke))
+            await nursery.start(projector.run)
+
+            queue_send, queue_receive = trio.open_memory_channel[QueueRequest](0)
+            await nursery.start(partial(run_contact_batches, queue_receive, store=store_client.clone()))
+
+            arrivals_send, arrivals_receive = trio.open_memory_channel[FileArrived](ARRIVALS_BUFFER)
+            context = FileContext(
+                settings=settings,
+                store=store_client,
+                projector=projector,
+                queue=queue_send,
+                in_flight=in_flight,
+                filed=filed,
+                clock=clock,
+            )
+            with arrivals_receive:
+                for _ in range(settings.file_workers):
+                    await nursery.start(partial(run_file_worker, arrivals_receive.clone(), context=context))
+            recovered = await recover(context)
+            if recovered:
+                log.info("recovered %d files left in work/ by an earlier run", recovered)
+
+            receipts_send, receipts_receive = trio.open_memory_channel[DeliveryReceipt](RECEIPTS_BUFFER)
+            simulator = Simulator(
+                settings.simulator_dir,
+                receipts_send,
+                seed=settings.simulator_seed,
+                delay=settings.simulator_delivery_delay,
+            )
+            await nursery.start(simulator.run)
+            await nursery.start(partial(run_receipts, receipts_receive, store=store_client.clone()))
+            dispatcher = Dispatcher(
+                store=store_client.clone(), projector=projector, gateway=simulator, settings=settings
+            )
+            await nursery.start(dispatcher.run)
+
+            await nursery.start(
+                partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)
+            )
+            gate = AccountGate(
+                settings=settings,
+                store=store_client.clone(),
+                nursery=nursery,
+                arrivals=arrivals_send,
+                in_flight=in_flight,
+                clock=clock,
+            )
+            port = await nursery.start(
+                partial(
+                    serve_sftp,
+                    portal,
+                    gate,
+                    host=settings.sftp_host,
+                    port=settings.sftp_port,
+                    host_key_path=settings.host_key,
+                )
+            )
+            log.info("sftp listening on %s:%d", settings.sftp_host, port)
+            task_status.started(Running(sftp_port=port, simulator=simulator))
+    finally:
+        store.close()

@@ -1,0 +1,481 @@
+"""The `sftpsms` command: run the service and administer it (works while the server runs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from eventstore.domain import (
+    DeliveryLog,
+    batch_id,
+    delivery_log_id,
+    dispatch_log_id,
+    file_name_id,
+)
+from eventstore.projections import ReadModels
+from eventstore.store import AccountExists, SmsStore, UnknownAccount, open_store
+from sftpsms.config import Settings
+from sftpsms.numbers import normalise_msisdn
+from sftpsms.passwords import hash_password
+
+DEMO_USER = "demo"
+DEMO_CREDITS = 10_000
+DEMO_CREATED_AT = datetime(2023, 1, 1, tzinfo=UTC)  # a legacy account: SFTP works without keys
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    return Settings.from_env(data_dir=args.data_dir, **overrides)
+
+
+def _open_store(settings: Settings) -> SmsStore:
+    return open_store(settings.data_dir)
+
+
+def _models(settings: Settings, store: SmsStore) -> ReadModels:
+    models = ReadModels(settings.readmodels_db)
+    models.catch_up(store)
+    return models
+
+
+def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, "") if r.get(c) is not None else "-")) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c) if row.get(c) is not None else "-").ljust(widths[c]) for c in columns))
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from actors.bridge import run
+
+    from actors.supervisor import run_service
+
+    settings = _settings(args, sftp_host=args.sftp_host, sftp_port=args.sftp_port, send_rate=args.send_rate)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    for noisy in ("asyncssh",):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.demo:
+        _ensure_demo(settings)
+
+    async def main(portal: Any) -> None:
+        import trio
+
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(run_service, settings, portal)
+            print(
+                f"sftpsms serving: sftp on {settings.sftp_host}:{running.sftp_port}, "
+                f"data in {settings.data_dir.resolve()}",
+                flush=True,
+            )
+
+    try:
+        run(main)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
+
+
+def _ensure_demo(settings: Settings) -> None:
+    credentials = settings.data_dir / "demo-credentials.txt"
+    store = _open_store(settings)
+    try:
+        try:
+            store.account(DEMO_USER)
+        except UnknownAccount:
+            password = secrets.token_urlsafe(12)
+            store.create_account(
+                username=DEMO_USER,
+                password_hash=hash_password(password),
+                email="demo@example.com",
+                country="ZA",
+                created_at=DEMO_CREATED_AT,
+            )
+            store.add_credits(DEMO_USER, DEMO_CREDITS, "demo")
+            credentials.write_text(f"{DEMO_USER}\n{password}\n")
+            credentials.chmod(0o600)
+        username, password = credentials.read_text().split()[:2]
+        balance = store.account(DEMO_USER).balance
+    finally:
+        store.close()
+    print(
+        f"demo account: username {username!r} password {password!r} ({balance} credits)\n"
+        f"  try: sftp -P {settings.sftp_port} {username}@{settings.sftp_host}   then: put file.json Send_SMS/",
+        flush=True,
+    )
+
+
+def cmd_account_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    created_at = (
+        datetime.combine(date.fromisoformat(args.created_at), datetime.min.time(), tzinfo=UTC)
+        if args.created_at
+        else datetime.now(UTC)
+    )
+    store = _open_store(settings)
+    try:
+        store.create_account(
+            username=args.username,
+            password_hash=hash_password(args.password),
+            email=args.email,
+            country=args.country.upper(),
+            created_at=created_at,
+        )
+        if args.allow_sender_id:
+            store.set_sender_policy(args.username, True)
+    except AccountExists as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    _emit(args, {"username": args.username, "created_at": created_at.isoformat()}, f"account {args.username} created")
+    return 0
+
+
+def cmd_account_show(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        account = store.account(args.username)
+        models = _models(settings, store)
+        optouts = models.db.execute("SELECT count(*) FROM optouts WHERE account = ?", [args.username]).fetchone()[0]
+        models.close()
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    info = {
+        "username": account.username,
+        "email": account.email,
+        "country": account.country,
+        "created_at": account.created_at,
+        "credits": account.balance,
+        "custom_sender_id": account.allow_custom_sender,
+        "optouts": optouts,
+        "parent": account.parent,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:18} {value}")
+    return 0
+
+
+def cmd_credits_add(args: argparse.Namespace) -> int:
+    if args.amount <= 0:
+        raise CliError("the amount must be a positive number of credits")
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        balance = store.add_credits(args.username, args.amount)
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    _emit(args, {"username": args.username, "balance": balance}, f"{args.username}: balance {balance} credits")
+    return 0
+
+
+def _normalised(store: SmsStore, username: str, numbers: list[str]) -> list[str]:
+    country = store.account(username).country
+    result = []
+    for raw in numbers:
+        msisdn = normalise_msisdn(raw, country)
+        if msisdn is None:
+            raise CliError(f"{raw!r} is not a phone number")
+        result.append(msisdn)
+    return result
+
+
+def cmd_optout(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        numbers = _normalised(store, args.username, args.msisdns)
+        if args.action == "add":
+            store.change_optouts(args.username, add=numbers)
+        else:
+            store.change_optouts(args.username, add=[], remove=numbers)
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    verb = "opted out" if args.action == "add" else "opted back in"
+    _emit(args, {"username": args.username, args.action: numbers}, f"{len(numbers)} numbers {verb}: {' '.join(numbers)}")
+    return 0
+
+
+def cmd_route_add(args: argparse.Namespace) -> int:
+    prefix = args.prefix.lstrip("+")
+    if not prefix.isdigit():
+        raise CliError("a route prefix is digits in international form, e.g. 2799")
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        store.add_route(prefix, args.gateway)
+    finally:
+        store.close()
+    _emit(args, {"prefix": prefix, "gateway": args.gateway}, f"route {prefix} -> {args.gateway}")
+    return 0
+
+
+def cmd_route_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        routes = [{"prefix": p, "gateway": g} for p, g in sorted(store.routes().items())]
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(routes, indent=2))
+    else:
+        _print_table(routes, ["prefix", "gateway"])
+    return 0
+
+
+def cmd_files(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        models = _models(settings, store)
+        rows = models.files(account=args.account)
+        models.close()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(
+            rows,
+            ["account", "name", "status", "error_code", "contacts", "messages_queued", "optouts_skipped", "credits_used", "received_at"],
+        )
+    return 0
+
+
+def _event_row(event: Any) -> dict[str, Any]:
+    fields = {
+        k: v
+        for k, v in event.__dict__.items()
+        if k not in ("originator_id", "originator_version", "timestamp", "originator_topic")
+    }
+    return {"event": type(event).__name__, "at": event.timestamp.isoformat(), **fields}
+
+
+def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any]]:
+    """Every receipt of the name, each with its file events and a summary of its batches."""
+    from eventsourcing.application import AggregateNotFoundError
+
+    try:
+        index = store.repository.get(file_name_id(account, name))
+    except AggregateNotFoundError:
+        return []
+    history = []
+    for receipt in range(1, index.receipts + 1):
+        file = store.file_by_name(account, name, receipt)
+        events = [_event_row(e) for e in store.events.get(file.id)]
+        batches = int(file.summary.get("batches", 0)) if file.summary else 0
+        counts: dict[str, int] = {}
+        for number in range(batches):
+            bid = batch_id(file.id, number)
+            for aggregate_id in (bid, dispatch_log_id(bid), delivery_log_id(bid)):
+                for event in store.events.get(aggregate_id):
+                    key = type(event).__name__
+                    if isinstance(event, DeliveryLog.DeliveryReported):
+                        key = f"DeliveryReported.{event.status}"
+                    counts[key] = counts.get(key, 0) + 1
+        history.append({"file_id": str(file.id), "receipt": receipt, "events": events, "batch_events": counts})
+    return history
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        account = args.account
+        if account is None:
+            models = _models(settings, store)
+            owners = sorted({row["account"] for row in models.files(name=args.file)})
+            models.close()
+            if len(owners) > 1:
+                raise CliError(f"several accounts have a file {args.file!r}: add --account ({', '.join(owners)})")
+            if not owners:
+                raise CliError(f"no file named {args.file!r}")
+            account = owners[0]
+        history = file_history(store, account, args.file)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(history, indent=2, default=str))
+        return 0
+    if not history:
+        raise CliError(f"no file named {args.file!r} for account {account!r}")
+    for receipt in history:
+        print(f"{args.file} (account {account}, receipt {receipt['receipt']}, file id {receipt['file_id']})")
+        for event in receipt["events"]:
+            details = ", ".join(
+                f"{k}={v}" for k, v in event.items() if k not in ("event", "at") and v not in (None, [], {})
+            )
+            print(f"  {event['at']}  {event['event']:<16} {details}")
+        for name, count in sorted(receipt["batch_events"].items()):
+            print(f"  {'':32} {name:<16} x{count}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Rebuild a file's report from its events and compare it with the filed one."""
+    from actors.file import file_report
+
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        file = store.file_by_name(args.account, args.file, args.receipt)
+        if file.status != "completed":
+            raise CliError(f"{args.file} is still {file.status}")
+        report = file_report(store, file.id)
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    folder = "Processed" if report["status"] == "processed" else "Errors"
+    filed = settings.account_root(args.account) / folder / f"{args.file}.report.json"
+    same = filed.exists() and json.loads(filed.read_text()) == report
+    print(json.dumps({"report": report, "matches_filed_report": same} if args.json else report, indent=2))
+    if not args.json:
+        print(f"# matches {filed}: {'yes' if same else 'NO'}", file=sys.stderr)
+    return 0 if same else 1
+
+
+def cmd_readmodels_rebuild(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        models = ReadModels(settings.readmodels_db)
+        position = models.rebuild(store)
+        models.close()
+    finally:
+        store.close()
+    _emit(args, {"position": position}, f"read models rebuilt up to event {position}")
+    return 0
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if getattr(args, "json", False) else text)
+
+
+# ---- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        default=os.environ.get("SFTPSMS_DATA_DIR", "var"),
+        help="data directory: event store, read models, account folders (default ./var, or $SFTPSMS_DATA_DIR)",
+    )
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser = argparse.ArgumentParser(
+        prog="sftpsms",
+        description="SFTP-to-SMS: businesses drop JSON files of contacts into Send_SMS; the service "
+        "validates, scrubs opt-outs, checks credits, sends, and files each upload under Processed or "
+        "Errors with a report. Every state change is an event; admin commands work while it runs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the service (SFTP door, actors, dispatcher)")
+    serve.add_argument("--sftp-host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--sftp-port", type=int, default=None, help="SFTP port (default 2222; 0 = any free port)")
+    serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")
+    serve.add_argument("--demo", action="store_true", help="create (once) and print a demo account with credits")
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    serve.set_defaults(func=cmd_serve)
+
+    account = sub.add_parser("account", help="create and inspect accounts").add_subparsers(dest="action", required=True)
+    create = account.add_parser("create", parents=[common], help="create an account")
+    create.add_argument("username")
+    create.add_argument("--password", required=True, help="stored as an argon2 hash")
+    create.add_argument("--email", help="where status emails go when a file names none")
+    create.add_argument("--country", default="ZA", help="default country for national numbers (default ZA)")
+    create.add_argument("--created-at", help="YYYY-MM-DD; before 2023-06-06 every channel is active (legacy rule)")
+    create.add_argument("--allow-sender-id", action="store_true", help="may set a custom SenderID")
+    create.set_defaults(func=cmd_account_create)
+    show = account.add_parser("show", parents=[common], help="show an account's current state")
+    show.add_argument("username")
+    show.set_defaults(func=cmd_account_show)
+
+    credits = sub.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
+    add = credits.add_parser("add", parents=[common], help="add credits to an account")
+    add.add_argument("username")
+    add.add_argument("amount", type=int)
+    add.set_defaults(func=cmd_credits_add)
+
+    optout = sub.add_parser("optout", help="manage an account's opt-out list").add_subparsers(dest="action", required=True)
+    for action, text in (("add", "opt numbers out"), ("remove", "opt numbers back in")):
+        p = optout.add_parser(action, parents=[common], help=text)
+        p.add_argument("username")
+        p.add_argument("msisdns", nargs="+", metavar="MSISDN", help="international or national numbers")
+        p.set_defaults(func=cmd_optout)
+
+    route = sub.add_parser("route", help="route prefixes: numbers with one have a network").add_subparsers(
+        dest="action", required=True
+    )
+    radd = route.add_parser("add", parents=[common], help="route numbers starting with PREFIX")
+    radd.add_argument("prefix", help="international digits, e.g. 2799")
+    radd.add_argument("--gateway", default="simulator")
+    radd.set_defaults(func=cmd_route_add)
+    rlist = route.add_parser("list", parents=[common], help="list route prefixes")
+    rlist.set_defaults(func=cmd_route_list)
+
+    files = sub.add_parser("files", parents=[common], help="file outcomes")
+    files.add_argument("--account", help="only this account's files")
+    files.set_defaults(func=cmd_files)
+
+    events = sub.add_parser("events", parents=[common], help="the event history of a file")
+    events.add_argument("--file", required=True, metavar="NAME")
+    events.add_argument("--account", help="needed when several accounts have a file of that name")
+    events.set_defaults(func=cmd_events)
+
+    replay = sub.add_parser("replay", parents=[common], help="rebuild a file's report from its events and compare")
+    replay.add_argument("--account", required=True)
+    replay.add_argument("--file", required=True, metavar="NAME")
+    replay.add_argument("--receipt", type=int, help="which upload of that name (default the last)")
+    replay.set_defaults(func=cmd_replay)
+
+    readmodels = sub.add_parser("readmodels", help="read-model maintenance").add_subparsers(dest="action", required=True)
+    rebuild = readmodels.add_parser("rebuild", parents=[common], help="drop and rebuild every read model from the events")
+    rebuild.set_defaults(func=cmd_readmodels_rebuild)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except CliError as error:
+        print(f"sftpsms: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+

@@ -1,0 +1,17 @@
+"""Shared fixtures: a fresh data directory with an event store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eventstore.store import SmsStore, open_store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SmsStore]:
+    app = open_store(tmp_path)
+    yield app
+    app.close()

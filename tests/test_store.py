@@ -1,0 +1,136 @@
+"""SmsStore commands: accounts, credits, file receipts and the 48-hour duplicate rule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from eventstore.domain import ContactBatch, InsufficientBalance
+from eventstore.store import AccountExists, SmsStore, open_store
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def make_account(store: SmsStore, name: str = "acme", credits: int = 100) -> None:
+    store.create_account(username=name, password_hash="x", email=None, country="ZA", created_at=NOW)
+    if credits:
+        store.add_credits(name, credits)
+
+
+def accept(store: SmsStore, file_id, credits: int = 1) -> None:  # type: ignore[no-untyped-def]
+    store.accept_file(
+        file_id,
+        credits=credits,
+        summary=dict(
+            contacts=1, messages=1, rejected=0, optouts=0, parts=credits, batches=0, sender_id="Fixed",
+            not_before=None, expires_at=None, email=None, warnings=[],
+        ),
+    )
+
+
+def test_account_cannot_be_created_twice(store: SmsStore) -> None:
+    make_account(store)
+    with pytest.raises(AccountExists):
+        make_account(store)
+
+
+def test_credits_are_added_and_reserved(store: SmsStore) -> None:
+    make_account(store, credits=10)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    accept(store, receipt.file_id, credits=4)
+    assert store.account("acme").balance == 6
+
+
+def test_reserving_more_than_the_balance_fails_and_changes_nothing(store: SmsStore) -> None:
+    make_account(store, credits=3)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    with pytest.raises(InsufficientBalance):
+        accept(store, receipt.file_id, credits=4)
+    assert store.account("acme").balance == 3
+    assert store.file(receipt.file_id).status == "received"
+
+
+def test_same_name_processed_within_48_hours_is_a_duplicate(store: SmsStore) -> None:
+    make_account(store)
+    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    accept(store, first.file_id)
+    store.complete_file(first.file_id, NOW)
+    again = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW + timedelta(hours=47))
+    assert again.duplicate_of is not None
+    assert again.file_id != first.file_id
+
+
+def test_same_name_after_48_hours_is_a_new_file(store: SmsStore) -> None:
+    make_account(store)
+    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    accept(store, first.file_id)
+    store.complete_file(first.file_id, NOW)
+    later = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW + timedelta(hours=49))
+    assert later.duplicate_of is None
+
+
+def test_a_failed_file_does_not_block_its_name(store: SmsStore) -> None:
+    make_account(store)
+    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    store.reject_file(first.file_id, "File.Corrupt", "bad", parse=True, now=NOW)
+    retry = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW)
+    assert retry.duplicate_of is None
+
+
+def test_receipt_in_flight_is_resumed_not_duplicated(store: SmsStore) -> None:
+    make_account(store)
+    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    again = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    assert again.resumed and again.file_id == first.file_id
+
+
+def test_other_bytes_under_an_in_flight_name_are_a_duplicate(store: SmsStore) -> None:
+    make_account(store)
+    store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    other = store.receive_file(account="acme", name="a.json", size=1, sha256="t", now=NOW)
+    assert other.duplicate_of is not None
+
+
+def test_file_ids_are_deterministic_across_stores(tmp_path: Path) -> None:
+    ids = []
+    for name in ("one", "two"):
+        app = open_store(tmp_path / name)
+        make_account(app)
+        ids.append(app.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW).file_id)
+        app.close()
+    assert ids[0] == ids[1]
+
+
+def test_saving_a_stored_batch_again_queues_nothing_twice(store: SmsStore) -> None:
+    make_account(store)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+
+    def batch(number: int) -> ContactBatch:
+        b = ContactBatch.open(
+            file=receipt.file_id, account="acme", number=number, sender_id="Fixed",
+            not_before=None, expires_at=None, timestamp=NOW,
+        )
+        b.queue(number, "27831234567", None, "hi", 1)
+        b.seal()
+        return b
+
+    assert store.save_batches([batch(0)]) == 1
+    assert store.save_batches([batch(0), batch(1)]) == 1
+    queued = [
+        n for n in store.notifications(0, 1000) if n.topic.endswith("MessageQueued")
+    ]
+    assert len(queued) == 2
+
+
+def test_a_concurrent_writer_does_not_lose_credits(tmp_path: Path) -> None:
+    server = open_store(tmp_path)
+    admin = open_store(tmp_path)
+    make_account(server, credits=0)
+    for _ in range(5):
+        server.add_credits("acme", 1)
+        admin.add_credits("acme", 10)
+    assert server.account("acme").balance == 55
+    server.close()
+    admin.close()

@@ -13,7 +13,6 @@ Every step is idempotent, so `recover` can run any file left in work/ to its end
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from collections.abc import Callable
@@ -130,14 +129,11 @@ async def run_file_worker(
                 context.in_flight.release(arrived.account, arrived.name)
 
 
-def _digest(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as data:
-        while chunk := data.read(1 << 20):
-            sha.update(chunk)
-            size += len(chunk)
-    return size, sha.hexdigest()
+def _fingerprint(path: Path) -> tuple[int, str]:
+    """Size and modification time: enough to tell a resumed receipt from a new upload, and cheap
+    (hashing 100 MB would cost more than the whole pickup budget)."""
+    stat = path.stat()
+    return stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
@@ -147,10 +143,10 @@ def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
 async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
     if not arrived.path.exists():
         return  # deleted by the client, or already picked up by someone else
-    size, sha = await trio.to_thread.run_sync(_digest, arrived.path)
+    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, arrived.path)
     now = context.clock()
     receipt = await context.store.run(
-        lambda s: s.receive_file(account=arrived.account, name=arrived.name, size=size, sha256=sha, now=now)
+        lambda s: s.receive_file(account=arrived.account, name=arrived.name, size=size, fingerprint=fingerprint, now=now)
     )
     log.info("file=%s account=%s file_id=%s received", arrived.name, arrived.account, receipt.file_id)
     work = _work_path(context.settings, receipt.file_id, arrived.name)
@@ -318,14 +314,14 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         return
     outcomes: list[dict[str, Any]] = []
     for entry in contents.entries:
-        size, sha = await trio.to_thread.run_sync(_digest, entry.path)
+        size, fingerprint = await trio.to_thread.run_sync(_fingerprint, entry.path)
         now = context.clock()
         receipt = await context.store.run(
-            lambda s, entry=entry, size=size, sha=sha, now=now: s.receive_file(
+            lambda s, entry=entry, size=size, fingerprint=fingerprint, now=now: s.receive_file(
                 account=zip_file.account,
                 name=entry.name,
                 size=size,
-                sha256=sha,
+                fingerprint=fingerprint,
                 now=now,
                 envelope=zip_file.name,
             )

@@ -67,15 +67,19 @@ async def run_receipts(
     cache = _LogCache()
     task_status.started()
     with inbox:
-        while True:
+        ended = False
+        while not ended:
             try:
-                first = await inbox.receive()
+                group = [await inbox.receive()]
             except trio.EndOfChannel:
                 return
-            group = [first]
             with trio.move_on_after(GROUP_WAIT):
                 while len(group) < GROUP:
-                    group.append(await inbox.receive())
+                    try:
+                        group.append(await inbox.receive())
+                    except trio.EndOfChannel:
+                        ended = True
+                        break
             try:
                 await store.run(lambda s, group=group: cache.record(s, group))
             except Exception:

@@ -280,7 +280,7 @@ class File(Aggregate):
         name: str
         receipt: int
         size: int
-        sha256: str
+        fingerprint: str
         received_at: str
         envelope: str | None  # the zip it came in, if any
 
@@ -355,7 +355,7 @@ class File(Aggregate):
         name: str,
         receipt: int,
         size: int,
-        sha256: str,
+        fingerprint: str,
         received_at: str,
         envelope: str | None,
     ) -> None:
@@ -363,7 +363,7 @@ class File(Aggregate):
         self.name = name
         self.receipt = receipt
         self.size = size
-        self.sha256 = sha256
+        self.fingerprint = fingerprint
         self.received_at = received_at
         self.envelope = envelope
         self.status = "received"
@@ -384,7 +384,7 @@ class File(Aggregate):
         name: str,
         receipt: int,
         size: int,
-        sha256: str,
+        fingerprint: str,
         received_at: str,
         envelope: str | None,
     ) -> File:
@@ -395,7 +395,7 @@ class File(Aggregate):
             name=name,
             receipt=receipt,
             size=size,
-            sha256=sha256,
+            fingerprint=fingerprint,
             received_at=received_at,
             envelope=envelope,
         )

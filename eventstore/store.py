@@ -202,7 +202,7 @@ class SmsStore(Application[UUID]):
         account: str,
         name: str,
         size: int,
-        sha256: str,
+        fingerprint: str,
         now: datetime,
         envelope: str | None = None,
     ) -> Receipt:
@@ -216,7 +216,7 @@ class SmsStore(Application[UUID]):
                 index = FileName.create(account, name)
             if index.pending is not None:
                 pending = self.get(File, UUID(index.pending))
-                if pending.sha256 == sha256:
+                if pending.fingerprint == fingerprint:
                     return Receipt(UUID(index.pending), duplicate_of=None, resumed=True)
                 # A different upload while the first is in flight: never send both.
                 duplicate_of: str | None = index.pending
@@ -232,7 +232,7 @@ class SmsStore(Application[UUID]):
                 name=name,
                 receipt=receipt,
                 size=size,
-                sha256=sha256,
+                fingerprint=fingerprint,
                 received_at=now.isoformat(),
                 envelope=envelope,
             )

@@ -17,7 +17,7 @@ def populate(store: SmsStore) -> None:
     store.change_optouts("acme", add=["27831234567", "27831234568"])
     store.change_optouts("acme", add=[], remove=["27831234568"])
     store.add_route("2799")
-    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
     store.reject_file(receipt.file_id, "File.Corrupt", "not JSON", parse=True, now=NOW)
 
 

@@ -38,14 +38,14 @@ def test_account_cannot_be_created_twice(store: SmsStore) -> None:
 
 def test_credits_are_added_and_reserved(store: SmsStore) -> None:
     make_account(store, credits=10)
-    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
     accept(store, receipt.file_id, credits=4)
     assert store.account("acme").balance == 6
 
 
 def test_reserving_more_than_the_balance_fails_and_changes_nothing(store: SmsStore) -> None:
     make_account(store, credits=3)
-    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
     with pytest.raises(InsufficientBalance):
         accept(store, receipt.file_id, credits=4)
     assert store.account("acme").balance == 3
@@ -54,42 +54,42 @@ def test_reserving_more_than_the_balance_fails_and_changes_nothing(store: SmsSto
 
 def test_same_name_processed_within_48_hours_is_a_duplicate(store: SmsStore) -> None:
     make_account(store)
-    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    first = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s1", now=NOW)
     accept(store, first.file_id)
     store.complete_file(first.file_id, NOW)
-    again = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW + timedelta(hours=47))
+    again = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s2", now=NOW + timedelta(hours=47))
     assert again.duplicate_of is not None
     assert again.file_id != first.file_id
 
 
 def test_same_name_after_48_hours_is_a_new_file(store: SmsStore) -> None:
     make_account(store)
-    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    first = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s1", now=NOW)
     accept(store, first.file_id)
     store.complete_file(first.file_id, NOW)
-    later = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW + timedelta(hours=49))
+    later = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s2", now=NOW + timedelta(hours=49))
     assert later.duplicate_of is None
 
 
 def test_a_failed_file_does_not_block_its_name(store: SmsStore) -> None:
     make_account(store)
-    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s1", now=NOW)
+    first = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s1", now=NOW)
     store.reject_file(first.file_id, "File.Corrupt", "bad", parse=True, now=NOW)
-    retry = store.receive_file(account="acme", name="a.json", size=1, sha256="s2", now=NOW)
+    retry = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s2", now=NOW)
     assert retry.duplicate_of is None
 
 
 def test_receipt_in_flight_is_resumed_not_duplicated(store: SmsStore) -> None:
     make_account(store)
-    first = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
-    again = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    first = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
+    again = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
     assert again.resumed and again.file_id == first.file_id
 
 
 def test_other_bytes_under_an_in_flight_name_are_a_duplicate(store: SmsStore) -> None:
     make_account(store)
-    store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
-    other = store.receive_file(account="acme", name="a.json", size=1, sha256="t", now=NOW)
+    store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
+    other = store.receive_file(account="acme", name="a.json", size=1, fingerprint="t", now=NOW)
     assert other.duplicate_of is not None
 
 
@@ -98,14 +98,14 @@ def test_file_ids_are_deterministic_across_stores(tmp_path: Path) -> None:
     for name in ("one", "two"):
         app = open_store(tmp_path / name)
         make_account(app)
-        ids.append(app.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW).file_id)
+        ids.append(app.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW).file_id)
         app.close()
     assert ids[0] == ids[1]
 
 
 def test_saving_a_stored_batch_again_queues_nothing_twice(store: SmsStore) -> None:
     make_account(store)
-    receipt = store.receive_file(account="acme", name="a.json", size=1, sha256="s", now=NOW)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
 
     def batch(number: int) -> ContactBatch:
         b = ContactBatch.open(

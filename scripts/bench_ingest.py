@@ -1,0 +1,133 @@
+"""The ingest benchmark behind scripts/bench_ingest (see there)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eventstore.domain import File  # noqa: E402
+from eventstore.store import open_store  # noqa: E402
+from tests.service import running_service  # noqa: E402
+
+TEMPLATE = "Hi @@value1@@, your statement for account @@value2@@ is ready. Reply STOP to opt out."
+
+
+def generate(path: Path, contacts: int) -> None:
+    with path.open("w") as out:
+        out.write('{"Version": 7, "Message_Template": ' + json.dumps(TEMPLATE) + ', "Contacts": [\n')
+        for i in range(contacts):
+            row = {
+                "msisdn": f"2783{i % 10_000_000:07d}",
+                "customerId": f"C{i:08d}",
+                "values": {"value1": "Thandi", "value2": f"AC{i:09d}"},
+            }
+            out.write(("" if i == 0 else ",\n") + json.dumps(row))
+        out.write("\n]}\n")
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def raw_sqlite_rate(rows: int, state_size: int, directory: Path) -> float:
+    """Plain sqlite3: the event store's table and index, WAL like eventsourcing, 1000 rows a batch."""
+    db = sqlite3.connect(directory / "raw.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER, topic TEXT, "
+        "state BLOB, PRIMARY KEY (originator_id, originator_version))"
+    )
+    topic = "eventstore.domain:ContactBatch.MessageQueued"
+    state = b"x" * state_size
+    started = time.perf_counter()
+    for batch in range(0, rows, 1000):
+        originator = uuid.uuid4().hex
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO stored_events VALUES (?,?,?,?)",
+            [(originator, version, topic, state) for version in range(min(1000, rows - batch))],
+        )
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return rows / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    upload = scratch / "upload.json"
+    print(f"generating {args.contacts:,} contacts ...", flush=True)
+    generate(upload, args.contacts)
+    size_mb = upload.stat().st_size / 1e6
+    try:
+        # A slow send rate keeps the dispatcher from competing with ingest for the CPU.
+        with running_service(scratch / "data", "--send-rate", "1") as service:
+            service.add_account("bench", credits=args.contacts * 2)
+            with service.paramiko("bench") as sftp:
+                started = time.perf_counter()
+                remote = sftp.open("Send_SMS/bench.json", "wb")
+                remote.set_pipelined(True)
+                with upload.open("rb") as local:
+                    while chunk := local.read(1 << 18):
+                        remote.write(chunk)
+                uploaded = time.perf_counter()
+                closed_wall = datetime.now().astimezone()
+                remote.close()
+                close_returned = time.perf_counter()
+            print(
+                f"uploaded {size_mb:.1f} MB in {uploaded - started:.2f} s; "
+                f"close acknowledged after {1000 * (close_returned - uploaded):.1f} ms",
+                flush=True,
+            )
+            folder, report = service.wait_report("bench", "bench.json", timeout=3600)
+            rss = peak_rss_mb(service.process.pid)
+            store = open_store(service.data_dir)
+            file = store.file(uuid.UUID(report["file_id"]))
+            events = {type(e).__name__: e for e in store.events.get(file.id)}
+            received = events["FileReceived"].timestamp
+            completed = events["FileCompleted"].timestamp
+            sample = next(
+                n for n in store.notifications(0, 5000) if n.topic.endswith("MessageQueued")
+            )
+            store.close()
+        assert folder == "Processed", report
+        assert report["messages_queued"] == args.contacts, report
+        pickup_ms = (received - closed_wall).total_seconds() * 1000
+        ingest_s = (completed - closed_wall).total_seconds()
+        rate = args.contacts / ingest_s
+        raw = raw_sqlite_rate(args.contacts, len(sample.state), scratch)
+        print(f"contacts:                 {args.contacts:,} ({size_mb:.1f} MB)")
+        print(f"pickup (close → FileReceived): {pickup_ms:.1f} ms   (target < 50 ms)")
+        print(f"ingest (close → FileCompleted): {ingest_s:.2f} s = {rate:,.0f} contacts/s")
+        print(f"raw sqlite3, same rows ({len(sample.state)} B) and index, 1000/txn: {raw:,.0f} rows/s")
+        print(f"ingest / raw:             {100 * rate / raw:.1f} %   (target ≥ 30 %)")
+        print(f"server peak RSS:          {rss:.0f} MB   (target < 200 MB at 1M contacts)")
+    finally:
+        if args.keep:
+            print(f"data kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

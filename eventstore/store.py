@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.persistence import IntegrityError, Notification, Transcoder
 
 from eventstore.domain import (
     ROUTES_ID,
@@ -33,6 +33,7 @@ from eventstore.domain import (
     file_id,
     file_name_id,
 )
+from eventstore.transcoder import OrjsonTranscoder
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
@@ -78,6 +79,9 @@ class SmsStore(Application[UUID]):
 
     name = "sftpsms"
     snapshotting_intervals = {Account: 100, Routes: 100}  # noqa: RUF012 - eventsourcing's API
+
+    def construct_transcoder(self) -> Transcoder:
+        return OrjsonTranscoder()
 
     # ---- generic helpers -------------------------------------------------------------------
 

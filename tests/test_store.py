@@ -134,3 +134,13 @@ def test_a_concurrent_writer_does_not_lose_credits(tmp_path: Path) -> None:
     assert server.account("acme").balance == 55
     server.close()
     admin.close()
+
+
+def test_an_account_restored_from_a_snapshot_is_whole(store: SmsStore) -> None:
+    make_account(store, credits=0)
+    for _ in range(150):  # past the snapshot interval
+        store.add_credits("acme", 2)
+    account = store.account("acme")
+    assert store.snapshots is not None and list(store.snapshots.get(account.id))
+    assert account.balance == 300 and account.version == 151
+    assert isinstance(account.created_on, datetime) and isinstance(account.modified_on, datetime)

@@ -53,6 +53,8 @@ class ActiveBatch:
 class AccountQueue:
     batches: deque[dict[str, Any]] = field(default_factory=deque)
     active: ActiveBatch | None = None
+    # Loaded batches whose Start is still ahead: set aside so they do not hold back the rest.
+    scheduled: list[ActiveBatch] = field(default_factory=list)
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -151,14 +153,25 @@ class Dispatcher:
         self.last_flush = trio.current_time()
         await self.store.run(lambda s: save_progress(s, logs, refunds))
 
-    async def _activate(self, queue: AccountQueue) -> ActiveBatch | None:
-        while queue.active is None and queue.batches:
+    async def _activate(self, queue: AccountQueue, now: datetime) -> ActiveBatch | None:
+        if queue.active is not None:
+            return queue.active
+        for waiting in queue.scheduled:
+            if waiting.not_before is None or waiting.not_before <= now:
+                queue.scheduled.remove(waiting)
+                queue.active = waiting
+                return waiting
+        while queue.batches:
             row = queue.batches.popleft()
             active = await self.store.run(lambda s, row=row: load_batch(s, row))
             if active.log.finished:
                 continue
+            if active.not_before is not None and active.not_before > now:
+                queue.scheduled.append(active)
+                continue
             queue.active = active
-        return queue.active
+            return active
+        return None
 
     async def _finish(self, queue: AccountQueue, active: ActiveBatch) -> None:
         active.log.finish()
@@ -179,16 +192,15 @@ class Dispatcher:
         progressed = False
         now = datetime.now(UTC)
         for account, queue in list(self.accounts.items()):
-            active = await self._activate(queue)
+            active = await self._activate(queue, now)
             if active is None:
-                del self.accounts[account]
+                if not queue.scheduled:
+                    del self.accounts[account]
                 continue
             if active.expires_at is not None and now >= active.expires_at:
                 self._expire(active, now)
                 await self._finish(queue, active)
                 progressed = True
-                continue
-            if active.not_before is not None and now < active.not_before:
                 continue
             if not active.messages:
                 await self._finish(queue, active)

@@ -229,7 +229,9 @@ def test_credits_added_while_serving_take_effect_without_restart(service: Servic
 
 
 def test_queued_messages_are_submitted_and_get_delivery_reports(service: Service) -> None:
-    _, report = send(service, "acme", "deliver.json", v7(Message_Template="x", Contacts=[{"msisdn": n} for n in MTN[:3]]))
+    numbers = ["27831230001", "27831230002", "27831230003"]  # never opted out by another test
+    _, report = send(service, "acme", "deliver.json", v7(Message_Template="x", Contacts=[{"msisdn": n} for n in numbers]))
+    assert report["messages_queued"] == 3
     from uuid import UUID
 
     file_id = UUID(report["file_id"])
@@ -259,6 +261,26 @@ def test_start_in_the_future_holds_messages_back(service: Service) -> None:
     try:
         events = store.events.get(dispatch_log_id(batch_id(UUID(report["file_id"]), 0)))
         assert not [e for e in events if isinstance(e, DispatchLog.MessageSubmitted)]
+    finally:
+        store.close()
+
+
+def test_a_batch_waiting_for_its_start_does_not_hold_back_later_files(service: Service) -> None:
+    start = (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M")
+    send(service, "acme", "waits.json", v7(Start=start, Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
+    _, report = send(service, "acme", "after.json", v7(Message_Template="x", Contacts=[{"msisdn": MTN[1]}]))
+    from uuid import UUID
+
+    store = service.store()
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            events = store.events.get(dispatch_log_id(batch_id(UUID(report["file_id"]), 0)))
+            if [e for e in events if isinstance(e, DispatchLog.MessageSubmitted)]:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("after.json was held back by a file scheduled for later")
     finally:
         store.close()
 

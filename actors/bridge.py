@@ -36,7 +36,7 @@ class TrioPortal:
                 return  # the asyncio caller went away (its connection dropped)
             if isinstance(result, outcome.Value):
                 future.set_result(result.value)
-            else:
+            elif isinstance(result, outcome.Error):
                 error = result.error
                 if isinstance(error, trio.Cancelled):
                     error = ConnectionAbortedError("the service is stopping")

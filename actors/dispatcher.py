@@ -17,6 +17,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -163,7 +164,7 @@ class Dispatcher:
                 return waiting
         while queue.batches:
             row = queue.batches.popleft()
-            active = await self.store.run(lambda s, row=row: load_batch(s, row))
+            active = await self.store.run(partial(load_batch, row=row))
             if active.log.finished:
                 continue
             if active.not_before is not None and active.not_before > now:

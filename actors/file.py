@@ -18,14 +18,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import outcome
 import trio
-from sftpsms.archive import extract_zip
-from sftpsms.numbers import NetworkDirectory
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
 from actors.projector import Projector
@@ -34,10 +33,12 @@ from eventstore.domain import File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms import folders
+from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
 from sftpsms.notification import compose_status_email, write_to_outbox
+from sftpsms.numbers import NetworkDirectory
 from sftpsms.report import build_report, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,8 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         size, fingerprint = await trio.to_thread.run_sync(_fingerprint, entry.path)
         now = context.clock()
         receipt = await context.store.run(
-            lambda s, entry=entry, size=size, fingerprint=fingerprint, now=now: s.receive_file(
+            partial(
+                SmsStore.receive_file,
                 account=zip_file.account,
                 name=entry.name,
                 size=size,
@@ -337,7 +339,7 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
             await file_away(context, receipt.file_id)
         else:
             await run_file(context, receipt.file_id)
-        entry_file = await context.store.run(lambda s, fid=receipt.file_id: s.file(fid))
+        entry_file = await context.store.run(partial(SmsStore.file, file=receipt.file_id))
         outcomes.append(
             {"file": entry.name, "file_id": str(entry_file.id), "status": entry_file.outcome, "error_code": entry_file.error_code}
         )
@@ -472,7 +474,7 @@ async def recover(context: FileContext) -> int:
         except ValueError:
             continue
         found += 1
-        file = await context.store.run(lambda s, fid=file_id: s.file(fid))
+        file = await context.store.run(partial(SmsStore.file, file=file_id))
         if file.envelope is not None:
             continue  # a zip entry: its envelope re-runs it
         if file.status == "completed":

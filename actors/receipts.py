@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from functools import partial
 from uuid import UUID
 
 import trio
@@ -81,6 +82,6 @@ async def run_receipts(
                         ended = True
                         break
             try:
-                await store.run(lambda s, group=group: cache.record(s, group))
+                await store.run(partial(cache.record, receipts=group))
             except Exception:
                 log.exception("recording %d receipts failed", len(group))

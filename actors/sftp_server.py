@@ -16,6 +16,7 @@ through the `Gate` (login, sessions) via the TrioPortal. The rules (PRODUCT.md Â
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -120,7 +121,7 @@ class _SftpServer(asyncssh.SFTPServer):
         self.portal = portal
         self.root = self.login.root
         self.session: Session | None = None
-        self._opening = chan.get_connection().create_task(self._open_session(owner.gate))
+        self._opening = asyncio.get_running_loop().create_task(self._open_session(owner.gate))
 
     async def _open_session(self, gate: Gate) -> Session:
         self.session = await self.portal.call(gate.open_session, self.login, self.peer)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventstore.domain import File  # noqa: E402
 from eventstore.store import open_store  # noqa: E402
 from tests.service import running_service  # noqa: E402
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from eventstore.domain import (
     DeliveryLog,
+    FileName,
     batch_id,
     delivery_log_id,
     dispatch_log_id,
@@ -63,7 +64,6 @@ def _print_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from actors.bridge import run
-
     from actors.supervisor import run_service
 
     settings = _settings(args, sftp_host=args.sftp_host, sftp_port=args.sftp_port, send_rate=args.send_rate)
@@ -284,7 +284,7 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
     from eventsourcing.application import AggregateNotFoundError
 
     try:
-        index = store.repository.get(file_name_id(account, name))
+        index = store.get(FileName, file_name_id(account, name))
     except AggregateNotFoundError:
         return []
     history = []

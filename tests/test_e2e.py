@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from eventstore.domain import DeliveryLog, DispatchLog, dispatch_log_id, delivery_log_id, batch_id
+from eventstore.domain import DeliveryLog, DispatchLog, batch_id, delivery_log_id, dispatch_log_id
 from tests.service import Service, running_service
 
 MTN = ["27831234567", "27831234568", "27831234569", "27831234570"]

@@ -220,9 +220,15 @@ def test_not_one_json_object_is_corrupt(tmp_path: Path, body: bytes) -> None:
     assert header_error(write(tmp_path, body)).code == ErrorCode.CORRUPT
 
 
-def test_truncated_file_yields_contacts_then_fails_as_corrupt(tmp_path: Path) -> None:
+def test_truncated_file_is_corrupt_before_any_contact_is_read(tmp_path: Path) -> None:
     text = json.dumps({"Version": 7, "Contacts": [{"msisdn": str(n)} for n in range(5)]})
-    path = write(tmp_path, text[: text.index('"3"')])
+    error = header_error(write(tmp_path, text[: text.index('"3"')]))
+    assert (error.code, "premature EOF" in error.detail) == (ErrorCode.CORRUPT, True)
+
+
+def test_broken_contact_yields_the_contacts_before_it_then_fails_as_corrupt(tmp_path: Path) -> None:
+    contacts = ", ".join('{"msisdn": "%d"}' % n for n in range(3))
+    path = write(tmp_path, '{"Version": 7, "Contacts": [%s, {"msisdn": tru}, {"msisdn": "4"}]}' % contacts)
     header = read_header(path)
     seen: list[str | None] = []
     with pytest.raises(FileRejected) as caught:
@@ -230,7 +236,6 @@ def test_truncated_file_yields_contacts_then_fails_as_corrupt(tmp_path: Path) ->
             seen.append(contact.msisdn)
     assert seen == ["0", "1", "2"]
     assert caught.value.code == ErrorCode.CORRUPT
-    assert "premature EOF" in caught.value.detail
 
 
 def test_yajl_message_does_not_echo_file_content(tmp_path: Path) -> None:

@@ -1,26 +1,4 @@
-"""The version-7 upload format, read as a stream so memory stays flat in the number of contacts.
-
-How the file is read:
-- The header (every top-level key but the contacts) comes from a Python loop over `ijson.parse`
-  events up to the contacts array. Keys match case-insensitively ignoring `_`, so this loop also
-  finds the contacts key's actual spelling.
-- The contacts go through `ijson.items(f, "<spelling>.item")`, whose item building runs in C (about
-  three times the speed of a Python loop over parse events).
-
-Keys after the contacts array are legal JSON and must be honoured, so `read_header` has to know
-whether anything follows the contacts array before any contact is used. A tail of `]` `}` is not
-proof (`"Contacts": [...], "Message_Template": "x", "Foo": [1]}` ends the same way), so the answer
-is made exact in two steps:
-- fast path (contacts is last, the usual file): the byte offset of the contacts `[` is found in the
-  header bytes, and a C-speed bracket scan (`_closes_at_end`: strings blanked with `split`, brackets
-  kept with `translate`, matched pairs removed with `replace`) checks that this `[` is closed by the
-  `]` just before the final `}`. About 0.5 s per 125 MB here, against 2-3 s to iterate the contacts.
-- otherwise the same parse-event stream skips the contacts array in C (`operator.indexOf` on the
-  array's own `end_array` event, whose prefix nothing inside the array can have) and the Python
-  loop reads the keys that follow. Slower (the parse events are built), but only for such files.
-The bracket scan trusts the file to be valid JSON; a file that is not fails in `iter_contacts`,
-which parses every byte, so a wrong guess there cannot outlive the CORRUPT verdict.
-"""
+"""The version-7 upload format, read as a stream so memory stays flat in the number of contacts."""
 
 from __future__ import annotations
 
@@ -138,6 +116,28 @@ class _Source:
         self._file.close()
 
 
+# How the file is read:
+# - The header (every top-level key but the contacts) comes from a Python loop over `ijson.parse`
+#   events up to the contacts array. Keys match case-insensitively ignoring `_`, so this loop also
+#   finds the contacts key's actual spelling.
+# - The contacts go through `ijson.items(f, "<spelling>.item")`, whose item building runs in C (about
+#   three times the speed of a Python loop over parse events).
+#
+# Keys after the contacts array are legal JSON and must be honoured, so `read_header` has to know
+# whether anything follows the contacts array before any contact is used. A tail of `]` `}` is not
+# proof (`"Contacts": [...], "Message_Template": "x", "Foo": [1]}` ends the same way), so the answer
+# is made exact in two steps:
+# - fast path (contacts is last, the usual file): the byte offset of the contacts `[` is found in the
+#   header bytes, and a C-speed bracket scan (`_closes_at_end`: `translate` keeps quotes and
+#   brackets, string contents are cut out, matched pairs are removed with `replace`) checks that
+#   this `[` is closed by the `]` just before the final `}`. About 0.5 s per 125 MB here, against
+#   2-3 s to iterate the contacts.
+# - otherwise the same parse-event stream skips the contacts array in C (`operator.indexOf` on the
+#   array's own `end_array` event, whose prefix nothing inside the array can have) and the Python
+#   loop reads the keys that follow. Slower (the parse events are built), but only for such files,
+#   and it also parses every byte, so a truncated file (never `]` `}` at its end) fails right here.
+# The bracket scan trusts the JSON inside the array to be valid; where it is not, `iter_contacts`,
+# which parses every byte, fails with File.Corrupt, so a wrong guess cannot outlive that verdict.
 def read_header(path: Path) -> Header:
     """The file-level fields, validated. Raises FileRejected: File.Corrupt (not UTF-8 / JSON / an
     object), File.InvalidVersion, RequiredParameter.Missing (Contacts missing, not an array or
@@ -219,7 +219,7 @@ def _skip_value(events: Iterator[tuple[str, str, Any]]) -> None:
 
 
 def _contacts_is_last(path: Path, source: _Source, seen: _TopLevel) -> bool:
-    """Exactly whether the contacts array is the file's last value (see the module docstring)."""
+    """Exactly whether the contacts array is the file's last value (see the comment above read_header)."""
     if source.consumed > MAX_HEADER_BYTES:
         return False
     with path.open("rb") as data:
@@ -261,7 +261,7 @@ def _nth_top_level_array(header: bytes, n: int) -> int | None:
 
 def _closes_at_end(data: IO[bytes], length: int) -> bool:
     """Whether `length` bytes from the current position keep an array (just opened) open all
-    through, to be closed by the byte after them. Valid JSON assumed (see the module docstring).
+    through, to be closed by the byte after them. Valid JSON assumed (see the comment above read_header).
 
     Per chunk: escapes are dropped (so every remaining `"` delimits a string), everything but quotes
     and brackets is deleted, string contents are cut out, then adjacent matched pairs are removed

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
-from phonenumbers import PhoneNumber, PhoneNumberType
+from phonenumbers import PhoneMetadata, PhoneNumber, PhoneNumberType
 from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberParseException
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
@@ -99,8 +100,62 @@ def _direct_mobile(e164: str) -> bool:
     split = _split_country_code(e164)
     if split is None or not split[1] or split[1][0] == "0":
         return False
-    number = PhoneNumber(country_code=split[0], national_number=int(split[1]))
+    code, national = split
+    checker = _checker(code)
+    if checker is not None:
+        return checker.is_mobile(national)
+    number = PhoneNumber(country_code=code, national_number=int(national))
     return phonenumbers.number_type(number) in MOBILE_TYPES
+
+
+class _Desc:
+    """One PhoneNumberDesc, compiled once: libphonenumber's _is_number_matching_desc without its
+    per-call pattern-cache lookups (a match there is `pattern.match and fullmatch`, i.e. fullmatch)."""
+
+    def __init__(self, desc: Any) -> None:
+        pattern = getattr(desc, "national_number_pattern", None) if desc is not None else None
+        self.pattern = re.compile(pattern) if pattern else None
+        self.lengths = frozenset(desc.possible_length) if desc is not None else frozenset()
+
+    def matches(self, national: str) -> bool:
+        if self.pattern is None:
+            return False
+        if self.lengths and len(national) not in self.lengths:
+            return False
+        return self.pattern.fullmatch(national) is not None
+
+
+class _TypeChecker:
+    """libphonenumber's _number_type_helper, answering only "is it (fixed line or) mobile?"."""
+
+    def __init__(self, metadata: Any) -> None:
+        self.general = _Desc(metadata.general_desc)
+        self.before = [
+            _Desc(getattr(metadata, name))
+            for name in ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
+        ]
+        self.fixed = _Desc(metadata.fixed_line)
+        self.mobile = _Desc(metadata.mobile)
+        self.same = bool(metadata.same_mobile_and_fixed_line_pattern)
+
+    def is_mobile(self, national: str) -> bool:
+        if not self.general.matches(national):
+            return False
+        if any(desc.matches(national) for desc in self.before):
+            return False
+        if self.fixed.matches(national):
+            return self.same or self.mobile.matches(national)
+        return not self.same and self.mobile.matches(national)
+
+
+@lru_cache(maxsize=None)
+def _checker(code: int) -> _TypeChecker | None:
+    """For a country code with one region only (others need libphonenumber's region lookup)."""
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(code, ())
+    if len(regions) != 1:
+        return None
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0])
+    return None if metadata is None else _TypeChecker(metadata)
 
 
 class NetworkDirectory:

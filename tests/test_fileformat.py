@@ -227,8 +227,8 @@ def test_truncated_file_is_corrupt_before_any_contact_is_read(tmp_path: Path) ->
 
 
 def test_broken_contact_yields_the_contacts_before_it_then_fails_as_corrupt(tmp_path: Path) -> None:
-    contacts = ", ".join('{"msisdn": "%d"}' % n for n in range(3))
-    path = write(tmp_path, '{"Version": 7, "Contacts": [%s, {"msisdn": tru}, {"msisdn": "4"}]}' % contacts)
+    contacts = ", ".join(f'{{"msisdn": "{n}"}}' for n in range(3))
+    path = write(tmp_path, f'{{"Version": 7, "Contacts": [{contacts}, {{"msisdn": tru}}, {{"msisdn": "4"}}]}}')
     header = read_header(path)
     seen: list[str | None] = []
     with pytest.raises(FileRejected) as caught:

@@ -69,3 +69,17 @@ def test_fast_path_agrees_with_plain_phonenumbers_across_countries() -> None:
         e164 = f"{example.country_code}{phonenumbers.national_significant_number(example)}"
         assert is_valid_mobile(e164) and _plain(e164), region
     assert checked == 400 * len(codes)
+
+
+def test_fast_path_agrees_with_plain_phonenumbers_for_every_region() -> None:
+    rng = random.Random(7)
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        code = phonenumbers.country_code_for_region(region)
+        for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                e164 = f"{example.country_code}{phonenumbers.national_significant_number(example)}"
+                assert is_valid_mobile(e164) == _plain(e164), (region, kind, e164)
+        for _ in range(20):
+            number = f"{code}" + "".join(rng.choice("0123456789") for _ in range(rng.randint(7, 10)))
+            assert is_valid_mobile(number) == _plain(number), (region, number)

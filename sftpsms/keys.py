@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from functools import lru_cache
 
 from sftpsms.errors import ErrorCode, FileRejected
 
@@ -16,6 +17,7 @@ _FALSE_WORDS = frozenset({"false", "0", "no"})
 _MAX_INTEGER_DIGITS = 18
 
 
+@lru_cache(maxsize=1024)  # a file repeats the same few keys a million times
 def normalise_key(key: str) -> str:
     """`Message_Template`, `message_template` and `messageTemplate` all become `messagetemplate`."""
     return key.replace("_", "").casefold()

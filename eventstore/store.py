@@ -65,6 +65,7 @@ def store_env(data_dir: Path) -> dict[str, str]:
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(data_dir / "events.db"),
         "SQLITE_LOCK_TIMEOUT": "30",
+        "APPLICATION_RECORDER_TOPIC": "eventstore.recorder:BatchingSQLiteApplicationRecorder",
     }
 
 

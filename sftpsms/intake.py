@@ -8,13 +8,14 @@ made here, before anything is queued.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
@@ -53,14 +54,13 @@ class Outcome:
     detail: str | None = None
 
     def to_line(self) -> str:
-        return json.dumps(
-            [self.index, self.msisdn, self.customer_id, self.text, self.parts, self.code, self.detail],
-            ensure_ascii=False,
-        )
+        return orjson.dumps(
+            [self.index, self.msisdn, self.customer_id, self.text, self.parts, self.code, self.detail]
+        ).decode()
 
     @classmethod
-    def from_line(cls, line: str) -> Outcome:
-        index, msisdn, customer_id, text, parts, code, detail = json.loads(line)
+    def from_line(cls, line: str | bytes) -> Outcome:
+        index, msisdn, customer_id, text, parts, code, detail = orjson.loads(line)
         return cls(index, msisdn, customer_id, text, parts, code, detail)
 
     @property

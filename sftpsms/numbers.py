@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import phonenumbers
@@ -130,10 +130,11 @@ class _TypeChecker:
 
     def __init__(self, metadata: Any) -> None:
         self.general = _Desc(metadata.general_desc)
-        self.before = [
+        before = (
             _Desc(getattr(metadata, name))
             for name in ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
-        ]
+        )
+        self.before = [desc for desc in before if desc.pattern is not None]  # empty ones never match
         self.fixed = _Desc(metadata.fixed_line)
         self.mobile = _Desc(metadata.mobile)
         self.same = bool(metadata.same_mobile_and_fixed_line_pattern)
@@ -148,7 +149,7 @@ class _TypeChecker:
         return not self.same and self.mobile.matches(national)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _checker(code: int) -> _TypeChecker | None:
     """For a country code with one region only (others need libphonenumber's region lookup)."""
     regions = COUNTRY_CODE_TO_REGION_CODE.get(code, ())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -242,6 +242,9 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     # Opt-outs and routes added a moment ago must count: catch the read models up first.
     await context.projector.catch_up()
     policy, routes = await context.store.run(lambda s: _policy(s, file.account))
+    if file.status == "accepted":
+        # Resumed after a crash: its credits are reserved already; pass 1 only rebuilds the spool.
+        policy = replace(policy, balance=int(file.summary["credits"]))
     try:
         plan = await trio.to_thread.run_sync(_pass_one, context, file, policy, routes)
     except PlanFailed as failure:

@@ -271,6 +271,9 @@ class SmsStore(Application[UUID]):
             aggregate = self.file(file)
             if aggregate.status == "completed":
                 return aggregate
+            if aggregate.status == "accepted":
+                # Credits are reserved and messages may be queued: finishing is the only way on.
+                raise DomainError(f"file {file} is accepted and cannot fail as a whole now")
             if aggregate.status == "received":
                 aggregate.reject(
                     code, detail, parse=parse, contacts=contacts, contact_errors=contact_errors

@@ -136,7 +136,7 @@ class Service:
 def running_service(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Service]:
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
-    log = log_path.open("w")
+    log = log_path.open("a")  # a restarted service appends, so one log tells the whole story
     environment = dict(os.environ, SFTPSMS_SWEEP_INTERVAL="0.5", **(env or {}))
     process = subprocess.Popen(
         [sys.executable, "-m", "sftpsms.cli", "serve", "--data-dir", str(data_dir), "--sftp-port", "0", *extra],

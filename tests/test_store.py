@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventstore.domain import ContactBatch, InsufficientBalance
+from eventstore.domain import ContactBatch, DomainError, InsufficientBalance
 from eventstore.store import AccountExists, SmsStore, open_store
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -144,3 +144,12 @@ def test_an_account_restored_from_a_snapshot_is_whole(store: SmsStore) -> None:
     assert store.snapshots is not None and list(store.snapshots.get(account.id))
     assert account.balance == 300 and account.version == 151
     assert isinstance(account.created_on, datetime) and isinstance(account.modified_on, datetime)
+
+
+def test_an_accepted_file_cannot_be_rejected(store: SmsStore) -> None:
+    make_account(store)
+    receipt = store.receive_file(account="acme", name="a.json", size=1, fingerprint="s", now=NOW)
+    accept(store, receipt.file_id)
+    with pytest.raises(DomainError):
+        store.reject_file(receipt.file_id, "InsufficientCredits", "x", parse=False, now=NOW)
+    assert store.file(receipt.file_id).status == "accepted"

@@ -1,0 +1,66 @@
+"""Crash safety: SIGKILL the server in the middle of a file, start it again, and every contact is
+queued exactly once (the deterministic ids and the skipped stored batches at work)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from uuid import UUID
+
+from eventstore.domain import ContactBatch, batch_id
+from eventstore.store import open_store
+from tests.service import running_service
+
+CONTACTS = 40_000
+
+
+def big_file(path: Path) -> None:
+    contacts = [{"msisdn": f"2783{i:07d}", "customerId": f"C{i}"} for i in range(CONTACTS)]
+    path.write_text(json.dumps({"Version": 7, "Message_Template": "Hello", "Contacts": contacts}))
+
+
+def queued_batches(data_dir: Path) -> int:
+    store = open_store(data_dir)
+    try:
+        rows = store.notifications(0, 100_000, topics=["eventstore.domain:ContactBatch.BatchSealed"])
+        return len(rows)
+    finally:
+        store.close()
+
+
+def test_a_file_interrupted_by_sigkill_is_finished_after_restart_without_duplicates(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    upload = tmp_path / "big.json"
+    big_file(upload)
+    with running_service(data, "--send-rate", "1") as service:
+        service.add_account("acme", credits=CONTACTS)
+        with service.paramiko("acme") as sftp:
+            sftp.put(str(upload), "Send_SMS/big.json")
+        deadline = time.monotonic() + 60
+        while queued_batches(data) < 5:  # part-way through pass 2
+            assert time.monotonic() < deadline, service.log()
+            time.sleep(0.01)
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait()
+    interrupted_at = queued_batches(data)
+    assert 0 < interrupted_at < CONTACTS // 1000, "the kill must land mid-file"
+    assert not (data / "accounts/acme/Processed/big.json.report.json").exists()
+
+    with running_service(data, "--send-rate", "1") as service:
+        folder, report = service.wait_report("acme", "big.json", timeout=120)
+    assert folder == "Processed" and report["messages_queued"] == CONTACTS
+    store = open_store(data)
+    try:
+        file_id = UUID(report["file_id"])
+        indexes: Counter[int] = Counter()
+        for number in range(CONTACTS // 1000):
+            for event in store.events.get(batch_id(file_id, number)):
+                if isinstance(event, ContactBatch.MessageQueued):
+                    indexes[event.index] += 1
+        assert store.account("acme").balance == 0  # credits reserved once
+    finally:
+        store.close()
+    assert len(indexes) == CONTACTS and set(indexes.values()) == {1}

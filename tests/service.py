@@ -119,7 +119,7 @@ class Service:
                     "-o", "UserKnownHostsFile=/dev/null",
                     "-o", "PreferredAuthentications=password,keyboard-interactive",
                     "-o", "PubkeyAuthentication=no",
-                    "-o", "LogLevel=ERROR",
+                    "-o", "LogLevel=INFO",
                     "-P", str(self.port),
                     "-b", str(batch),
                     f"{username}@127.0.0.1",

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 1000
 GROUP = 10  # batches per transaction: FINDINGS.md, grouping decides ingest speed
 INBOX_BUFFER = 0
+PROGRESS_EVERY = 100_000
 
 
 @dataclass(frozen=True)
@@ -135,4 +136,6 @@ async def _queue_all(store: StoreClient, groups: _SpoolGroups) -> int:
     total = 0
     while contacts := await store.run(groups.next_group):
         total += contacts
+        if total % PROGRESS_EVERY < contacts:
+            log.info("file_id=%s queued=%d", groups.request.file_id, total)
     return total

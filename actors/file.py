@@ -221,6 +221,14 @@ def _policy(store: SmsStore, username: str) -> tuple[AccountPolicy, dict[str, st
     return policy, dict(store.routes())
 
 
+PROGRESS_EVERY = 100_000
+
+
+def _progress(file: File, stage: str, done: int) -> None:
+    if done % PROGRESS_EVERY == 0:
+        log.info("file=%s account=%s %s=%d", file.name, file.account, stage, done)
+
+
 def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: dict[str, str]) -> Plan:
     models = ReadModels(context.settings.readmodels_db)
     try:
@@ -233,6 +241,7 @@ def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: d
             now=context.clock(),
             spool=context.settings.spool_dir / f"{file.id}.jsonl",
             max_parts=context.settings.max_parts,
+            progress=lambda done: _progress(file, "validated", done),
         )
     finally:
         models.close()

@@ -78,6 +78,9 @@ class Service:
             time.sleep(0.02)
         raise AssertionError(f"no report for {name} after {timeout}s:\n{self.log()[-4000:]}")
 
+    def service_alive(self) -> bool:
+        return self.process.poll() is None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -360,3 +360,32 @@ def test_upload_cut_off_mid_file_is_never_processed(service: Service) -> None:
     assert (service.folder("acme", "Send_SMS") / "cut.json").exists()
     assert not (service.folder("acme", "Errors") / "cut.json.report.json").exists()
     assert not (service.folder("acme", "Processed") / "cut.json.report.json").exists()
+
+
+def test_custom_sender_id_is_accepted_where_the_account_may_set_one(service: Service) -> None:
+    service.add_account("brand", allow_custom_sender=True)
+    folder, report = send(service, "brand", "brand.json", v7(SenderID="ACME", Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
+    assert folder == "Processed", report
+
+
+def test_unknown_keys_are_ignored_and_listed_as_warnings(service: Service) -> None:
+    folder, report = send(service, "acme", "unknown.json", v7(Colour="blue", Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
+    assert folder == "Processed"
+    assert any("Colour" in warning for warning in report["warnings"])
+
+
+def test_an_internal_error_files_the_upload_in_errors_and_frees_its_name(tmp_path: Path) -> None:
+    with running_service(tmp_path / "data") as isolated:
+        isolated.add_account("acme")
+        spool = isolated.data_dir / "spool"
+        if spool.is_dir():
+            spool.rmdir()
+        spool.write_text("not a folder")  # a broken disk layout: pass 1 cannot spool
+        body = v7(Message_Template="x", Contacts=[{"msisdn": MTN[0]}])
+        folder, report = send(isolated, "acme", "fault.json", body)
+        assert (folder, report["error_code"]) == ("Errors", "InternalServerError")
+        assert isolated.service_alive()
+        spool.unlink()
+        (isolated.folder("acme", "Errors") / "fault.json.report.json").unlink()
+        folder, report = send(isolated, "acme", "fault.json", body)
+        assert folder == "Processed", report

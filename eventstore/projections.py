@@ -266,8 +266,10 @@ class ReadModels:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
-        with self._immediate():
-            _create_schema(self.db)
+        # Creating (or checking) the schema costs a dozen introspection queries: only when new.
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dispatch_logs'").fetchone():
+            with self._immediate():
+                _create_schema(self.db)
 
     def close(self) -> None:
         self.db.conn.close()

@@ -144,28 +144,51 @@ def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
 async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
     if not arrived.path.exists():
         return  # deleted by the client, or already picked up by someone else
-    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, arrived.path)
+    await receive_and_run(
+        context, arrived.account, arrived.name, arrived.path, incomplete=arrived.incomplete
+    )
+
+
+async def receive_and_run(
+    context: FileContext,
+    account: str,
+    name: str,
+    path: Path,
+    *,
+    envelope: str | None = None,
+    incomplete: bool = False,
+) -> UUID:
+    """FileReceived, the bytes moved to work/, then duplicates and cut-off uploads filed as
+    failures and anything else run to its end. Returns the file id."""
+    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, path)
     now = context.clock()
     receipt = await context.store.run(
-        lambda s: s.receive_file(account=arrived.account, name=arrived.name, size=size, fingerprint=fingerprint, now=now)
+        partial(
+            SmsStore.receive_file,
+            account=account,
+            name=name,
+            size=size,
+            fingerprint=fingerprint,
+            now=now,
+            envelope=envelope,
+        )
     )
-    log.info("file=%s account=%s file_id=%s received", arrived.name, arrived.account, receipt.file_id)
-    work = _work_path(context.settings, receipt.file_id, arrived.name)
-    await trio.to_thread.run_sync(folders.move, arrived.path, work)
-    if arrived.incomplete:
+    log.info("file=%s account=%s file_id=%s received", name, account, receipt.file_id)
+    await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
+    if incomplete:
         await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
-        await file_away(context, receipt.file_id)
-        return
-    if receipt.duplicate_of is not None:
+    elif receipt.duplicate_of is not None:
         await _fail(
             context,
             receipt.file_id,
             ErrorCode.DUPLICATE_FOUND,
-            f"a file named {arrived.name!r} was processed for this account in the last 48 hours",
+            f"a file named {name!r} was processed for this account in the last 48 hours",
         )
-        await file_away(context, receipt.file_id)
-        return
-    await run_file(context, receipt.file_id)
+    else:
+        await run_file(context, receipt.file_id)
+        return receipt.file_id
+    await file_away(context, receipt.file_id)
+    return receipt.file_id
 
 
 async def run_file(context: FileContext, file_id: UUID) -> None:
@@ -327,31 +350,8 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         return
     outcomes: list[dict[str, Any]] = []
     for entry in contents.entries:
-        size, fingerprint = await trio.to_thread.run_sync(_fingerprint, entry.path)
-        now = context.clock()
-        receipt = await context.store.run(
-            partial(
-                SmsStore.receive_file,
-                account=zip_file.account,
-                name=entry.name,
-                size=size,
-                fingerprint=fingerprint,
-                now=now,
-                envelope=zip_file.name,
-            )
-        )
-        await trio.to_thread.run_sync(folders.move, entry.path, _work_path(context.settings, receipt.file_id, entry.name))
-        if receipt.duplicate_of is not None:
-            await _fail(
-                context,
-                receipt.file_id,
-                ErrorCode.DUPLICATE_FOUND,
-                f"a file named {entry.name!r} was processed for this account in the last 48 hours",
-            )
-            await file_away(context, receipt.file_id)
-        else:
-            await run_file(context, receipt.file_id)
-        entry_file = await context.store.run(partial(SmsStore.file, file=receipt.file_id))
+        entry_id = await receive_and_run(context, zip_file.account, entry.name, entry.path, envelope=zip_file.name)
+        entry_file = await context.store.run(partial(SmsStore.file, file=entry_id))
         outcomes.append(
             {"file": entry.name, "file_id": str(entry_file.id), "status": entry_file.outcome, "error_code": entry_file.error_code}
         )

@@ -284,7 +284,9 @@ class File(Aggregate):
         received_at: str
         envelope: str | None  # the zip it came in, if any
 
-    class FileRejected(Aggregate.Event):
+    class FileFailed(Aggregate.Event):
+        """Base of the two ways a file fails as a whole."""
+
         code: str
         detail: str
         contacts: int
@@ -297,18 +299,11 @@ class File(Aggregate):
             aggregate.failure_contacts = self.contacts
             aggregate.failure_errors = self.contact_errors
 
-    class ParseFailed(Aggregate.Event):
-        code: str
-        detail: str
-        contacts: int
-        contact_errors: list[dict[str, Any]]
+    class FileRejected(FileFailed):
+        """Failed before its content was judged: duplicate, credits, internal error."""
 
-        def apply(self, aggregate: File) -> None:
-            aggregate.status = "failed"
-            aggregate.error_code = self.code
-            aggregate.detail = self.detail
-            aggregate.failure_contacts = self.contacts
-            aggregate.failure_errors = self.contact_errors
+    class ParseFailed(FileFailed):
+        """Its content failed validation."""
 
     class FileAccepted(Aggregate.Event):
         contacts: int

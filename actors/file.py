@@ -27,6 +27,7 @@ import outcome
 import trio
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
+from actors.notifier import Notify
 from actors.projector import Projector
 from actors.writer import StoreClient
 from eventstore.domain import File, InsufficientBalance
@@ -37,7 +38,7 @@ from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
-from sftpsms.notification import compose_status_email, write_to_outbox
+from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
 from sftpsms.report import build_report, write_json_atomically
 
@@ -104,6 +105,7 @@ class FileContext:
     projector: Projector
     queue: trio.MemorySendChannel[QueueRequest]
     in_flight: InFlight
+    notify: trio.MemorySendChannel[Notify]
     filed: trio.MemorySendChannel[FileFiled] | None = None
     clock: Clock = utc_now
 
@@ -458,8 +460,7 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
     if email and not file.notified:
         now = context.clock()
         message = compose_status_email(report, to=email, sender=settings.mail_from, now=now)
-        await trio.to_thread.run_sync(write_to_outbox, settings.outbox_dir, f"{file.id}", message)
-        await context.store.run(lambda s: s.record_notification(file.id, email, "outbox", now))
+        await context.notify.send(Notify(file.id, email, message))
     log.info(
         "file=%s account=%s file_id=%s status=%s code=%s",
         file.name,

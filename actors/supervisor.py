@@ -28,6 +28,7 @@ from actors.file import (
     utc_now,
 )
 from actors.gateway import DeliveryReceipt
+from actors.notifier import Notify, run_notifier
 from actors.projector import Projector
 from actors.receipts import run_receipts
 from actors.session import AccountGate
@@ -41,6 +42,7 @@ from sftpsms.config import Settings
 log = logging.getLogger(__name__)
 
 ARRIVALS_BUFFER = 64
+NOTIFY_BUFFER = 256
 RECEIPTS_BUFFER = 1000
 
 
@@ -80,6 +82,11 @@ async def run_service(
             queue_send, queue_receive = trio.open_memory_channel[QueueRequest](0)
             await nursery.start(partial(run_contact_batches, queue_receive, store=store_client.clone()))
 
+            notify_send, notify_receive = trio.open_memory_channel[Notify](NOTIFY_BUFFER)
+            await nursery.start(
+                partial(run_notifier, notify_receive, settings=settings, store=store_client.clone(), clock=clock)
+            )
+
             arrivals_send, arrivals_receive = trio.open_memory_channel[FileArrived](ARRIVALS_BUFFER)
             context = FileContext(
                 settings=settings,
@@ -87,6 +94,7 @@ async def run_service(
                 projector=projector,
                 queue=queue_send,
                 in_flight=in_flight,
+                notify=notify_send,
                 filed=filed,
                 clock=clock,
             )

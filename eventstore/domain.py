@@ -340,9 +340,20 @@ class File(Aggregate):
         to: str
         via: str
         at: str
+        attempts: int
 
         def apply(self, aggregate: File) -> None:
             aggregate.notified = True
+
+    class NotificationFailed(Aggregate.Event):
+        to: str
+        via: str
+        at: str
+        attempts: int
+        error: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.notified = True  # given up: not tried again
 
     def __init__(
         self,
@@ -424,9 +435,15 @@ class File(Aggregate):
             raise DomainError(f"file {self.id} is {self.status}, cannot be accepted")
         self.trigger_event(self.FileAccepted, **summary)
 
-    def notification_sent(self, to: str, via: str, at: str) -> None:
+    def notification_sent(self, to: str, via: str, at: str, attempts: int = 1) -> None:
         if not self.notified:
-            self.trigger_event(self.NotificationSent, to=to, via=via, at=at)
+            self.trigger_event(self.NotificationSent, to=to, via=via, at=at, attempts=attempts)
+
+    def notification_failed(self, to: str, via: str, at: str, attempts: int, error: str) -> None:
+        if not self.notified:
+            self.trigger_event(
+                self.NotificationFailed, to=to, via=via, at=at, attempts=attempts, error=error
+            )
 
     def complete(self, completed_at: str) -> None:
         if self.status == "completed":

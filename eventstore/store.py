@@ -334,10 +334,15 @@ class SmsStore(Application[UUID]):
 
         return self._retrying(command)
 
-    def record_notification(self, file: UUID, to: str, via: str, now: datetime) -> None:
+    def record_notification(
+        self, file: UUID, to: str, via: str, now: datetime, *, attempts: int = 1, error: str | None = None
+    ) -> None:
         def command() -> None:
             aggregate = self.file(file)
-            aggregate.notification_sent(to, via, now.isoformat())
+            if error is None:
+                aggregate.notification_sent(to, via, now.isoformat(), attempts)
+            else:
+                aggregate.notification_failed(to, via, now.isoformat(), attempts, error)
             self.save(aggregate)
 
         self._retrying(command)

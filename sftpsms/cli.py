@@ -66,7 +66,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from actors.bridge import run
     from actors.supervisor import run_service
 
-    settings = _settings(args, sftp_host=args.sftp_host, sftp_port=args.sftp_port, send_rate=args.send_rate)
+    settings = _settings(
+        args,
+        sftp_host=args.sftp_host,
+        sftp_port=args.sftp_port,
+        send_rate=args.send_rate,
+        smtp_host=args.smtp_host,
+        smtp_port=args.smtp_port,
+        smtp_starttls=args.smtp_starttls or None,
+        smtp_user=args.smtp_user,
+        mail_from=args.mail_from,
+    )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -403,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sftp-host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--sftp-port", type=int, default=None, help="SFTP port (default 2222; 0 = any free port)")
     serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")
+    serve.add_argument("--smtp-host", default=None, help="send status emails through this SMTP server (default: .eml files in DATA/outbox)")
+    serve.add_argument("--smtp-port", type=int, default=None, help="SMTP port (default 25)")
+    serve.add_argument("--smtp-starttls", action="store_true", help="upgrade the SMTP connection with STARTTLS")
+    serve.add_argument("--smtp-user", default=None, help="SMTP login (password from $SFTPSMS_SMTP_PASSWORD)")
+    serve.add_argument("--mail-from", default=None, help="sender address of status emails")
     serve.add_argument("--demo", action="store_true", help="create (once) and print a demo account with credits")
     serve.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     serve.set_defaults(func=cmd_serve)

@@ -26,6 +26,14 @@ class Settings:
     simulator_seed: int = 7
     simulator_delivery_delay: float = 0.5  # seconds until the simulator's delivery receipt
     mail_from: str = "sftpsms@localhost"
+    smtp_host: str = ""  # empty: status emails go to the outbox folder as .eml files
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_timeout: float = 10.0
+    notify_attempts: int = 6  # SMTP tries per email before NotificationFailed
+    notify_backoff: float = 2.0  # seconds before the first retry; doubles each time
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -85,6 +93,8 @@ def _convert(kind: Any, raw: str) -> Any:
         return int(raw)
     if name == "float":
         return float(raw)
+    if name == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
     if name == "Path":
         return Path(raw)
     return raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -51,3 +52,24 @@ def write_to_outbox(outbox: Path, name: str, message: EmailMessage) -> Path:
     temporary.write_bytes(bytes(message))
     temporary.replace(path)
     return path
+
+
+def send_smtp(
+    message: EmailMessage,
+    *,
+    host: str,
+    port: int,
+    starttls: bool,
+    user: str,
+    password: str,
+    timeout: float,
+) -> None:
+    """Deliver through an SMTP server (blocking: run it in a thread). Raises on any failure."""
+    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+        smtp.ehlo()
+        if starttls:
+            smtp.starttls()
+            smtp.ehlo()
+        if user:
+            smtp.login(user, password)
+        smtp.send_message(message)

@@ -242,6 +242,7 @@ def _policy(store: SmsStore, username: str) -> tuple[AccountPolicy, dict[str, st
         country=account.country,
         allow_custom_sender=account.allow_custom_sender,
         balance=account.balance,
+        sender_ids=frozenset(account.sender_ids),
     )
     return policy, dict(store.routes())
 

@@ -11,13 +11,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import trio
 
 from actors.file import FileArrived, InFlight
 from actors.sftp_server import Login, LoginRefused
 from actors.writer import StoreClient
-from eventstore.store import UnknownAccount
+from eventstore.domain import Account, ApiKey
+from eventstore.store import SmsStore, UnknownAccount, UnknownApiKey
 from sftpsms import folders
 from sftpsms.channels import channel_active, refusal_message
 from sftpsms.config import Settings
@@ -26,6 +28,8 @@ from sftpsms.passwords import verify_password
 log = logging.getLogger(__name__)
 
 SESSION_BUFFER = 0
+WATCH_INTERVAL = 1.0
+KEY_PREFIX = "ak_"
 BAD_LOGIN = "invalid username or password"
 
 
@@ -66,8 +70,9 @@ async def run_session(
 class SessionHandle:
     """The door's handle on one session actor."""
 
-    def __init__(self, send: trio.MemorySendChannel[UploadClosed]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[UploadClosed], on_close: Callable[[], object] = lambda: None) -> None:
         self._send = send
+        self._on_close = on_close
 
     async def upload_closed(self, name: str) -> None:
         accepted = trio.Event()
@@ -78,6 +83,7 @@ class SessionHandle:
         await accepted.wait()
 
     async def close(self) -> None:
+        self._on_close()
         await self._send.aclose()
 
 
@@ -102,10 +108,14 @@ class AccountGate:
         self.in_flight = in_flight
         self.clock = clock
         self.channel = channel
+        self.sessions: dict[SessionHandle, tuple[Login, Callable[[], None]]] = {}
 
     async def login(self, username: str, password: str, peer: str) -> Login:
+        """By the account's username and password, or by an API key's id and secret."""
+        if username.startswith(KEY_PREFIX):
+            return await self._key_login(username, password, peer)
         try:
-            account = await self.store.run(lambda s: s.account(username))
+            account: Account | None = await self.store.run(lambda s: s.account(username))
         except UnknownAccount:
             account = None
         password_hash = account.password_hash if account is not None else None
@@ -113,17 +123,42 @@ class AccountGate:
             log.warning("login refused account=%s peer=%s reason=bad-credentials", username, peer)
             raise LoginRefused(BAD_LOGIN)
         assert account is not None
-        created_at = datetime.fromisoformat(account.created_at)
-        if not channel_active(created_at, self.channel, frozenset()):
+        if not self._channel_open(account):
             log.warning("login refused account=%s peer=%s reason=channel-inactive", username, peer)
             raise LoginRefused(refusal_message(username, self.channel))
+        return await self._admit(username, peer, key_id=None)
+
+    async def _key_login(self, key_id: str, secret: str, peer: str) -> Login:
+        try:
+            key: ApiKey | None = await self.store.run(lambda s: s.api_key(key_id))
+        except UnknownApiKey:
+            key = None
+        secret_hash = key.secret_hash if key is not None else None
+        if not await trio.to_thread.run_sync(verify_password, secret_hash, secret):
+            log.warning("login refused key=%s peer=%s reason=bad-credentials", key_id, peer)
+            raise LoginRefused(BAD_LOGIN)
+        assert key is not None
+        if key.revoked_at is not None:
+            log.warning("login refused key=%s peer=%s reason=key-revoked", key_id, peer)
+            raise LoginRefused(f"API key {key_id} was revoked")
+        if key.channel != self.channel:
+            log.warning("login refused key=%s peer=%s reason=other-channel", key_id, peer)
+            raise LoginRefused(f"API key {key_id} is for the {key.channel} channel, not {self.channel}")
+        return await self._admit(key.account, peer, key_id=key_id)
+
+    def _channel_open(self, account: Account) -> bool:
+        return channel_active(datetime.fromisoformat(account.created_at), self.channel, account.channels_with_keys)
+
+    async def _admit(self, username: str, peer: str, key_id: str | None) -> Login:
         root = self.settings.account_root(username)
         await trio.to_thread.run_sync(folders.ensure_account_folders, root)
-        log.info("login account=%s peer=%s channel=%s", username, peer, self.channel)
-        return Login(account=username, root=root)
+        log.info("login account=%s peer=%s channel=%s key=%s", username, peer, self.channel, key_id or "-")
+        return Login(account=username, root=root, key_id=key_id)
 
-    async def open_session(self, login: Login, peer: str) -> SessionHandle:
+    async def open_session(self, login: Login, peer: str, disconnect: Callable[[], None]) -> SessionHandle:
         send, receive = trio.open_memory_channel[UploadClosed](SESSION_BUFFER)
+        handle = SessionHandle(send, on_close=lambda: self.sessions.pop(handle, None))
+        self.sessions[handle] = (login, disconnect)
         self.nursery.start_soon(
             lambda: run_session(
                 receive,
@@ -133,4 +168,24 @@ class AccountGate:
                 clock=self.clock,
             )
         )
-        return SessionHandle(send)
+        return handle
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Close open sessions whose channel was closed (last key revoked) or whose key was revoked.
+        Keys are revoked from the admin CLI, another process: the store is polled."""
+        task_status.started()
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            for username in sorted({login.account for login, _ in self.sessions.values()}):
+                try:
+                    account = await self.store.run(partial(SmsStore.account, username=username))
+                except UnknownAccount:
+                    continue
+                for handle, (login, disconnect) in list(self.sessions.items()):
+                    if login.account != username:
+                        continue
+                    revoked = login.key_id is not None and login.key_id not in account.api_keys
+                    if revoked or not self._channel_open(account):
+                        log.warning("closing session account=%s key=%s: access revoked", username, login.key_id or "-")
+                        self.sessions.pop(handle, None)
+                        disconnect()

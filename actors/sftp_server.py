@@ -20,7 +20,7 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asy
 class Login:
     account: str  # the account's username
     root: Path  # holds Send_SMS, Processed, Errors
+    key_id: str | None = None  # the API key logged in with, if any
 
 
 class LoginRefused(Exception):
@@ -59,7 +60,9 @@ class Session(Protocol):
 class Gate(Protocol):
     async def login(self, username: str, password: str, peer: str) -> Login: ...
 
-    async def open_session(self, login: Login, peer: str) -> Session: ...
+    async def open_session(self, login: Login, peer: str, disconnect: Callable[[], None]) -> Session:
+        """`disconnect` ends the connection (callable from trio: it only schedules the close)."""
+        ...
 
 
 class _Handle:
@@ -121,10 +124,13 @@ class _SftpServer(asyncssh.SFTPServer):
         self.portal = portal
         self.root = self.login.root
         self.session: Session | None = None
-        self._opening = asyncio.get_running_loop().create_task(self._open_session(owner.gate))
+        loop = asyncio.get_running_loop()
+        connection = chan.get_connection()
+        self._disconnect = lambda: loop.call_soon_threadsafe(connection.close)
+        self._opening = loop.create_task(self._open_session(owner.gate))
 
     async def _open_session(self, gate: Gate) -> Session:
-        self.session = await self.portal.call(gate.open_session, self.login, self.peer)
+        self.session = await self.portal.call(gate.open_session, self.login, self.peer, self._disconnect)
         return self.session
 
     async def _session(self) -> Session:

@@ -130,6 +130,7 @@ async def run_service(
                 in_flight=in_flight,
                 clock=clock,
             )
+            await nursery.start(gate.watch)
             port = await nursery.start(
                 partial(
                     serve_sftp,

@@ -20,6 +20,10 @@ def account_id(username: str) -> UUID:
     return uuid5(NAMESPACE, f"account:{username}")
 
 
+def api_key_id(key_id: str) -> UUID:
+    return uuid5(NAMESPACE, f"api-key:{key_id}")
+
+
 def file_name_id(account: str, name: str) -> UUID:
     return uuid5(NAMESPACE, f"file-name:{account}:{name}")
 
@@ -114,6 +118,25 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.allow_custom_sender = self.allow_custom
 
+    class SenderIdAllowed(Aggregate.Event):
+        sender_id: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.sender_ids = sorted({*aggregate.sender_ids, self.sender_id})
+
+    class ApiKeyAdded(Aggregate.Event):
+        key_id: str
+        channel: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.api_keys = {**aggregate.api_keys, self.key_id: self.channel}
+
+    class ApiKeyRemoved(Aggregate.Event):
+        key_id: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.api_keys = {k: c for k, c in aggregate.api_keys.items() if k != self.key_id}
+
     def __init__(
         self,
         username: str,
@@ -131,6 +154,12 @@ class Account(Aggregate):
         self.parent = parent
         self.balance = 0
         self.allow_custom_sender = False
+        self.sender_ids: list[str] = []
+        self.api_keys: dict[str, str] = {}  # key id -> channel
+
+    @property
+    def channels_with_keys(self) -> frozenset[str]:
+        return frozenset(self.api_keys.values())
 
     @classmethod
     def create(
@@ -175,6 +204,17 @@ class Account(Aggregate):
     def remove_optouts(self, msisdns: list[str]) -> None:
         if msisdns:
             self.trigger_event(self.OptOutsRemoved, msisdns=sorted(set(msisdns)))
+
+    def allow_sender_id(self, sender_id: str) -> None:
+        if sender_id not in self.sender_ids:
+            self.trigger_event(self.SenderIdAllowed, sender_id=sender_id)
+
+    def add_api_key(self, key_id: str, channel: str) -> None:
+        self.trigger_event(self.ApiKeyAdded, key_id=key_id, channel=channel)
+
+    def remove_api_key(self, key_id: str) -> None:
+        if key_id in self.api_keys:
+            self.trigger_event(self.ApiKeyRemoved, key_id=key_id)
 
     def set_sender_policy(self, allow_custom: bool) -> None:
         if allow_custom != self.allow_custom_sender:
@@ -706,3 +746,44 @@ class DeliveryLog(Aggregate):
             self.trigger_event(
                 self.DeliveryReported, index=index, status=status, gateway_id=gateway_id, at=at
             )
+
+
+class ApiKey(Aggregate):
+    """An API key: opens one channel of one account. Only a hash of its secret is kept."""
+
+    class ApiKeyCreated(Aggregate.Created):
+        key_id: str
+        account: str
+        channel: str
+        secret_hash: str
+        created_at: str
+
+    class ApiKeyRevoked(Aggregate.Event):
+        at: str
+
+        def apply(self, aggregate: ApiKey) -> None:
+            aggregate.revoked_at = self.at
+
+    def __init__(self, key_id: str, account: str, channel: str, secret_hash: str, created_at: str) -> None:
+        self.key_id = key_id
+        self.account = account
+        self.channel = channel
+        self.secret_hash = secret_hash
+        self.created_at = created_at
+        self.revoked_at: str | None = None
+
+    @classmethod
+    def create(cls, *, key_id: str, account: str, channel: str, secret_hash: str, created_at: str) -> ApiKey:
+        return cls._create(
+            cls.ApiKeyCreated,
+            id=api_key_id(key_id),
+            key_id=key_id,
+            account=account,
+            channel=channel,
+            secret_hash=secret_hash,
+            created_at=created_at,
+        )
+
+    def revoke(self, at: str) -> None:
+        if self.revoked_at is None:
+            self.trigger_event(self.ApiKeyRevoked, at=at)

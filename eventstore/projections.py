@@ -19,7 +19,7 @@ import sqlite_utils
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from eventstore.domain import Account, ContactBatch, DispatchLog, File, Routes
+from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes
 from eventstore.store import SmsStore
 
 READ_BATCH = 2000
@@ -89,6 +89,24 @@ def _route_added(db: sqlite_utils.Database, e: Routes.RouteAdded) -> None:
 
 def _route_removed(db: sqlite_utils.Database, e: Routes.RouteRemoved) -> None:
     db.execute("DELETE FROM routes WHERE prefix = ?", [e.prefix])
+
+
+def _api_key_created(db: sqlite_utils.Database, e: ApiKey.ApiKeyCreated) -> None:
+    db.table("api_keys").insert(
+        {
+            "id": str(e.originator_id),
+            "key_id": e.key_id,
+            "account": e.account,
+            "channel": e.channel,
+            "created_at": e.created_at,
+            "revoked_at": None,
+        },
+        replace=True,
+    )
+
+
+def _api_key_revoked(db: sqlite_utils.Database, e: ApiKey.ApiKeyRevoked) -> None:
+    db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [e.at, str(e.originator_id)])
 
 
 def _file_received(db: sqlite_utils.Database, e: File.FileReceived) -> None:
@@ -180,6 +198,8 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     Account.OptOutsAdded: [_optouts_added],
     Account.OptOutsRemoved: [_optouts_removed],
     Account.SenderPolicyChanged: [_sender_policy],
+    ApiKey.ApiKeyCreated: [_api_key_created],
+    ApiKey.ApiKeyRevoked: [_api_key_revoked],
     Routes.RouteAdded: [_route_added],
     Routes.RouteRemoved: [_route_removed],
     File.FileReceived: [_file_received],
@@ -254,6 +274,11 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     )
     db.table("batches").create_index(["dispatched", "sealed", "account"], if_not_exists=True)
     db.table("dispatch_logs").create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
+    db.table("api_keys").create(
+        {"id": str, "key_id": str, "account": str, "channel": str, "created_at": str, "revoked_at": str},
+        pk="id",
+        if_not_exists=True,
+    )
 
 
 class ReadModels:
@@ -267,7 +292,7 @@ class ReadModels:
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
         # Creating (or checking) the schema costs a dozen introspection queries: only when new.
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'dispatch_logs'").fetchone():
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'api_keys'").fetchone():
             with self._immediate():
                 _create_schema(self.db)
 

@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError, Notification, Transcoder
 from eventstore.domain import (
     ROUTES_ID,
     Account,
+    ApiKey,
     ContactBatch,
     DispatchLog,
     DomainError,
@@ -28,6 +29,7 @@ from eventstore.domain import (
     FileName,
     Routes,
     account_id,
+    api_key_id,
     batch_id,
     dispatch_log_id,
     file_id,
@@ -47,6 +49,10 @@ class UnknownAccount(DomainError):
 
 
 class AccountExists(DomainError):
+    pass
+
+
+class UnknownApiKey(DomainError):
     pass
 
 
@@ -178,6 +184,47 @@ class SmsStore(Application[UUID]):
             self.save(account)
 
         self._retrying(command)
+
+    def allow_sender_id(self, username: str, sender_id: str) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.allow_sender_id(sender_id)
+            self.save(account)
+
+        self._retrying(command)
+
+    # ---- API keys --------------------------------------------------------------------------
+
+    def create_api_key(self, username: str, *, key_id: str, channel: str, secret_hash: str, now: datetime) -> ApiKey:
+        """The key and the account's record of it, in one transaction."""
+
+        def command() -> ApiKey:
+            account = self.account(username)
+            key = ApiKey.create(
+                key_id=key_id, account=username, channel=channel, secret_hash=secret_hash, created_at=now.isoformat()
+            )
+            account.add_api_key(key_id, channel)
+            self.save(key, account)
+            return key
+
+        return self._retrying(command)
+
+    def api_key(self, key_id: str) -> ApiKey:
+        try:
+            return self.get(ApiKey, api_key_id(key_id))
+        except AggregateNotFoundError:
+            raise UnknownApiKey(f"no API key {key_id!r}") from None
+
+    def revoke_api_key(self, key_id: str, now: datetime) -> ApiKey:
+        def command() -> ApiKey:
+            key = self.api_key(key_id)
+            account = self.account(key.account)
+            key.revoke(now.isoformat())
+            account.remove_api_key(key_id)
+            self.save(key, account)
+            return key
+
+        return self._retrying(command)
 
     # ---- routes ----------------------------------------------------------------------------
 

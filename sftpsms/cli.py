@@ -22,6 +22,7 @@ from eventstore.domain import (
 )
 from eventstore.projections import ReadModels
 from eventstore.store import AccountExists, SmsStore, UnknownAccount, open_store
+from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.config import Settings
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
@@ -178,6 +179,12 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "created_at": account.created_at,
         "credits": account.balance,
         "custom_sender_id": account.allow_custom_sender,
+        "sender_ids": account.sender_ids,
+        "channels": {
+            channel: channel_active(datetime.fromisoformat(account.created_at), channel, account.channels_with_keys)
+            for channel in CHANNELS
+        },
+        "api_keys": account.api_keys,
         "optouts": optouts,
         "parent": account.parent,
     }
@@ -186,6 +193,85 @@ def cmd_account_show(args: argparse.Namespace) -> int:
     else:
         for key, value in info.items():
             print(f"{key:18} {value}")
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    key_id = "ak_" + secrets.token_hex(8)
+    secret = secrets.token_urlsafe(24)
+    store = _open_store(settings)
+    try:
+        store.create_api_key(
+            args.username, key_id=key_id, channel=args.channel, secret_hash=hash_password(secret), now=datetime.now(UTC)
+        )
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    text = (
+        f"API key for {args.username} on the {args.channel} channel (the secret is shown only now):\n"
+        f"  key id: {key_id}\n  secret: {secret}\n"
+        f"Log in with the key id as the username and the secret as the password."
+    )
+    _emit(args, {"username": args.username, "channel": args.channel, "key_id": key_id, "secret": secret}, text)
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        store.account(args.username)
+        models = _models(settings, store)
+        rows = list(
+            models.db.table("api_keys").rows_where(
+                "account = ?", [args.username], order_by="created_at", select="key_id, channel, created_at, revoked_at"
+            )
+        )
+        models.close()
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["key_id", "channel", "created_at", "revoked_at"])
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace) -> int:
+    from eventstore.store import UnknownApiKey
+
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        key = store.revoke_api_key(args.key_id, datetime.now(UTC))
+        still_open = store.account(key.account).channels_with_keys
+    except UnknownApiKey as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    closed = "" if key.channel in still_open else f"; the {key.channel} channel is now inactive for {key.account}"
+    _emit(args, {"key_id": args.key_id, "revoked_at": key.revoked_at}, f"API key {args.key_id} revoked{closed}")
+    return 0
+
+
+def cmd_senderid_allow(args: argparse.Namespace) -> int:
+    from sftpsms.intake import SENDER_ALPHANUMERIC, SENDER_NUMERIC
+
+    if not (SENDER_ALPHANUMERIC.fullmatch(args.sender_id) or SENDER_NUMERIC.fullmatch(args.sender_id)):
+        raise CliError("a sender ID is up to 11 letters and digits, or up to 15 digits")
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        store.allow_sender_id(args.username, args.sender_id)
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    _emit(args, {"username": args.username, "sender_id": args.sender_id}, f"{args.username} may send as {args.sender_id}")
     return 0
 
 
@@ -434,6 +520,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = account.add_parser("show", parents=[common], help="show an account's current state")
     show.add_argument("username")
     show.set_defaults(func=cmd_account_show)
+
+    apikey = sub.add_parser("apikey", help="API keys: a key activates a channel").add_subparsers(dest="action", required=True)
+    kcreate = apikey.add_parser("create", parents=[common], help="create a key; prints its id and secret once")
+    kcreate.add_argument("username")
+    kcreate.add_argument("--channel", required=True, choices=CHANNELS)
+    kcreate.set_defaults(func=cmd_apikey_create)
+    klist = apikey.add_parser("list", parents=[common], help="an account's keys")
+    klist.add_argument("username")
+    klist.set_defaults(func=cmd_apikey_list)
+    krevoke = apikey.add_parser("revoke", parents=[common], help="revoke a key; its open sessions are closed")
+    krevoke.add_argument("key_id")
+    krevoke.set_defaults(func=cmd_apikey_revoke)
+
+    senderid = sub.add_parser("senderid", help="sender IDs an account may use").add_subparsers(dest="action", required=True)
+    sallow = senderid.add_parser("allow", parents=[common], help="allow a SenderID in this account's files")
+    sallow.add_argument("username")
+    sallow.add_argument("sender_id", metavar="NAME")
+    sallow.set_defaults(func=cmd_senderid_allow)
 
     credits = sub.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
     add = credits.add_parser("add", parents=[common], help="add credits to an account")

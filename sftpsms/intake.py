@@ -39,6 +39,7 @@ class AccountPolicy:
     country: str
     allow_custom_sender: bool
     balance: int
+    sender_ids: frozenset[str] = frozenset()  # allowed one by one (sftpsms senderid allow)
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,12 @@ def check_sender(sender_id: str, policy: AccountPolicy) -> str:
             ErrorCode.PARSE_ERROR,
             f"SenderID {sender_id!r} must be Fixed, up to 11 letters and digits, or up to 15 digits",
         )
-    if not policy.allow_custom_sender:
+    if not policy.allow_custom_sender and sender_id not in policy.sender_ids:
         raise FileRejected(
             ErrorCode.PARSE_ERROR,
-            f"SenderID {sender_id!r} is not allowed: this account sends from its fixed sender only",
+            f"SenderID {sender_id!r} is not allowed for this account (allowed: Fixed"
+            + "".join(f", {name}" for name in sorted(policy.sender_ids))
+            + ")",
         )
     return sender_id
 

@@ -1,0 +1,111 @@
+"""Accounts through the real door: API keys open channels, key logins, revocation closes sessions,
+and sender IDs allowed one by one."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import paramiko
+import pytest
+
+from tests.service import Service, running_service
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("accounts") / "data") as running:
+        yield running
+
+
+def new_account(service: Service, name: str) -> None:
+    service.add_account(name, created_at=datetime.now(UTC))
+
+
+def create_key(service: Service, name: str, channel: str = "sftp") -> tuple[str, str]:
+    result = service.cli("apikey", "create", name, "--channel", channel, "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    return data["key_id"], data["secret"]
+
+
+def can_log_in(service: Service, username: str, password: str) -> bool:
+    transport = paramiko.Transport(("127.0.0.1", service.port))
+    try:
+        transport.connect(username=username, password=password)
+        return True
+    except paramiko.AuthenticationException:
+        return False
+    finally:
+        transport.close()
+
+
+def test_a_new_account_is_refused_until_a_key_opens_its_channel(service: Service) -> None:
+    new_account(service, "fresh")
+    assert not can_log_in(service, "fresh", "secret-pw")
+    create_key(service, "fresh")
+    assert can_log_in(service, "fresh", "secret-pw")
+
+
+def test_a_key_id_and_secret_log_in_as_the_account(service: Service) -> None:
+    new_account(service, "keyed")
+    key_id, secret = create_key(service, "keyed")
+    with service.paramiko(key_id, password=secret) as sftp:
+        with sftp.open("Send_SMS/k.json", "wb") as remote:
+            remote.write(json.dumps({"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": "27831234567"}]}).encode())
+    assert service.wait_report("keyed", "k.json")[0] == "Processed"
+    assert not can_log_in(service, key_id, "wrong-secret")
+
+
+def test_a_key_for_another_channel_does_not_open_sftp(service: Service) -> None:
+    new_account(service, "ftponly")
+    key_id, secret = create_key(service, "ftponly", channel="ftp")
+    assert not can_log_in(service, "ftponly", "secret-pw")
+    assert not can_log_in(service, key_id, secret)
+
+
+def test_revoking_the_last_key_refuses_logins_and_closes_open_sessions(service: Service) -> None:
+    new_account(service, "revoked")
+    key_id, secret = create_key(service, "revoked")
+    transport = paramiko.Transport(("127.0.0.1", service.port))
+    transport.connect(username="revoked", password="secret-pw")
+    sftp = paramiko.SFTPClient.from_transport(transport)
+    assert sftp is not None and sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
+    assert service.cli("apikey", "revoke", key_id).returncode == 0
+    deadline = time.monotonic() + 10
+    while transport.is_active():
+        assert time.monotonic() < deadline, "the open session was not closed"
+        time.sleep(0.05)
+    assert not can_log_in(service, "revoked", "secret-pw")
+    assert not can_log_in(service, key_id, secret)
+    listed = json.loads(service.cli("apikey", "list", "revoked", "--json").stdout)
+    assert listed[0]["key_id"] == key_id and listed[0]["revoked_at"]
+
+
+def test_a_legacy_account_needs_no_key(service: Service) -> None:
+    service.add_account("veteran")  # created 2023-01-01
+    assert can_log_in(service, "veteran", "secret-pw")
+
+
+def test_an_allowed_sender_id_may_be_used_and_others_may_not(service: Service) -> None:
+    service.add_account("shop")
+    assert service.cli("senderid", "allow", "shop", "SHOPCO").returncode == 0
+    body = {"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": "27831234567"}]}
+    with service.paramiko("shop") as sftp:
+        for name, sender in (("ok.json", "SHOPCO"), ("no.json", "OTHER")):
+            with sftp.open(f"Send_SMS/{name}", "wb") as remote:
+                remote.write(json.dumps({**body, "SenderID": sender}).encode())
+    assert service.wait_report("shop", "ok.json")[0] == "Processed"
+    folder, report = service.wait_report("shop", "no.json")
+    assert (folder, report["error_code"]) == ("Errors", "File.ParseError") and "OTHER" in report["detail"]
+
+
+def test_account_show_tells_channels_keys_and_sender_ids(service: Service) -> None:
+    new_account(service, "shown")
+    key_id, _ = create_key(service, "shown")
+    service.cli("senderid", "allow", "shown", "SHOWN")
+    info = json.loads(service.cli("account", "show", "shown", "--json").stdout)
+    assert info["channels"] == {"sftp": True, "ftp": False, "rest": False}
+    assert info["api_keys"] == {key_id: "sftp"} and info["sender_ids"] == ["SHOWN"]

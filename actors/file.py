@@ -448,11 +448,12 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
     work = _work_path(settings, file.id, file.name)
 
     def write_and_move() -> Path:
+        # The file first, the report last: a client that sees the report finds the file too.
         report_file = folders.report_path(folder, file.name)
         folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(report_file, report)
         if work.exists():
             folders.move(work, folder / file.name)
+        write_json_atomically(report_file, report)
         shutil.rmtree(work.parent, ignore_errors=True)
         (settings.spool_dir / f"{file.id}.jsonl").unlink(missing_ok=True)
         return report_file

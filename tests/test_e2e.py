@@ -123,20 +123,28 @@ def test_templates_values_and_per_contact_message(service: Service) -> None:
         ("nothing.json", v7(Message_Template="x", Contacts=[{"msisdn": "12"}, {"msisdn": "1111111111"}]), "EmptySend.NoValidMessages"),
     ],
 )
+def balance(service: Service, account: str) -> int:
+    store = service.store()
+    try:
+        return int(store.account(account).balance)
+    finally:
+        store.close()
+
+
 def test_file_level_errors_land_in_errors_with_their_code(service: Service, name: str, body: Any, code: str) -> None:
-    before = service.store().account("acme").balance
+    before = balance(service, "acme")
     folder, report = send(service, "acme", name, body)
     assert (folder, report["status"], report["error_code"]) == ("Errors", "failed", code), report
-    assert report["messages_queued"] == 0 and report["credits_used"] == 0
-    assert (service.folder("acme", "Errors") / name).exists()
-    assert service.store().account("acme").balance == before
+    assert report["messages_queued"] == 0 and report["credits_used"] == 0, report
+    assert (service.folder("acme", "Errors") / name).exists(), sorted(p.name for p in service.folder("acme", "Errors").iterdir())
+    assert balance(service, "acme") == before, (before, report)
 
 
 def test_insufficient_credits_fails_the_whole_file(service: Service) -> None:
     service.add_account("poor", credits=2)
     folder, report = send(service, "poor", "poor.json", v7(Message_Template="x", Contacts=[{"msisdn": n} for n in MTN[:3]]))
     assert (folder, report["error_code"]) == ("Errors", "InsufficientCredits")
-    assert service.store().account("poor").balance == 2
+    assert balance(service, "poor") == 2
 
 
 def test_same_name_twice_is_a_duplicate(service: Service) -> None:
@@ -177,10 +185,10 @@ def test_check_optouts_false_sends_to_opted_out_numbers(service: Service) -> Non
 
 
 def test_long_message_costs_its_parts(service: Service) -> None:
-    before = service.store().account("acme").balance
+    before = balance(service, "acme")
     folder, report = send(service, "acme", "long.json", v7(Message_Template="a" * 161, Contacts=[{"msisdn": MTN[0]}]))
     assert folder == "Processed" and report["parts"] == 2 and report["credits_used"] == 2
-    assert service.store().account("acme").balance == before - 2
+    assert balance(service, "acme") == before - 2
 
 
 def test_route_prefix_gives_a_number_a_network_without_restart(service: Service) -> None:

@@ -1,17 +1,20 @@
 """The SFTP door: asyncssh's server (asyncio side), confined to an account's three folders.
 
-Everything here runs on the asyncio host loop; anything that needs our state goes to the trio side
-through the `Gate` (login, sessions) via the TrioPortal. The rules (PRODUCT.md §2, FINDINGS.md):
+Everything here but `serve_sftp` runs on the asyncio host loop; anything that needs our state goes
+to the trio side through the `Gate` (logins, sessions) via the bridge's `TrioPortal`. The rules
+(PRODUCT.md §2, FINDINGS.md):
 
 - a client sees `/Send_SMS`, `/Processed`, `/Errors` and nothing else; `..` stops at its root;
-  paths are normalised here, never handed to the OS as the client wrote them;
-- symlinks are never followed (asyncssh's own chroot would follow pre-existing ones): every real
-  path is checked with lstat and opened with O_NOFOLLOW;
+  client paths (`/up.json`, `up.json`, `Send_SMS/../../x`) are normalised here and never handed
+  to the OS as the client wrote them;
+- symlinks are never followed (asyncssh's own chroot would follow pre-existing ones): the root is
+  resolved once, every folder and file is checked with lstat, and files are opened with O_NOFOLLOW;
 - uploads go to `Send_SMS` only, named `.txt`/`.json`/`.zip` or a temporary name (`.part`,
   `.filepart`, `.tmp`, dot-files) that is reported only once renamed to an allowed name;
 - an upload is reported on a clean close, and the client's CLOSE is answered only after the trio
   side took it (backpressure); while a write handle is open a marker in `<root>/.incomplete/`
-  says so, and a handle closed because the connection dropped keeps its marker: never processed.
+  says so, and a handle closed because the connection dropped keeps its marker: never processed;
+- no mkdir, rmdir, links, attribute changes; SFTP v5/v6 opens go through the same checks as v3.
 """
 
 from __future__ import annotations
@@ -20,13 +23,25 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import asyncssh
 import trio
+from asyncssh.constants import (
+    ACE4_APPEND_DATA,
+    ACE4_READ_DATA,
+    ACE4_WRITE_DATA,
+    FXF_ACCESS_DISPOSITION,
+    FXF_APPEND_DATA,
+    FXF_CREATE_NEW,
+    FXF_CREATE_TRUNCATE,
+    FXF_OPEN_OR_CREATE,
+    FXF_TRUNCATE_EXISTING,
+)
 
 from actors.bridge import AsyncioPortal, TrioPortal
 from sftpsms import folders
@@ -34,6 +49,10 @@ from sftpsms import folders
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
+CLOSE_TIMEOUT = 5.0  # seconds to wait for connections to close on shutdown
+LOGIN_TIMEOUT = 60
+KEEPALIVE_INTERVAL = 30
+UPLOAD_MODE = 0o640
 
 
 @dataclass(frozen=True)
@@ -52,17 +71,52 @@ class LoginRefused(Exception):
 
 
 class Session(Protocol):
-    async def upload_closed(self, name: str) -> None: ...
+    """One per SFTP session (connection), trio side."""
 
-    async def close(self) -> None: ...
+    async def upload_closed(self, name: str) -> None:
+        """A complete upload of Send_SMS/<name> was closed, or a file renamed into Send_SMS/<name>.
+        Returns once the file was taken: the client's CLOSE (or RENAME) is answered only then."""
+        ...
+
+    async def close(self) -> None:
+        """The connection ended."""
+        ...
 
 
 class Gate(Protocol):
-    async def login(self, username: str, password: str, peer: str) -> Login: ...
+    """Logins and sessions, trio side; every method is called through the TrioPortal."""
+
+    async def login(self, username: str, password: str, peer: str) -> Login:
+        """Raises LoginRefused (its message is shown to the user)."""
+        ...
 
     async def open_session(self, login: Login, peer: str, disconnect: Callable[[], None]) -> Session:
         """`disconnect` ends the connection (callable from trio: it only schedules the close)."""
         ...
+
+
+# ---- the one place where refusals become SFTP errors ---------------------------------------------
+
+
+def _denied(reason: str) -> asyncssh.SFTPError:
+    return asyncssh.SFTPPermissionDenied(reason)
+
+
+def _missing(reason: str = "no such file or folder") -> asyncssh.SFTPError:
+    return asyncssh.SFTPNoSuchFile(reason)
+
+
+def _refuse_os_error(error: OSError) -> NoReturn:
+    """Translate an OS error on a real path; the message never carries the server's path."""
+    if error.errno == errno.ENOENT:
+        raise _missing() from None
+    if error.errno == errno.EEXIST:
+        raise asyncssh.SFTPFileAlreadyExists("file exists") from None
+    if error.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
+        raise _denied("links are not followed") from None
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise asyncssh.SFTPNoSpaceOnFilesystem("no space left") from None
+    raise _denied(os.strerror(error.errno or errno.EACCES)) from None
 
 
 class _Handle:
@@ -73,47 +127,50 @@ class _Handle:
         self.writing = writing
 
 
-def _denied(reason: str) -> asyncssh.SFTPError:
-    return asyncssh.SFTPPermissionDenied(reason)
-
-
-def _missing() -> asyncssh.SFTPError:
-    return asyncssh.SFTPNoSuchFile("no such file or folder")
-
-
 class _SshServer(asyncssh.SSHServer):
     """One per connection: password logins through the gate."""
 
-    def __init__(self, gate: Gate, portal: TrioPortal) -> None:
+    def __init__(self, gate: Gate, portal: TrioPortal, connections: set[asyncssh.SSHServerConnection]) -> None:
         self.gate = gate
         self.portal = portal
+        self.connections = connections
         self.conn: asyncssh.SSHServerConnection | None = None
         self.login: Login | None = None
         self.peer = "?"
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        self.connections.add(conn)
         peer = conn.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.connections.discard(self.conn)
+
     def begin_auth(self, username: str) -> bool:
-        return True
+        return True  # every user must authenticate
 
     def password_auth_supported(self) -> bool:
         return True
 
     async def validate_password(self, username: str, password: str) -> bool:
         try:
-            self.login = await self.portal.call(self.gate.login, username, password, self.peer)
+            login = await self.portal.call(self.gate.login, username, password, self.peer)
+            await asyncio.to_thread(folders.ensure_account_folders, login.root)
         except LoginRefused as refused:
             if self.conn is not None:
                 self.conn.send_auth_banner(refused.message + "\n")
             return False
+        except Exception:
+            log.exception("login failed account=%s peer=%s", username, self.peer)
+            return False
+        self.login = login
         return True
 
 
 class _SftpServer(asyncssh.SFTPServer):
-    """One per SFTP session (connection)."""
+    """One per SFTP session (channel): the account's view of its three folders."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[Any], portal: TrioPortal) -> None:
         super().__init__(chan)
@@ -122,27 +179,35 @@ class _SftpServer(asyncssh.SFTPServer):
         self.login = owner.login
         self.peer = owner.peer
         self.portal = portal
-        self.root = self.login.root
-        self.session: Session | None = None
+        self.root = Path(os.path.realpath(self.login.root))  # symlinks above the root are the operator's
         loop = asyncio.get_running_loop()
         connection = chan.get_connection()
-        self._disconnect = lambda: loop.call_soon_threadsafe(connection.close)
+
+        def disconnect() -> None:
+            loop.call_soon_threadsafe(connection.close)
+
+        self._disconnect = disconnect
         self._opening = loop.create_task(self._open_session(owner.gate))
+        self._opening.add_done_callback(self._opened)
 
     async def _open_session(self, gate: Gate) -> Session:
-        self.session = await self.portal.call(gate.open_session, self.login, self.peer, self._disconnect)
-        return self.session
+        return await self.portal.call(gate.open_session, self.login, self.peer, self._disconnect)
 
-    async def _session(self) -> Session:
-        return await self._opening
+    def _opened(self, task: asyncio.Task[Session]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("account=%s peer=%s session did not open: %r", self.login.account, self.peer, task.exception())
+            self._disconnect()
 
     # ---- paths ---------------------------------------------------------------------------------
 
     def _virtual(self, path: bytes) -> tuple[str, ...]:
+        """The normalised parts of a client path: `..` stops at the root, `/` and `\\` separate."""
         try:
             text = path.decode("utf-8")
         except UnicodeDecodeError:
             raise _missing() from None
+        if "\0" in text:
+            raise _missing()
         parts: list[str] = []
         for part in text.replace("\\", "/").split("/"):
             if part in ("", "."):
@@ -155,7 +220,8 @@ class _SftpServer(asyncssh.SFTPServer):
         return tuple(parts)
 
     def _resolve(self, path: bytes) -> tuple[str | None, str | None, Path]:
-        """(folder, name, real path) of a client path; only the root, a folder or a file in one."""
+        """(folder, name, real path) of a client path; only the root, a folder or a file in one.
+        A symlink anywhere on the way is refused, never followed."""
         parts = self._virtual(path)
         if not parts:
             return None, None, self.root
@@ -176,8 +242,7 @@ class _SftpServer(asyncssh.SFTPServer):
         return os.fsencode(self._resolve(path)[2])
 
     def realpath(self, path: bytes) -> bytes:
-        parts = self._virtual(path)
-        return ("/" + "/".join(parts)).encode()
+        return ("/" + "/".join(self._virtual(path))).encode()
 
     # ---- metadata ------------------------------------------------------------------------------
 
@@ -185,8 +250,8 @@ class _SftpServer(asyncssh.SFTPServer):
         _, _, real = self._resolve(path)
         try:
             return os.lstat(real)
-        except FileNotFoundError:
-            raise _missing() from None
+        except OSError as error:
+            _refuse_os_error(error)
 
     def stat(self, path: bytes) -> os.stat_result:
         return self._lstat(path)
@@ -199,11 +264,21 @@ class _SftpServer(asyncssh.SFTPServer):
         return os.fstat(file_obj.fd)
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
-        self._resolve(path)  # times and modes are ours to keep; accepted and ignored
+        self._lstat(path)  # times and modes are ours to keep: accepted and ignored (clients insist)
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self._lstat(path)  # asyncssh's default would chmod/chown/utime the real path
 
     def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
-        if isinstance(file_obj, _Handle) and file_obj.writing and attrs.size is not None:
-            os.ftruncate(file_obj.fd, attrs.size)
+        assert isinstance(file_obj, _Handle)
+        if file_obj.writing and attrs.size is not None:
+            os.ftruncate(file_obj.fd, attrs.size)  # resuming clients cut the file to what they had
+
+    def statvfs(self, path: bytes) -> Any:
+        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
+
+    def fstatvfs(self, file_obj: object) -> Any:
+        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
 
     async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
         folder, name, real = self._resolve(path)
@@ -219,8 +294,8 @@ class _SftpServer(asyncssh.SFTPServer):
             return
         with os.scandir(real) as entries:
             for entry in entries:
-                if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
-                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue  # symlinks, folders and devices are not there for the client
                 yield asyncssh.SFTPName(
                     os.fsencode(entry.name), attrs=asyncssh.SFTPAttrs.from_local(entry.stat(follow_symlinks=False))
                 )
@@ -228,31 +303,19 @@ class _SftpServer(asyncssh.SFTPServer):
     def readlink(self, path: bytes) -> bytes:
         raise _denied("links are not supported")
 
-    def statvfs(self, path: bytes) -> Any:
-        raise asyncssh.SFTPOpUnsupported("statvfs is not supported")
-
     # ---- files ---------------------------------------------------------------------------------
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> _Handle:
         folder, name, real = self._resolve(path)
         if folder is None or name is None:
             raise _denied("only files inside Send_SMS, Processed or Errors can be opened")
-        writing = bool(pflags & WRITE_FLAGS)
-        if not writing:
-            try:
-                fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                raise _missing() from None
-            except OSError as error:
-                raise _denied(os.strerror(error.errno or errno.EACCES)) from None
-            return _Handle(fd, folder, name, writing=False)
+        if not pflags & WRITE_FLAGS:
+            return self._open_for_reading(folder, name, real)
         if folder != folders.SEND:
-            raise _denied(f"{folder} is read-only: upload into Send_SMS")
+            raise _denied(f"{folder} is read-only: upload into {folders.SEND}")
         if not (folders.is_allowed(name) or folders.is_temporary(name)):
             raise _denied("only .txt, .json and .zip files may be uploaded")
-        flags = os.O_WRONLY | os.O_NOFOLLOW
-        if pflags & asyncssh.FXF_READ:
-            flags = os.O_RDWR | os.O_NOFOLLOW
+        flags = (os.O_RDWR if pflags & asyncssh.FXF_READ else os.O_WRONLY) | os.O_NOFOLLOW
         if pflags & asyncssh.FXF_CREAT:
             flags |= os.O_CREAT
         if pflags & asyncssh.FXF_TRUNC:
@@ -261,16 +324,48 @@ class _SftpServer(asyncssh.SFTPServer):
             flags |= os.O_EXCL
         if pflags & asyncssh.FXF_APPEND:
             flags |= os.O_APPEND
+        # Marked before the file can appear, so that a sweep never takes an upload in progress.
         marker = folders.incomplete_marker(self.root, name)
+        marked_here = not marker.exists()
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
         try:
-            fd = os.open(real, flags, 0o640)
-        except FileExistsError:
-            raise asyncssh.SFTPFileAlreadyExists("file exists") from None
+            fd = os.open(real, flags, UPLOAD_MODE)
         except OSError as error:
-            raise _denied(os.strerror(error.errno or errno.EACCES)) from None
+            if marked_here:
+                marker.unlink(missing_ok=True)
+            _refuse_os_error(error)
         return _Handle(fd, folder, name, writing=True)
+
+    def _open_for_reading(self, folder: str, name: str, real: Path) -> _Handle:
+        try:
+            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as error:
+            _refuse_os_error(error)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise _denied("not a file")
+        return _Handle(fd, folder, name, writing=False)
+
+    def open56(self, path: bytes, desired_access: int, flags: int, attrs: asyncssh.SFTPAttrs) -> _Handle:
+        """SFTP v5/v6 opens, translated to v3 flags so they meet exactly the same rules."""
+        pflags = 0
+        if desired_access & ACE4_READ_DATA:
+            pflags |= asyncssh.FXF_READ
+        if desired_access & (ACE4_WRITE_DATA | ACE4_APPEND_DATA):
+            pflags |= asyncssh.FXF_WRITE
+        if desired_access & ACE4_APPEND_DATA or flags & FXF_APPEND_DATA:
+            pflags |= asyncssh.FXF_WRITE | asyncssh.FXF_APPEND
+        disposition = flags & FXF_ACCESS_DISPOSITION
+        if disposition == FXF_CREATE_NEW:
+            pflags |= asyncssh.FXF_CREAT | asyncssh.FXF_EXCL
+        elif disposition == FXF_CREATE_TRUNCATE:
+            pflags |= asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC
+        elif disposition == FXF_OPEN_OR_CREATE:
+            pflags |= asyncssh.FXF_CREAT
+        elif disposition == FXF_TRUNCATE_EXISTING:
+            pflags |= asyncssh.FXF_TRUNC
+        return self.open(path, pflags, attrs)
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         assert isinstance(file_obj, _Handle)
@@ -278,7 +373,19 @@ class _SftpServer(asyncssh.SFTPServer):
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         assert isinstance(file_obj, _Handle)
+        if not file_obj.writing:
+            raise _denied("the file was not opened for writing")
         return os.pwrite(file_obj.fd, data, offset)
+
+    def fsync(self, file_obj: object) -> None:
+        assert isinstance(file_obj, _Handle)
+        os.fsync(file_obj.fd)
+
+    def lock(self, file_obj: object, offset: int, length: int, flags: int) -> None:
+        raise asyncssh.SFTPOpUnsupported("locks are not supported")
+
+    def unlock(self, file_obj: object, offset: int, length: int) -> None:
+        raise asyncssh.SFTPOpUnsupported("locks are not supported")
 
     async def close(self, file_obj: object) -> None:
         assert isinstance(file_obj, _Handle)
@@ -286,7 +393,8 @@ class _SftpServer(asyncssh.SFTPServer):
         if not file_obj.writing:
             return
         if self.channel.is_closing():
-            # The connection dropped and asyncssh is closing what was open: a partial upload.
+            # The connection dropped and asyncssh is closing what was left open: a partial upload.
+            # The marker stays, so neither we nor the sweep ever process it (PRODUCT.md §2).
             log.warning("file=%s account=%s upload cut off, kept unprocessed", file_obj.name, self.login.account)
             return
         folders.incomplete_marker(self.root, file_obj.name).unlink(missing_ok=True)
@@ -294,19 +402,22 @@ class _SftpServer(asyncssh.SFTPServer):
             await self._report(file_obj.name)
 
     async def _report(self, name: str) -> None:
-        session = await self._session()
+        session = await self._opening
         await self.portal.call(session.upload_closed, name)
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old_folder, old_name, old_real = self._resolve(oldpath)
         new_folder, new_name, new_real = self._resolve(newpath)
         if old_folder != folders.SEND or new_folder != folders.SEND or old_name is None or new_name is None:
-            raise _denied("files can only be renamed within Send_SMS")
+            raise _denied(f"files can only be renamed within {folders.SEND}")
         if not (folders.is_allowed(new_name) or folders.is_temporary(new_name)):
             raise _denied("only .txt, .json and .zip files may be uploaded")
-        if not old_real.exists():
+        if not old_real.is_file():
             raise _missing()
-        os.replace(old_real, new_real)
+        try:
+            os.replace(old_real, new_real)
+        except OSError as error:
+            _refuse_os_error(error)
         old_marker = folders.incomplete_marker(self.root, old_name)
         if old_marker.exists():
             # Still open, or cut off: the new name inherits the mark and is not processed.
@@ -322,10 +433,12 @@ class _SftpServer(asyncssh.SFTPServer):
         folder, name, real = self._resolve(path)
         if folder is None or name is None:
             raise _denied("only files can be removed")
+        if not real.is_file():
+            raise _missing()
         try:
             os.unlink(real)
-        except FileNotFoundError:
-            raise _missing() from None
+        except OSError as error:
+            _refuse_os_error(error)
         if folder == folders.SEND:
             folders.incomplete_marker(self.root, name).unlink(missing_ok=True)
 
@@ -342,26 +455,26 @@ class _SftpServer(asyncssh.SFTPServer):
         raise _denied("links cannot be created")
 
     async def exit(self) -> None:
-        await self._end_session()
-
-    async def _end_session(self) -> None:
+        """The session ended (asyncssh has closed every open handle first)."""
         try:
-            session = await self._session()
+            session = await self._opening
         except Exception:
-            return
+            return  # never opened: nothing to close
         try:
             await self.portal.call(session.close)
         except Exception:
-            log.debug("session close failed", exc_info=True)
+            log.debug("account=%s session close failed", self.login.account, exc_info=True)
 
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
+    """The server's host key, generated (ed25519, mode 0600) on first use."""
     if path.exists():
         return asyncssh.read_private_key(str(path))
     key = asyncssh.generate_private_key("ssh-ed25519")
     path.parent.mkdir(parents=True, exist_ok=True)
-    key.write_private_key(str(path))
-    path.chmod(0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(key.export_private_key())
     return key
 
 
@@ -374,14 +487,25 @@ async def serve_sftp(
     host_key_path: Path,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve SFTP until cancelled; reports the bound port (port 0 picks a free one).
+    """Serve SFTP on `host:port` until cancelled; `task_status.started(port)` reports the bound port
+    (port 0 picks a free one), so callers `port = await nursery.start(serve_sftp, ...)`.
 
-    Resource handling: the asyncssh acceptor and every connection are closed on the way out.
-    Error handling: errors of one connection stay in that connection (asyncssh reports them to
-    its client as SFTP status codes); the acceptor itself failing to start raises here.
+    A trio function: asyncssh runs on the asyncio host loop through `portal`, and every connection
+    calls back into trio through `gate` (logins, one session per SFTP session).
+
+    Resource handling: the host key at `host_key_path` is generated if missing. On the way out
+    (cancellation or error) the listener stops accepting, every open connection is closed (their
+    open uploads count as cut off and are never reported; their sessions are closed), and this
+    waits up to `CLOSE_TIMEOUT` seconds, shielded, for them to finish.
+
+    Error handling: failing to listen (address in use, unreadable host key) raises here, before
+    `started`. Errors of one connection stay in that connection: refusals go to its client as SFTP
+    status codes (permission denied, no such file), a refused login as an auth banner, and an
+    exception of the gate is logged and ends only that login or request.
     """
     key = ensure_host_key(host_key_path)
     trio_portal = portal.trio_portal
+    connections: set[asyncssh.SSHServerConnection] = set()
 
     def sftp_factory(chan: asyncssh.SSHServerChannel[Any]) -> asyncssh.SFTPServer:
         return _SftpServer(chan, trio_portal)
@@ -391,22 +515,32 @@ async def serve_sftp(
             host,
             port,
             server_host_keys=[key],
-            server_factory=lambda: _SshServer(gate, trio_portal),
+            server_factory=lambda: _SshServer(gate, trio_portal, connections),
             sftp_factory=sftp_factory,
             allow_scp=False,
             encoding=None,
             agent_forwarding=False,
             x11_forwarding=False,
             allow_pty=False,
-            keepalive_interval=30,
-            login_timeout=60,
+            keepalive_interval=KEEPALIVE_INTERVAL,
+            login_timeout=LOGIN_TIMEOUT,
         )
 
-    acceptor = await portal.run(start)
+    async def stop(acceptor: asyncssh.SSHAcceptor) -> None:
+        acceptor.close()
+        for conn in list(connections):
+            conn.close()
+        pending = [asyncio.ensure_future(conn.wait_closed()) for conn in list(connections)]
+        pending.append(asyncio.ensure_future(acceptor.wait_closed()))
+        _, late = await asyncio.wait(pending, timeout=CLOSE_TIMEOUT)
+        for task in late:
+            task.cancel()
+
+    with trio.CancelScope(shield=True):  # a listener started is a listener closed
+        acceptor = await portal.run(start)
     try:
         task_status.started(acceptor.get_port())
         await trio.sleep_forever()
     finally:
-        acceptor.close()
         with trio.CancelScope(shield=True):
-            await portal.run(acceptor.wait_closed)
+            await portal.run(stop, acceptor)

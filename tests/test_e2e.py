@@ -103,6 +103,14 @@ def test_templates_values_and_per_contact_message(service: Service) -> None:
 # ---- file-level error codes -----------------------------------------------------------------
 
 
+def balance(service: Service, account: str) -> int:
+    store = service.store()
+    try:
+        return int(store.account(account).balance)
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("name", "body", "code"),
     [
@@ -123,14 +131,6 @@ def test_templates_values_and_per_contact_message(service: Service) -> None:
         ("nothing.json", v7(Message_Template="x", Contacts=[{"msisdn": "12"}, {"msisdn": "1111111111"}]), "EmptySend.NoValidMessages"),
     ],
 )
-def balance(service: Service, account: str) -> int:
-    store = service.store()
-    try:
-        return int(store.account(account).balance)
-    finally:
-        store.close()
-
-
 def test_file_level_errors_land_in_errors_with_their_code(service: Service, name: str, body: Any, code: str) -> None:
     before = balance(service, "acme")
     folder, report = send(service, "acme", name, body)

@@ -140,9 +140,10 @@ def run(trio_main: Callable[[AsyncioPortal], Awaitable[T]]) -> T:
             stopping.append(lambda: token.run_sync_soon(scope.cancel))
             async with trio.open_nursery() as nursery:
                 portal.trio_portal = TrioPortal(loop, token, nursery)
-                result = await trio_main(portal)
+                # Captured, so that its error comes out as raised, not wrapped in the nursery's group.
+                result = await outcome.acapture(trio_main, portal)
                 nursery.cancel_scope.cancel()  # portal calls still running
-                return result
+            return result.unwrap()
         raise KeyboardInterrupt  # cancelled by a signal
 
     def stop() -> None:

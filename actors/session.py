@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 import trio
@@ -23,6 +23,7 @@ from eventstore.store import SmsStore, UnknownAccount, UnknownApiKey
 from sftpsms import folders
 from sftpsms.channels import channel_active, refusal_message
 from sftpsms.config import Settings
+from sftpsms.lockout import LoginGuard
 from sftpsms.passwords import verify_password
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,45 @@ class AccountGate:
         self.clock = clock
         self.channel = channel
         self.sessions: dict[SessionHandle, tuple[Login, Callable[[], None]]] = {}
+        self.guard = LoginGuard(
+            slowdown_after=settings.login_slowdown_after,
+            lockout_after=settings.login_lockout_after,
+            lockout_seconds=settings.login_lockout_seconds,
+            base_delay=settings.login_slowdown_base,
+        )
 
     async def login(self, username: str, password: str, peer: str) -> Login:
-        """By the account's username and password, or by an API key's id and secret."""
+        """By the account's username and password, or by an API key's id and secret. Repeated
+        failures from one address or for one username slow the answers down, then lock out."""
+        keys = [f"user:{username}", f"peer:{peer}"]
+        locked_for = self.guard.locked_for(keys, trio.current_time())
+        if locked_for > 0:
+            log.warning("login refused account=%s peer=%s reason=locked-out", username, peer)
+            minutes = max(1, round(locked_for / 60))
+            raise LoginRefused(f"too many failed logins: try again in {minutes} minute{'s' if minutes > 1 else ''}")
+        await trio.sleep(self.guard.delay(keys, trio.current_time()))
+        try:
+            login = await self._login(username, password, peer)
+        except LoginRefused as refused:
+            now = trio.current_time()
+            locked = self.guard.failed(keys, now)
+            wall = self.clock()
+            until = wall + timedelta(seconds=self.guard.lockout_seconds)
+            await self.store.run(
+                partial(
+                    SmsStore.record_failed_login,
+                    username=username,
+                    peer=peer,
+                    reason=refused.message,
+                    now=wall,
+                    locked=[(key, until) for key in locked],
+                )
+            )
+            raise
+        self.guard.succeeded(keys)
+        return login
+
+    async def _login(self, username: str, password: str, peer: str) -> Login:
         if username.startswith(KEY_PREFIX):
             return await self._key_login(username, password, peer)
         try:
@@ -125,6 +162,18 @@ class AccountGate:
         assert account is not None
         if not self._channel_open(account):
             log.warning("login refused account=%s peer=%s reason=channel-inactive", username, peer)
+            raise LoginRefused(refusal_message(username, self.channel))
+        return await self._admit(username, peer, key_id=None)
+
+    async def login_by_key(self, username: str, fingerprint: str, peer: str) -> Login:
+        """SFTP login with an SSH key added by `sftpsms sshkey add` (asyncssh checked the signature)."""
+        try:
+            account = await self.store.run(partial(SmsStore.account, username=username))
+        except UnknownAccount:
+            raise LoginRefused(BAD_LOGIN) from None
+        if fingerprint not in account.ssh_keys:
+            raise LoginRefused(BAD_LOGIN)
+        if not self._channel_open(account):
             raise LoginRefused(refusal_message(username, self.channel))
         return await self._admit(username, peer, key_id=None)
 

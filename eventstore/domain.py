@@ -124,6 +124,13 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.sender_ids = sorted({*aggregate.sender_ids, self.sender_id})
 
+    class SshKeyAdded(Aggregate.Event):
+        public_key: str  # OpenSSH format: "ssh-ed25519 AAAA... comment"
+        fingerprint: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.ssh_keys = {**aggregate.ssh_keys, self.fingerprint: self.public_key}
+
     class ApiKeyAdded(Aggregate.Event):
         key_id: str
         channel: str
@@ -156,6 +163,7 @@ class Account(Aggregate):
         self.allow_custom_sender = False
         self.sender_ids: list[str] = []
         self.api_keys: dict[str, str] = {}  # key id -> channel
+        self.ssh_keys: dict[str, str] = {}  # fingerprint -> public key
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -208,6 +216,10 @@ class Account(Aggregate):
     def allow_sender_id(self, sender_id: str) -> None:
         if sender_id not in self.sender_ids:
             self.trigger_event(self.SenderIdAllowed, sender_id=sender_id)
+
+    def add_ssh_key(self, public_key: str, fingerprint: str) -> None:
+        if fingerprint not in self.ssh_keys:
+            self.trigger_event(self.SshKeyAdded, public_key=public_key, fingerprint=fingerprint)
 
     def add_api_key(self, key_id: str, channel: str) -> None:
         self.trigger_event(self.ApiKeyAdded, key_id=key_id, channel=channel)
@@ -787,3 +799,44 @@ class ApiKey(Aggregate):
     def revoke(self, at: str) -> None:
         if self.revoked_at is None:
             self.trigger_event(self.ApiKeyRevoked, at=at)
+
+
+def login_record_id(username: str) -> UUID:
+    return uuid5(NAMESPACE, f"logins:{username}")
+
+
+class LoginRecord(Aggregate):
+    """Failed logins and lockouts of one username (which need not be an account's)."""
+
+    class LoginRecordStarted(Aggregate.Created):
+        username: str
+
+    class LoginFailed(Aggregate.Event):
+        peer: str
+        reason: str
+        at: str
+
+        def apply(self, aggregate: LoginRecord) -> None:
+            aggregate.failures += 1
+
+    class LoginLockedOut(Aggregate.Event):
+        key: str  # "user:<name>" or "peer:<address>"
+        until: str
+
+        def apply(self, aggregate: LoginRecord) -> None:
+            aggregate.lockouts += 1
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+        self.failures = 0
+        self.lockouts = 0
+
+    @classmethod
+    def start(cls, username: str) -> LoginRecord:
+        return cls._create(cls.LoginRecordStarted, id=login_record_id(username), username=username)
+
+    def failed(self, peer: str, reason: str, at: str) -> None:
+        self.trigger_event(self.LoginFailed, peer=peer, reason=reason, at=at)
+
+    def locked_out(self, key: str, until: str) -> None:
+        self.trigger_event(self.LoginLockedOut, key=key, until=until)

@@ -24,6 +24,7 @@ from eventstore.domain import (
     ApiKey,
     ContactBatch,
     DispatchLog,
+    LoginRecord,
     DomainError,
     File,
     FileName,
@@ -34,6 +35,7 @@ from eventstore.domain import (
     dispatch_log_id,
     file_id,
     file_name_id,
+    login_record_id,
 )
 from eventstore.transcoder import OrjsonTranscoder
 
@@ -190,6 +192,29 @@ class SmsStore(Application[UUID]):
             account = self.account(username)
             account.allow_sender_id(sender_id)
             self.save(account)
+
+        self._retrying(command)
+
+    def add_ssh_key(self, username: str, public_key: str, fingerprint: str) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.add_ssh_key(public_key, fingerprint)
+            self.save(account)
+
+        self._retrying(command)
+
+    def record_failed_login(
+        self, username: str, peer: str, reason: str, now: datetime, locked: Sequence[tuple[str, datetime]] = ()
+    ) -> None:
+        def command() -> None:
+            try:
+                record = self.get(LoginRecord, login_record_id(username))
+            except AggregateNotFoundError:
+                record = LoginRecord.start(username)
+            record.failed(peer, reason, now.isoformat())
+            for key, until in locked:
+                record.locked_out(key, until.isoformat())
+            self.save(record)
 
         self._retrying(command)
 

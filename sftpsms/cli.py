@@ -10,6 +10,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from eventstore.domain import (
@@ -185,6 +186,7 @@ def cmd_account_show(args: argparse.Namespace) -> int:
             for channel in CHANNELS
         },
         "api_keys": account.api_keys,
+        "ssh_keys": sorted(account.ssh_keys),
         "optouts": optouts,
         "parent": account.parent,
     }
@@ -255,6 +257,27 @@ def cmd_apikey_revoke(args: argparse.Namespace) -> int:
         store.close()
     closed = "" if key.channel in still_open else f"; the {key.channel} channel is now inactive for {key.account}"
     _emit(args, {"key_id": args.key_id, "revoked_at": key.revoked_at}, f"API key {args.key_id} revoked{closed}")
+    return 0
+
+
+def cmd_sshkey_add(args: argparse.Namespace) -> int:
+    import asyncssh
+
+    try:
+        text = Path(args.file).read_text().strip()
+        key = asyncssh.import_public_key(text)
+    except (OSError, ValueError, asyncssh.KeyImportError) as error:
+        raise CliError(f"{args.file}: not an SSH public key ({error})") from None
+    fingerprint = key.get_fingerprint()
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        store.add_ssh_key(args.username, key.export_public_key().decode().strip(), fingerprint)
+    except UnknownAccount as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    _emit(args, {"username": args.username, "fingerprint": fingerprint}, f"{args.username}: SSH key {fingerprint} added")
     return 0
 
 
@@ -532,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
     krevoke = apikey.add_parser("revoke", parents=[common], help="revoke a key; its open sessions are closed")
     krevoke.add_argument("key_id")
     krevoke.set_defaults(func=cmd_apikey_revoke)
+
+    sshkey = sub.add_parser("sshkey", help="SSH public keys for SFTP logins").add_subparsers(dest="action", required=True)
+    sadd = sshkey.add_parser("add", parents=[common], help="let this public key log in as the account (SFTP)")
+    sadd.add_argument("username")
+    sadd.add_argument("file", help="an OpenSSH public key file, e.g. ~/.ssh/id_ed25519.pub")
+    sadd.set_defaults(func=cmd_sshkey_add)
 
     senderid = sub.add_parser("senderid", help="sender IDs an account may use").add_subparsers(dest="action", required=True)
     sallow = senderid.add_parser("allow", parents=[common], help="allow a SenderID in this account's files")

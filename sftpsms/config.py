@@ -32,6 +32,10 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_timeout: float = 10.0
+    login_slowdown_after: int = 3  # failed logins (per address, per username) before answers slow down
+    login_lockout_after: int = 10  # failed logins that lock out the address or username
+    login_lockout_seconds: float = 900.0
+    login_slowdown_base: float = 0.5  # seconds; doubles with each further failure, at most 8 s
     notify_attempts: int = 6  # SMTP tries per email before NotificationFailed
     notify_backoff: float = 2.0  # seconds before the first retry; doubles each time
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import paramiko
 import pytest
 
+from eventstore.domain import login_record_id
 from tests.service import Service, running_service
 
 
@@ -109,3 +110,29 @@ def test_account_show_tells_channels_keys_and_sender_ids(service: Service) -> No
     info = json.loads(service.cli("account", "show", "shown", "--json").stdout)
     assert info["channels"] == {"sftp": True, "ftp": False, "rest": False}
     assert info["api_keys"] == {key_id: "sftp"} and info["sender_ids"] == ["SHOWN"]
+
+
+def test_repeated_failures_lock_out_with_a_clear_message_and_are_events(tmp_path_factory: pytest.TempPathFactory) -> None:
+    env = {"SFTPSMS_LOGIN_LOCKOUT_AFTER": "3", "SFTPSMS_LOGIN_SLOWDOWN_AFTER": "2", "SFTPSMS_LOGIN_SLOWDOWN_BASE": "0.05"}
+    with running_service(tmp_path_factory.mktemp("lockout") / "data", env=env) as guarded:
+        guarded.add_account("target")
+        for _ in range(3):
+            assert not can_log_in(guarded, "target", "guess")
+        result = guarded.openssh("target", "ls\n")  # the right password, too late
+        assert result.returncode != 0 and "too many failed logins" in result.stderr
+        store = guarded.store()
+        try:
+            events = [type(e).__name__ for e in store.events.get(login_record_id("target"))]
+        finally:
+            store.close()
+    assert events.count("LoginFailed") >= 3 and "LoginLockedOut" in events
+
+
+def test_a_success_resets_the_failure_count(service: Service) -> None:
+    service.add_account("forgetful")
+    for _ in range(2):
+        assert not can_log_in(service, "forgetful", "guess")
+    assert can_log_in(service, "forgetful", "secret-pw")
+    for _ in range(2):
+        assert not can_log_in(service, "forgetful", "guess")
+    assert can_log_in(service, "forgetful", "secret-pw")

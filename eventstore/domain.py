@@ -85,6 +85,26 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.balance += self.amount
 
+    class CreditsTransferredOut(Aggregate.Event):
+        to_account: str
+        amount: int
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.balance -= self.amount
+
+    class CreditsTransferredIn(Aggregate.Event):
+        from_account: str
+        amount: int
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.balance += self.amount
+
+    class SubAccountAdded(Aggregate.Event):
+        username: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.sub_accounts = [*aggregate.sub_accounts, self.username]
+
     class CreditsReserved(Aggregate.Event):
         file_id: str
         amount: int
@@ -164,6 +184,7 @@ class Account(Aggregate):
         self.sender_ids: list[str] = []
         self.api_keys: dict[str, str] = {}  # key id -> channel
         self.ssh_keys: dict[str, str] = {}  # fingerprint -> public key
+        self.sub_accounts: list[str] = []
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -195,6 +216,19 @@ class Account(Aggregate):
         if amount <= 0:
             raise DomainError("credits to add must be positive")
         self.trigger_event(self.CreditsAdded, amount=amount, reason=reason)
+
+    def transfer_out(self, to_account: str, amount: int) -> None:
+        if amount <= 0:
+            raise DomainError("credits to transfer must be positive")
+        if amount > self.balance:
+            raise InsufficientBalance(self.balance, amount)
+        self.trigger_event(self.CreditsTransferredOut, to_account=to_account, amount=amount)
+
+    def transfer_in(self, from_account: str, amount: int) -> None:
+        self.trigger_event(self.CreditsTransferredIn, from_account=from_account, amount=amount)
+
+    def add_sub_account(self, username: str) -> None:
+        self.trigger_event(self.SubAccountAdded, username=username)
 
     def reserve_credits(self, file: UUID, amount: int) -> None:
         if amount > self.balance:

@@ -195,6 +195,8 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     Account.CreditsAdded: [_balance_change(+1)],
     Account.CreditsReserved: [_balance_change(-1)],
     Account.CreditsRefunded: [_balance_change(+1)],
+    Account.CreditsTransferredOut: [_balance_change(-1)],
+    Account.CreditsTransferredIn: [_balance_change(+1)],
     Account.OptOutsAdded: [_optouts_added],
     Account.OptOutsRemoved: [_optouts_removed],
     Account.SenderPolicyChanged: [_sender_policy],

@@ -148,11 +148,32 @@ class SmsStore(Application[UUID]):
             created_at=created_at.isoformat(),
             parent=parent,
         )
+        aggregates: list[Account] = [account]
+        if parent is not None:
+            owner = self.account(parent)
+            if owner.parent is not None:
+                raise DomainError(f"{parent!r} is a sub-account itself; sub-accounts belong to an account")
+            owner.add_sub_account(username)
+            aggregates.append(owner)
         try:
-            self.save(account)
+            self.save(*aggregates)
         except IntegrityError:
             raise AccountExists(f"account {username!r} exists already") from None
         return account
+
+    def transfer_credits(self, parent: str, sub: str, amount: int) -> tuple[int, int]:
+        """From an account to one of its sub-accounts, one event on each side, one transaction."""
+
+        def command() -> tuple[int, int]:
+            source, target = self.account(parent), self.account(sub)
+            if target.parent != parent:
+                raise DomainError(f"{sub!r} is not a sub-account of {parent!r}")
+            source.transfer_out(sub, amount)
+            target.transfer_in(parent, amount)
+            self.save(source, target)
+            return int(source.balance), int(target.balance)
+
+        return self._retrying(command)
 
     def account(self, username: str) -> Account:
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from eventstore.domain import (
     DeliveryLog,
+    DomainError,
     FileName,
     batch_id,
     delivery_log_id,
@@ -150,10 +151,11 @@ def cmd_account_create(args: argparse.Namespace) -> int:
             email=args.email,
             country=args.country.upper(),
             created_at=created_at,
+            parent=args.parent,
         )
         if args.allow_sender_id:
             store.set_sender_policy(args.username, True)
-    except AccountExists as error:
+    except (AccountExists, UnknownAccount, DomainError) as error:
         raise CliError(str(error)) from None
     finally:
         store.close()
@@ -189,6 +191,7 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "ssh_keys": sorted(account.ssh_keys),
         "optouts": optouts,
         "parent": account.parent,
+        "sub_accounts": account.sub_accounts,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -298,6 +301,23 @@ def cmd_senderid_allow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_credits_transfer(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = _open_store(settings)
+    try:
+        parent_balance, sub_balance = store.transfer_credits(args.parent, args.sub, args.amount)
+    except (UnknownAccount, DomainError) as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    _emit(
+        args,
+        {"from": args.parent, "to": args.sub, "amount": args.amount, "balances": {args.parent: parent_balance, args.sub: sub_balance}},
+        f"{args.amount} credits {args.parent} -> {args.sub}; balances {parent_balance} and {sub_balance}",
+    )
+    return 0
+
+
 def cmd_credits_add(args: argparse.Namespace) -> int:
     if args.amount <= 0:
         raise CliError("the amount must be a positive number of credits")
@@ -375,7 +395,10 @@ def cmd_files(args: argparse.Namespace) -> int:
     store = _open_store(settings)
     try:
         models = _models(settings, store)
-        rows = models.files(account=args.account)
+        accounts: list[str | None] = [args.account]
+        if args.account and args.with_subaccounts:
+            accounts += store.account(args.account).sub_accounts
+        rows = [row for account in accounts for row in models.files(account=account)]
         models.close()
     finally:
         store.close()
@@ -538,6 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--email", help="where status emails go when a file names none")
     create.add_argument("--country", default="ZA", help="default country for national numbers (default ZA)")
     create.add_argument("--created-at", help="YYYY-MM-DD; before 2023-06-06 every channel is active (legacy rule)")
+    create.add_argument("--parent", help="create a sub-account of this account (own credentials, folders, credits)")
     create.add_argument("--allow-sender-id", action="store_true", help="may set a custom SenderID")
     create.set_defaults(func=cmd_account_create)
     show = account.add_parser("show", parents=[common], help="show an account's current state")
@@ -573,6 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("username")
     add.add_argument("amount", type=int)
     add.set_defaults(func=cmd_credits_add)
+    transfer = credits.add_parser("transfer", parents=[common], help="move credits from an account to its sub-account")
+    transfer.add_argument("parent")
+    transfer.add_argument("sub")
+    transfer.add_argument("amount", type=int)
+    transfer.set_defaults(func=cmd_credits_transfer)
 
     optout = sub.add_parser("optout", help="manage an account's opt-out list").add_subparsers(dest="action", required=True)
     for action, text in (("add", "opt numbers out"), ("remove", "opt numbers back in")):
@@ -593,6 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     files = sub.add_parser("files", parents=[common], help="file outcomes")
     files.add_argument("--account", help="only this account's files")
+    files.add_argument("--with-subaccounts", action="store_true", help="with --account: its sub-accounts' files too")
     files.set_defaults(func=cmd_files)
 
     events = sub.add_parser("events", parents=[common], help="the event history of a file")

@@ -136,3 +136,38 @@ def test_a_success_resets_the_failure_count(service: Service) -> None:
     for _ in range(2):
         assert not can_log_in(service, "forgetful", "guess")
     assert can_log_in(service, "forgetful", "secret-pw")
+
+
+def test_sub_accounts_have_their_own_door_folders_and_credits(service: Service) -> None:
+    service.add_account("parentco", credits=100)
+    created = service.cli("account", "create", "branch", "--parent", "parentco", "--password", "branch-pw")
+    assert created.returncode == 0, created.stderr
+    assert not can_log_in(service, "branch", "branch-pw")  # a new sub-account: no channel yet
+    create_key(service, "branch")
+    moved = json.loads(service.cli("credits", "transfer", "parentco", "branch", "30", "--json").stdout)
+    assert moved["balances"] == {"parentco": 70, "branch": 30}
+    refused = service.cli("credits", "transfer", "parentco", "branch", "71")
+    assert refused.returncode == 2 and "balance" in refused.stderr
+    body = {"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": "27831234567"}]}
+    with service.paramiko("branch", password="branch-pw") as sftp:
+        with sftp.open("Send_SMS/branch.json", "wb") as remote:
+            remote.write(json.dumps(body).encode())
+        with pytest.raises(OSError):
+            sftp.stat("../parentco/Send_SMS")
+    assert service.wait_report("branch", "branch.json")[0] == "Processed"
+    with service.paramiko("parentco") as sftp:
+        assert "branch.json.report.json" not in sftp.listdir("Processed")
+        with pytest.raises(OSError):
+            sftp.stat("../branch/Processed/branch.json.report.json")
+    own = json.loads(service.cli("files", "--account", "parentco", "--json").stdout)
+    with_subs = json.loads(service.cli("files", "--account", "parentco", "--with-subaccounts", "--json").stdout)
+    assert own == [] and [(r["account"], r["name"]) for r in with_subs] == [("branch", "branch.json")]
+    info = json.loads(service.cli("account", "show", "parentco", "--json").stdout)
+    assert info["sub_accounts"] == ["branch"] and info["credits"] == 70
+
+
+def test_credits_cannot_go_to_an_account_that_is_not_a_sub_account(service: Service) -> None:
+    service.add_account("one", credits=10)
+    service.add_account("two", credits=0)
+    result = service.cli("credits", "transfer", "one", "two", "5")
+    assert result.returncode == 2 and "not a sub-account" in result.stderr

@@ -102,6 +102,9 @@ class FakeGate:
             raise LoginRefused(BAD_LOGIN)
         return Login(account=username, root=self.accounts_dir / username)
 
+    async def login_by_key(self, username: str, fingerprint: str, peer: str) -> Login:
+        raise LoginRefused(BAD_LOGIN)  # no keys here: clients fall back to their password
+
     async def open_session(self, login: Login, peer: str, disconnect: Callable[[], None]) -> FakeSession:
         return FakeSession(self, login)
 
@@ -271,10 +274,12 @@ def test_shell_and_exec_are_refused(server: Server) -> None:
     transport = paramiko.Transport(("127.0.0.1", server.port))
     try:
         transport.connect(username="alice", password=PASSWORD)
-        for start in (lambda c: c.exec_command("id"), lambda c: c.invoke_shell()):
-            channel = transport.open_session()
-            with pytest.raises(paramiko.SSHException):
-                start(channel)
+        channel = transport.open_session()
+        with pytest.raises(paramiko.SSHException):
+            channel.exec_command("id")
+        channel = transport.open_session()
+        with pytest.raises(paramiko.SSHException):
+            channel.invoke_shell()
     finally:
         transport.close()
 
@@ -375,14 +380,15 @@ def test_folders_links_and_attribute_changes_are_refused(server: Server) -> None
     assert not (send / "p.json").exists() and not (send / "sub").exists()
 
 
-def test_lsetstat_and_sftp_v6_opens_meet_the_same_rules(server: Server) -> None:
+def test_lsetstat_changes_nothing_and_a_v6_client_meets_the_same_rules(server: Server) -> None:
     send = server.folder("alice", "Send_SMS")
     mode = send.stat().st_mode
 
     async def client() -> None:
         async with asyncssh.connect(
-            "127.0.0.1", server.port, username="alice", password=PASSWORD, known_hosts=None
+            "127.0.0.1", server.port, username="alice", password=PASSWORD, known_hosts=None, client_keys=None
         ) as conn:
+            # asyncssh's server negotiates v3 by default; `open56` routes v5/v6 opens to `open` anyway.
             async with conn.start_sftp_client(sftp_version=6) as sftp:
                 await sftp.chmod("Send_SMS", 0, follow_symlinks=False)  # lsetstat@openssh.com
                 with pytest.raises(asyncssh.SFTPPermissionDenied):

@@ -24,7 +24,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
@@ -85,6 +85,11 @@ class Session(Protocol):
 
 class Gate(Protocol):
     """Logins and sessions, trio side; every method is called through the TrioPortal."""
+
+    async def login_by_key(self, username: str, fingerprint: str, peer: str) -> Login:
+        """The SSH key with this fingerprint logs in as `username` (signature checked by asyncssh);
+        raises LoginRefused."""
+        ...
 
     async def login(self, username: str, password: str, peer: str) -> Login:
         """Raises LoginRefused (its message is shown to the user)."""
@@ -154,9 +159,19 @@ class _SshServer(asyncssh.SSHServer):
     def password_auth_supported(self) -> bool:
         return True
 
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """Whether this key opens the account; asyncssh verifies the client's signature itself."""
+        return await self._admit(self.gate.login_by_key, username, key.get_fingerprint())
+
     async def validate_password(self, username: str, password: str) -> bool:
+        return await self._admit(self.gate.login, username, password)
+
+    async def _admit(self, login_with: Callable[[str, str, str], Awaitable[Login]], username: str, credential: str) -> bool:
         try:
-            login = await self.portal.call(self.gate.login, username, password, self.peer)
+            login = await self.portal.call(login_with, username, credential, self.peer)
             await asyncio.to_thread(folders.ensure_account_folders, login.root)
         except LoginRefused as refused:
             if self.conn is not None:

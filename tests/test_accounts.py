@@ -171,3 +171,28 @@ def test_credits_cannot_go_to_an_account_that_is_not_a_sub_account(service: Serv
     service.add_account("two", credits=0)
     result = service.cli("credits", "transfer", "one", "two", "5")
     assert result.returncode == 2 and "not a sub-account" in result.stderr
+
+
+def test_an_added_ssh_key_logs_in_with_openssh(service: Service, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+
+    service.add_account("keyholder")
+    keys = tmp_path_factory.mktemp("sshkey")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "other")], check=True)
+    added = service.cli("sshkey", "add", "keyholder", str(keys / "id.pub"))
+    assert added.returncode == 0, added.stderr
+
+    def sftp_with(identity: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sftp", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey", "-i", str(keys / identity),
+             "-P", str(service.port), "-b", "-", "keyholder@127.0.0.1"],
+            input="ls\n", capture_output=True, text=True, timeout=30,
+        )
+
+    accepted = sftp_with("id")
+    assert accepted.returncode == 0, accepted.stderr
+    assert {"Send_SMS", "Processed", "Errors"} <= set(accepted.stdout.split())
+    assert sftp_with("other").returncode != 0
+    assert json.loads(service.cli("account", "show", "keyholder", "--json").stdout)["ssh_keys"]

@@ -166,7 +166,11 @@ class AccountGate:
         return await self._admit(username, peer, key_id=None)
 
     async def login_by_key(self, username: str, fingerprint: str, peer: str) -> Login:
-        """SFTP login with an SSH key added by `sftpsms sshkey add` (asyncssh checked the signature)."""
+        """SFTP login with an SSH key added by `sftpsms sshkey add` (asyncssh checked the signature).
+        A locked-out address or username is refused here too; an unknown key is not counted as a
+        failure (clients offer every key they have)."""
+        if self.guard.locked_for([f"user:{username}", f"peer:{peer}"], trio.current_time()) > 0:
+            raise LoginRefused("too many failed logins: try again later")
         try:
             account = await self.store.run(partial(SmsStore.account, username=username))
         except UnknownAccount:

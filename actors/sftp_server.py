@@ -164,17 +164,25 @@ class _SshServer(asyncssh.SSHServer):
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         """Whether this key opens the account; asyncssh verifies the client's signature itself."""
-        return await self._admit(self.gate.login_by_key, username, key.get_fingerprint())
+        # Clients offer several keys in turn: a refused key is no event for the user, no banner.
+        return await self._admit(self.gate.login_by_key, username, key.get_fingerprint(), banner=False)
 
     async def validate_password(self, username: str, password: str) -> bool:
         return await self._admit(self.gate.login, username, password)
 
-    async def _admit(self, login_with: Callable[[str, str, str], Awaitable[Login]], username: str, credential: str) -> bool:
+    async def _admit(
+        self,
+        login_with: Callable[[str, str, str], Awaitable[Login]],
+        username: str,
+        credential: str,
+        *,
+        banner: bool = True,
+    ) -> bool:
         try:
             login = await self.portal.call(login_with, username, credential, self.peer)
             await asyncio.to_thread(folders.ensure_account_folders, login.root)
         except LoginRefused as refused:
-            if self.conn is not None:
+            if banner and self.conn is not None:
                 self.conn.send_auth_banner(refused.message + "\n")
             return False
         except Exception:

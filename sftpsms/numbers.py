@@ -4,7 +4,7 @@ network (a valid mobile number by libphonenumber's metadata, or a configured rou
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from typing import Any
 
@@ -14,6 +14,8 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, NumberPars
 
 _SEPARATORS = re.compile(r"[\s\-.()/]")
 MOBILE_TYPES = frozenset({PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE})
+# E.164 allows 15 digits; one more is let in when a trunk 0 written after the country code
+# (`+27 083...`) will be dropped by canonicalisation.
 MIN_DIGITS, MAX_DIGITS = 7, 15
 
 # Bounds inside which the fast path mirrors phonenumbers.parse("+" + digits) step by step; outside
@@ -28,10 +30,11 @@ def normalise_msisdn(raw: str, default_region: str) -> str | None:
     `+CC...` and `00CC...` are international. Other digits are read as a valid mobile in the
     account's own country code if they are one, then in national format for `default_region`,
     then as international digits without '+'. National format comes before foreign international
-    digits because a NANP account's `2025550123` is Washington, not Egypt (+20 25550123); in
-    regions with a '0' trunk prefix (ZA, GB, ...) the two readings cannot collide. A number that
-    is not valid anywhere is still returned (the network check reports it) unless it is too short
-    or too long to be an MSISDN.
+    digits because ~5% of valid US numbers are also valid abroad (a US account's `4792726793` is
+    Arkansas, not the Norwegian mobile +47 92726793); in regions with a '0' trunk prefix (ZA, GB,
+    ...) national numbers start with 0 and no country code does, so the readings cannot collide.
+    A number that is not valid anywhere is still returned (the network check reports it) unless
+    it is too short or too long to be an MSISDN.
     """
     text = _SEPARATORS.sub("", str(raw))
     if text.startswith("+"):
@@ -53,11 +56,11 @@ def _normalise_unprefixed(text: str, default_region: str) -> str | None:
     region = _region(default_region)
     if region is not None:
         # The common cases, without phonenumbers.parse: the account's own country code in front
-        # of a valid mobile, or a national '0' number that is a valid mobile once the 0 goes.
+        # of a valid mobile, or a national '0' number (see as_international).
         if text.startswith(region.country) and is_valid_mobile(text):
             return _canonical(text)
         national = region.as_international(text)
-        if national is not None and _classify(national) is True:
+        if national is not None:
             return national
     for candidate, parse_region in ((text, default_region), ("+" + text, None)):
         try:
@@ -103,17 +106,25 @@ class _Region:
             metadata.national_prefix_transform_rule
         )
         # parse() strips the 0 only when the rest fits the region's general description.
-        self.general = _Desc(metadata.general_desc)
+        self.general = metadata.general_desc
 
     def as_international(self, text: str) -> str | None:
-        """`0831234567` -> `27831234567`, when parse(text, region) reads it the same way: no
-        international dialling prefix in front, and a rest that fits the region's general
-        description, so libphonenumber strips the trunk 0. The caller checks validity."""
+        """`0831234567` -> `27831234567`, or None when we are not sure parse() agrees.
+
+        With no international dialling prefix in front and a rest that fits the region's general
+        description (pattern and length), parse(text, region) strips the trunk 0 and keeps the
+        rest. So the slow path below would return exactly this: valid, it is the canonical form;
+        not valid, "+0..." cannot parse and the fallback is this same country code + rest."""
         if not self.zero_trunk or not text.startswith("0"):
             return None
         if self.idd is not None and self.idd.match(text):
             return None
-        if not self.general.lengths or not self.general.matches(text[1:]):
+        general = _pattern_for_length(self.general, len(text) - 1)
+        if (
+            not self.general.possible_length
+            or general is None
+            or not _compiled(general).fullmatch(text[1:])
+        ):
             return None
         return self.country + text[1:]
 
@@ -143,69 +154,94 @@ def _region(region_code: str) -> _Region | None:
 # test_numbers.py compares the two on thousands of numbers across many countries.
 
 
-class _Desc:
-    """One PhoneNumberDesc, compiled: libphonenumber's _is_number_matching_desc. Its match is
-    `pattern.match(n) and fullmatch(pattern, n)`, which is just a fullmatch."""
+# What _number_type_helper's answer means for the network check.
+_INVALID, _OTHER, _MOBILE = 0, 1, 2  # UNKNOWN; any other type; MOBILE or FIXED_LINE_OR_MOBILE
 
-    def __init__(self, desc: Any) -> None:
-        pattern = getattr(desc, "national_number_pattern", None) if desc is not None else None
-        self.fullmatch = re.compile(pattern).fullmatch if pattern else None
-        self.lengths = frozenset(desc.possible_length) if desc is not None else frozenset()
-
-    def matches(self, national: str) -> bool:
-        if self.fullmatch is None:  # no desc, or an empty pattern: never matches
-            return False
-        if self.lengths and len(national) not in self.lengths:
-            return False
-        return self.fullmatch(national) is not None
-
-
-_OTHER_TYPES = (
-    ("premium_rate", PhoneNumberType.PREMIUM_RATE),
-    ("toll_free", PhoneNumberType.TOLL_FREE),
-    ("shared_cost", PhoneNumberType.SHARED_COST),
-    ("voip", PhoneNumberType.VOIP),
-    ("personal_number", PhoneNumberType.PERSONAL_NUMBER),
-    ("pager", PhoneNumberType.PAGER),
-    ("uan", PhoneNumberType.UAN),
-    ("voicemail", PhoneNumberType.VOICEMAIL),
+_Fullmatch = Callable[[str], "re.Match[str] | None"]
+_OTHER_DESCS = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
 )
 
 
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _pattern_for_length(desc: Any, length: int) -> str | None:
+    """libphonenumber's _is_number_matching_desc, for numbers of one length: the pattern to match
+    in full (its `pattern.match(n) and fullmatch(pattern, n)` is just a fullmatch), or None when
+    nothing of that length can match (no desc, an empty pattern, or a length it does not allow)."""
+    pattern = getattr(desc, "national_number_pattern", None) if desc is not None else None
+    if not pattern:
+        return None
+    if desc.possible_length and length not in desc.possible_length:
+        return None
+    return str(pattern)
+
+
 class _TypeChecker:
-    """libphonenumber's _number_type_helper for one region's metadata."""
+    """libphonenumber's _number_type_helper for one region, as one table row per number length."""
 
     def __init__(self, metadata: Any) -> None:
-        self.general = _Desc(metadata.general_desc)
-        others = ((_Desc(getattr(metadata, name)), kind) for name, kind in _OTHER_TYPES)
-        self.others = [(desc, kind) for desc, kind in others if desc.fullmatch is not None]
-        self.fixed = _Desc(metadata.fixed_line)
-        self.mobile = _Desc(metadata.mobile)
         self.same = bool(metadata.same_mobile_and_fixed_line_pattern)
+        self.rows: dict[
+            int, tuple[_Fullmatch, _Fullmatch | None, _Fullmatch | None, _Fullmatch | None]
+        ] = {}
+        for length in range(2, _FAST_MAX_NSN + 1):
+            general = _pattern_for_length(metadata.general_desc, length)
+            if general is None:
+                continue  # every number of this length is UNKNOWN
+            # Premium rate, toll free, ... voicemail all mean "valid, not mobile" here, so one
+            # alternation stands for the eight checks (a fullmatch of (?:a)|(?:b) is a or b).
+            others = [_pattern_for_length(getattr(metadata, name), length) for name in _OTHER_DESCS]
+            other = "|".join(f"(?:{pattern})" for pattern in others if pattern is not None)
+            fixed = _pattern_for_length(metadata.fixed_line, length)
+            mobile = _pattern_for_length(metadata.mobile, length)
+            self.rows[length] = (
+                _compiled(general).fullmatch,
+                _compiled(other).fullmatch if other else None,
+                _compiled(fixed).fullmatch if fixed else None,
+                _compiled(mobile).fullmatch if mobile else None,
+            )
 
-    def number_type(self, national: str) -> int:
-        if not self.general.matches(national):
-            return PhoneNumberType.UNKNOWN
-        for desc, kind in self.others:
-            if desc.matches(national):
-                return kind
-        if self.fixed.matches(national):
-            if self.same or self.mobile.matches(national):
-                return PhoneNumberType.FIXED_LINE_OR_MOBILE
-            return PhoneNumberType.FIXED_LINE
-        if not self.same and self.mobile.matches(national):
-            return PhoneNumberType.MOBILE
-        return PhoneNumberType.UNKNOWN
+    def classify(self, national: str) -> int:
+        row = self.rows.get(len(national))
+        if row is None:
+            return _INVALID
+        general, other, fixed, mobile = row
+        if general(national) is None:
+            return _INVALID
+        if other is not None and other(national) is not None:
+            return _OTHER
+        if fixed is not None and fixed(national) is not None:
+            # FIXED_LINE_OR_MOBILE when the patterns are the same or the mobile one matches too.
+            if self.same or (mobile is not None and mobile(national) is not None):
+                return _MOBILE
+            return _OTHER
+        if not self.same and mobile is not None and mobile(national) is not None:
+            return _MOBILE
+        return _INVALID
 
 
 class _CountryCode:
     """Everything about one country calling code that the fast path needs, compiled once."""
 
-    def __init__(self, main: Any, regions: list[tuple[re.Pattern[str] | None, _TypeChecker]]) -> None:
+    def __init__(
+        self, main: Any, regions: list[tuple[re.Pattern[str] | None, _TypeChecker]]
+    ) -> None:
         prefix = main.national_prefix_for_parsing
         self.national_prefix = re.compile(prefix) if prefix else None
         self.transform = bool(main.national_prefix_transform_rule)
         self.regions = regions
+        self.single = regions[0][1] if len(regions) == 1 else None
 
     def keeps_national_number(self, national: str) -> bool:
         """True when parse() certainly leaves the digits after the country code unchanged."""
@@ -214,29 +250,34 @@ class _CountryCode:
         match = self.national_prefix.match(national)
         if match is None:
             return True
-        # A pattern such as AR's '0?(?:...15)?' matches nothing at all; without a captured group
+        # A pattern such as AR's '0?(?:...15)?' can match nothing at all; with no captured group
         # to rewrite from, parse then keeps the number as it is.
-        return match.end() == 0 and (not self.transform or (bool(match.groups()) and match.groups()[-1] is None))
+        groups = match.groups()
+        return match.end() == 0 and (not self.transform or (bool(groups) and groups[-1] is None))
 
     def is_mobile(self, national: str) -> bool:
-        if len(self.regions) == 1:
-            kind = self.regions[0][1].number_type(national)
-            return kind in MOBILE_TYPES
+        if self.single is not None:
+            return self.single.classify(national) == _MOBILE
+        # region_code_for_number: the first region whose leading digits match, or (for a region
+        # without leading digits) whose type is not UNKNOWN; the type is then that region's.
         for leading_digits, checker in self.regions:
             if leading_digits is not None:
                 if leading_digits.match(national):
-                    return checker.number_type(national) in MOBILE_TYPES
+                    return checker.classify(national) == _MOBILE
                 continue
-            kind = checker.number_type(national)
-            if kind != PhoneNumberType.UNKNOWN:
-                return kind in MOBILE_TYPES
+            kind = checker.classify(national)
+            if kind != _INVALID:
+                return kind == _MOBILE
         return False  # no region claims it: phonenumbers calls it invalid
 
 
 @cache
-def _country_code(code: int) -> _CountryCode | None:
-    region_codes = COUNTRY_CODE_TO_REGION_CODE[code]
-    main = PhoneMetadata.metadata_for_region_or_calling_code(code, region_codes[0])
+def _country_code(digits: str) -> _CountryCode | None:
+    """The country calling code spelt `digits`, or None when unassigned or without metadata."""
+    region_codes = COUNTRY_CODE_TO_REGION_CODE.get(int(digits))
+    if not region_codes:
+        return None
+    main = PhoneMetadata.metadata_for_region_or_calling_code(int(digits), region_codes[0])
     if main is None:
         return None
     regions: list[tuple[re.Pattern[str] | None, _TypeChecker]] = []
@@ -247,9 +288,11 @@ def _country_code(code: int) -> _CountryCode | None:
             metadata = PhoneMetadata.metadata_for_region(region_code, None)
             if metadata is None:
                 continue  # libphonenumber skips regions without metadata too
-            leading = re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None
-            regions.append((leading, _TypeChecker(metadata)))
-    return _CountryCode(main, regions)
+            leading = metadata.leading_digits
+            regions.append(
+                (re.compile(leading) if leading is not None else None, _TypeChecker(metadata))
+            )
+    return _CountryCode(main, regions) if regions else None
 
 
 def _classify(e164: str) -> bool | None:
@@ -257,17 +300,15 @@ def _classify(e164: str) -> bool | None:
     when parse() would do more than split off the country code (we do not guess then)."""
     if len(e164) < _FAST_MIN_DIGITS or not _is_digits(e164) or e164[0] == "0":
         return None
+    # Country codes are prefix-free, so the first assigned 1..3-digit prefix is the code.
     for length in (1, 2, 3):
-        code = int(e164[:length])
-        if code in COUNTRY_CODE_TO_REGION_CODE:
+        country = _country_code(e164[:length])
+        if country is not None:
             break
     else:
         return None
     national = e164[length:]
-    if not 2 <= len(national) <= _FAST_MAX_NSN:
-        return None
-    country = _country_code(code)
-    if country is None or not country.keeps_national_number(national):
+    if not 2 <= len(national) <= _FAST_MAX_NSN or not country.keeps_national_number(national):
         return None
     # A leading zero (Italy) is kept by parse as italian_leading_zero/number_of_leading_zeros,
     # and national_significant_number() gives back exactly these digits, so no special case.

@@ -16,24 +16,33 @@ class TemplateInvalid(ValueError):
 
 @dataclass(frozen=True)
 class Template:
-    # Alternating literal text and placeholder names: literal, name, literal, name, ..., literal.
-    pieces: tuple[str, ...]
+    """A template split once into literal text around its placeholders, so that rendering (once
+    per contact) is a join: literals[0] + value(placeholders[0]) + literals[1] + ... ."""
+
+    literals: tuple[str, ...]  # always one more than placeholders
+    placeholders: tuple[str, ...]  # lowercase names, in order, repeats kept
 
     @classmethod
     def parse(cls, text: str) -> Template:
+        """Raises TemplateInvalid naming the first placeholder that is not value1..value6.
+        `@@` that does not close a name (an address like `a@@b`, a lone `@@`) is literal text."""
         pieces = PLACEHOLDER.split(text)
-        for name in pieces[1::2]:
-            if name.lower() not in ALLOWED:
-                raise TemplateInvalid(f"unknown placeholder @@{name}@@ (only @@value1@@ to @@value6@@)")
-        return cls(tuple(piece.lower() if i % 2 else piece for i, piece in enumerate(pieces)))
-
-    @property
-    def placeholders(self) -> tuple[str, ...]:
-        return self.pieces[1::2]
+        names = tuple(name.lower() for name in pieces[1::2])
+        for name, written in zip(names, pieces[1::2], strict=True):
+            if name not in ALLOWED:
+                raise TemplateInvalid(
+                    f"unknown placeholder @@{written}@@ (only @@value1@@ to @@value6@@)"
+                )
+        return cls(tuple(pieces[0::2]), names)
 
     def render(self, values: Mapping[str, str]) -> str:
-        if len(self.pieces) == 1:
-            return self.pieces[0]
-        return "".join(
-            values.get(piece, "") if i % 2 else piece for i, piece in enumerate(self.pieces)
-        )
+        """The text for one contact; `values` has lowercase keys and a missing one renders empty."""
+        literals = self.literals
+        if not self.placeholders:
+            return literals[0]
+        get = values.get
+        out = [literals[0]]
+        for name, literal in zip(self.placeholders, literals[1:], strict=True):
+            out.append(get(name, ""))
+            out.append(literal)
+        return "".join(out)

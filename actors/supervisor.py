@@ -27,6 +27,7 @@ from actors.file import (
     run_file_worker,
     utc_now,
 )
+from actors.ftp_server import serve_ftp
 from actors.gateway import DeliveryReceipt
 from actors.notifier import Notify, run_notifier
 from actors.projector import Projector
@@ -52,6 +53,7 @@ class Running:
 
     sftp_port: int
     simulator: Simulator
+    ftp_port: int | None = None
 
 
 async def run_service(
@@ -131,6 +133,22 @@ async def run_service(
                 clock=clock,
             )
             await nursery.start(gate.watch)
+            ftp_port = None
+            if settings.ftp_port >= 0:
+                ftp_gate = AccountGate(
+                    settings=settings,
+                    store=store_client.clone(),
+                    nursery=nursery,
+                    arrivals=arrivals_send.clone(),
+                    in_flight=in_flight,
+                    clock=clock,
+                    channel="ftp",
+                )
+                await nursery.start(ftp_gate.watch)
+                ftp_port = await nursery.start(
+                    partial(serve_ftp, ftp_gate, host=settings.sftp_host, port=settings.ftp_port)
+                )
+                log.info("ftp listening on %s:%d", settings.sftp_host, ftp_port)
             port = await nursery.start(
                 partial(
                     serve_sftp,
@@ -142,6 +160,6 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
-            task_status.started(Running(sftp_port=port, simulator=simulator))
+            task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port))
     finally:
         store.close()

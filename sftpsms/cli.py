@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args,
         sftp_host=args.sftp_host,
         sftp_port=args.sftp_port,
+        ftp_port=args.ftp_port,
         send_rate=args.send_rate,
         smtp_host=args.smtp_host,
         smtp_port=args.smtp_port,
@@ -94,8 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_service, settings, portal)
+            ftp = f", ftp on {settings.sftp_host}:{running.ftp_port}" if running.ftp_port is not None else ""
             print(
-                f"sftpsms serving: sftp on {settings.sftp_host}:{running.sftp_port}, "
+                f"sftpsms serving: sftp on {settings.sftp_host}:{running.sftp_port}{ftp}, "
                 f"data in {settings.data_dir.resolve()}",
                 flush=True,
             )
@@ -544,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="run the service (SFTP door, actors, dispatcher)")
     serve.add_argument("--sftp-host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--sftp-port", type=int, default=None, help="SFTP port (default 2222; 0 = any free port)")
+    serve.add_argument("--ftp-port", type=int, default=None, help="also open the FTP door on this port (0 = any free port)")
     serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")
     serve.add_argument("--smtp-host", default=None, help="send status emails through this SMTP server (default: .eml files in DATA/outbox)")
     serve.add_argument("--smtp-port", type=int, default=None, help="SMTP port (default 25)")

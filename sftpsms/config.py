@@ -15,6 +15,7 @@ class Settings:
     data_dir: Path = Path("var")
     sftp_host: str = "127.0.0.1"
     sftp_port: int = 2222
+    ftp_port: int = -1  # -1: no FTP door; 0: any free port
     sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
     file_workers: int = 2  # files processed at once

@@ -1,0 +1,92 @@
+"""The FTP door: the same accounts, channel rules, folders and pickup, with ftplib and curl."""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.service import Service, running_service
+
+BODY = json.dumps({"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": "27831234567"}]}).encode()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running_service(tmp_path_factory.mktemp("ftp") / "data", "--ftp-port", "0") as running:
+        running.add_account("legacy")
+        running.add_account("modern", created_at=datetime.now(UTC))
+        yield running
+
+
+def ftp_port(service: Service) -> int:
+    match = re.search(r"ftp listening on [\d.]+:(\d+)", service.log())
+    assert match, service.log()
+    return int(match.group(1))
+
+
+def connect(service: Service, user: str, password: str = "secret-pw") -> ftplib.FTP:
+    client = ftplib.FTP()
+    client.connect("127.0.0.1", ftp_port(service), timeout=10)
+    client.login(user, password)
+    return client
+
+
+def test_ftp_login_lists_the_three_folders_and_an_upload_is_processed(service: Service) -> None:
+    with connect(service, "legacy") as client:
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+        client.storbinary("STOR Send_SMS/ftp.json", io.BytesIO(BODY))
+    folder, report = service.wait_report("legacy", "ftp.json")
+    assert folder == "Processed" and report["messages_queued"] == 1
+
+
+def test_refused_extension_and_writes_outside_send_sms(service: Service) -> None:
+    with connect(service, "legacy") as client:
+        with pytest.raises(ftplib.error_perm):
+            client.storbinary("STOR Send_SMS/run.exe", io.BytesIO(b"x"))
+        with pytest.raises(ftplib.error_perm):
+            client.storbinary("STOR Processed/x.json", io.BytesIO(BODY))
+        with pytest.raises(ftplib.error_perm):
+            client.mkd("Send_SMS/sub")
+        with pytest.raises(ftplib.error_perm):
+            client.cwd("/../../etc")
+            client.nlst()
+            raise ftplib.error_perm("listed outside")
+
+
+def test_a_new_account_needs_an_ftp_key_and_is_told_so(service: Service) -> None:
+    with pytest.raises(ftplib.error_perm) as refused:
+        connect(service, "modern")
+    assert "ftp channel is not enabled" in str(refused.value).lower()
+    result = service.cli("apikey", "create", "modern", "--channel", "ftp", "--json")
+    key = json.loads(result.stdout)
+    with connect(service, "modern") as client:
+        client.storbinary("STOR Send_SMS/modern.json", io.BytesIO(BODY))
+    with connect(service, key["key_id"], key["secret"]) as client:
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+    assert service.wait_report("modern", "modern.json")[0] == "Processed"
+
+
+def test_temporary_name_is_processed_after_rename(service: Service) -> None:
+    with connect(service, "legacy") as client:
+        client.storbinary("STOR Send_SMS/renamed.json.part", io.BytesIO(BODY))
+        client.rename("Send_SMS/renamed.json.part", "Send_SMS/renamed.json")
+    assert service.wait_report("legacy", "renamed.json")[0] == "Processed"
+
+
+def test_curl_uploads_over_ftp(service: Service, tmp_path: Path) -> None:
+    local = tmp_path / "curl.json"
+    local.write_bytes(BODY)
+    result = subprocess.run(
+        ["curl", "-sS", "--user", "legacy:secret-pw", "-T", str(local), f"ftp://127.0.0.1:{ftp_port(service)}/Send_SMS/"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert service.wait_report("legacy", "curl.json")[0] == "Processed"

@@ -187,6 +187,8 @@ async def serve_ftp(
     *,
     host: str,
     port: int,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve FTP until cancelled; reports the bound port (0 picks a free one).
@@ -195,11 +197,25 @@ async def serve_ftp(
     Error handling: a failing connection is pyftpdlib's to log; the gate refuses what it must.
     """
     token = trio.lowlevel.current_trio_token()
-    # pyftpdlib configures handlers through class attributes: one subclass per server.
+    # pyftpdlib configures handlers through class attributes: one subclass per server. With a
+    # certificate the door speaks explicit FTPS (AUTH TLS) and refuses clear-text logins and data.
+    tls: dict[str, Any] = {}
+    bases: tuple[type, ...] = (_Handler,)
+    if certfile is not None:
+        from pyftpdlib.handlers import TLS_FTPHandler
+
+        bases = (_Handler, TLS_FTPHandler)
+        tls = {
+            "certfile": str(certfile),
+            "keyfile": str(keyfile) if keyfile else None,
+            "tls_control_required": True,
+            "tls_data_required": True,
+        }
     handler: Any = type(
         "Handler",
-        (_Handler,),
+        bases,
         {
+            **tls,
             "gate": gate,
             "token": token,
             "authorizer": _Authorizer(gate, token),

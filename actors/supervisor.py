@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 
 import trio
 
@@ -146,7 +147,14 @@ async def run_service(
                 )
                 await nursery.start(ftp_gate.watch)
                 ftp_port = await nursery.start(
-                    partial(serve_ftp, ftp_gate, host=settings.sftp_host, port=settings.ftp_port)
+                    partial(
+                        serve_ftp,
+                        ftp_gate,
+                        host=settings.sftp_host,
+                        port=settings.ftp_port,
+                        certfile=Path(settings.ftp_certfile) if settings.ftp_certfile else None,
+                        keyfile=Path(settings.ftp_keyfile) if settings.ftp_keyfile else None,
+                    )
                 )
                 log.info("ftp listening on %s:%d", settings.sftp_host, ftp_port)
             port = await nursery.start(

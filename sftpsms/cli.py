@@ -74,6 +74,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sftp_host=args.sftp_host,
         sftp_port=args.sftp_port,
         ftp_port=args.ftp_port,
+        ftp_certfile=args.ftp_cert,
+        ftp_keyfile=args.ftp_key,
         send_rate=args.send_rate,
         smtp_host=args.smtp_host,
         smtp_port=args.smtp_port,
@@ -547,6 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sftp-host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--sftp-port", type=int, default=None, help="SFTP port (default 2222; 0 = any free port)")
     serve.add_argument("--ftp-port", type=int, default=None, help="also open the FTP door on this port (0 = any free port)")
+    serve.add_argument("--ftp-cert", default=None, help="PEM certificate: the FTP door then requires explicit FTPS")
+    serve.add_argument("--ftp-key", default=None, help="PEM private key, if not in the certificate file")
     serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")
     serve.add_argument("--smtp-host", default=None, help="send status emails through this SMTP server (default: .eml files in DATA/outbox)")
     serve.add_argument("--smtp-port", type=int, default=None, help="SMTP port (default 25)")

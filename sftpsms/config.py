@@ -16,6 +16,8 @@ class Settings:
     sftp_host: str = "127.0.0.1"
     sftp_port: int = 2222
     ftp_port: int = -1  # -1: no FTP door; 0: any free port
+    ftp_certfile: str = ""  # PEM certificate (and key, or ftp_keyfile): explicit FTPS required
+    ftp_keyfile: str = ""
     sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
     file_workers: int = 2  # files processed at once

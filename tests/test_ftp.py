@@ -90,3 +90,28 @@ def test_curl_uploads_over_ftp(service: Service, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert service.wait_report("legacy", "curl.json")[0] == "Processed"
+
+
+def test_with_a_certificate_the_door_requires_explicit_ftps(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import ssl
+
+    keys = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(keys / "key.pem"), "-out", str(keys / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    extra = ("--ftp-port", "0", "--ftp-cert", str(keys / "cert.pem"), "--ftp-key", str(keys / "key.pem"))
+    with running_service(tmp_path_factory.mktemp("ftps") / "data", *extra) as secure:
+        secure.add_account("legacy")
+        with pytest.raises(ftplib.error_perm):
+            connect(secure, "legacy")  # clear-text login refused
+        context = ssl.create_default_context(cafile=str(keys / "cert.pem"))
+        context.check_hostname = False
+        client = ftplib.FTP_TLS(context=context)
+        client.connect("127.0.0.1", ftp_port(secure), timeout=10)
+        client.login("legacy", "secret-pw")
+        client.prot_p()
+        client.storbinary("STOR Send_SMS/tls.json", io.BytesIO(BODY))
+        client.quit()
+        assert secure.wait_report("legacy", "tls.json")[0] == "Processed"

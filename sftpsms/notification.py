@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import ssl
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -68,7 +69,8 @@ def send_smtp(
     with smtplib.SMTP(host, port, timeout=timeout) as smtp:
         smtp.ehlo()
         if starttls:
-            smtp.starttls()
+            # Verified against the system's CAs (or SSL_CERT_FILE): smtplib's default would not.
+            smtp.starttls(context=ssl.create_default_context())
             smtp.ehlo()
         if user:
             smtp.login(user, password)

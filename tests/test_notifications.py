@@ -107,3 +107,43 @@ def test_an_email_that_cannot_be_delivered_is_given_up_and_recorded(tmp_path: Pa
         wait_for(lambda: any(e["event"] == "NotificationFailed" for e in file_events(service, "lost.json")))
         failed = [e for e in file_events(service, "lost.json") if e["event"] == "NotificationFailed"][0]
     assert failed["attempts"] == 3 and "Connection" in failed["error"]
+
+
+def test_starttls_and_login_are_used_when_configured(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    from aiosmtpd.smtp import AuthResult
+
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    logins: list[str] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        ok = auth_data.login == b"mailer" and auth_data.password == b"mail-pw"
+        logins.append(auth_data.login.decode())
+        return AuthResult(success=ok)
+
+    port = free_port()
+    mailbox = Mailbox()
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+        authenticator=authenticator, auth_require_tls=True,
+    )
+    controller.start()
+    try:
+        env = {"SFTPSMS_SMTP_PASSWORD": "mail-pw", "SSL_CERT_FILE": str(tmp_path / "cert.pem")}
+        extra = ("--smtp-host", "127.0.0.1", "--smtp-port", str(port), "--smtp-starttls", "--smtp-user", "mailer")
+        with running_service(tmp_path / "data", *extra, env=env) as service:
+            service.add_account("acme")
+            upload(service, "tls.json")
+            wait_for(lambda: mailbox.messages)
+    finally:
+        controller.stop()
+    assert logins == ["mailer"] and "tls.json" in mailbox.messages[0]["Subject"]

@@ -115,3 +115,20 @@ def test_with_a_certificate_the_door_requires_explicit_ftps(tmp_path_factory: py
         client.storbinary("STOR Send_SMS/tls.json", io.BytesIO(BODY))
         client.quit()
         assert secure.wait_report("legacy", "tls.json")[0] == "Processed"
+
+
+def test_revoking_the_ftp_key_closes_an_open_ftp_session(service: Service) -> None:
+    import time
+
+    service.add_account("ftpkeyed", created_at=datetime.now(UTC))
+    key = json.loads(service.cli("apikey", "create", "ftpkeyed", "--channel", "ftp", "--json").stdout)
+    client = connect(service, key["key_id"], key["secret"])
+    client.voidcmd("NOOP")
+    assert service.cli("apikey", "revoke", key["key_id"]).returncode == 0
+    deadline = time.monotonic() + 10
+    with pytest.raises((EOFError, OSError, ftplib.Error)):
+        while time.monotonic() < deadline:
+            client.voidcmd("NOOP")
+            time.sleep(0.1)
+    with pytest.raises(ftplib.error_perm):
+        connect(service, key["key_id"], key["secret"])

@@ -68,6 +68,11 @@ async def run_session(
                 event.accepted.set()
 
 
+def guard_keys(username: str, peer: str) -> list[str]:
+    """What failed logins are counted against: the username and the source address."""
+    return [f"user:{username}", f"peer:{peer}"]
+
+
 class SessionHandle:
     """The door's handle on one session actor."""
 
@@ -120,7 +125,7 @@ class AccountGate:
     async def login(self, username: str, password: str, peer: str) -> Login:
         """By the account's username and password, or by an API key's id and secret. Repeated
         failures from one address or for one username slow the answers down, then lock out."""
-        keys = [f"user:{username}", f"peer:{peer}"]
+        keys = guard_keys(username, peer)
         locked_for = self.guard.locked_for(keys, trio.current_time())
         if locked_for > 0:
             log.warning("login refused account=%s peer=%s reason=locked-out", username, peer)
@@ -169,7 +174,7 @@ class AccountGate:
         """SFTP login with an SSH key added by `sftpsms sshkey add` (asyncssh checked the signature).
         A locked-out address or username is refused here too; an unknown key is not counted as a
         failure (clients offer every key they have)."""
-        if self.guard.locked_for([f"user:{username}", f"peer:{peer}"], trio.current_time()) > 0:
+        if self.guard.locked_for(guard_keys(username, peer), trio.current_time()) > 0:
             raise LoginRefused("too many failed logins: try again later")
         try:
             account = await self.store.run(partial(SmsStore.account, username=username))

@@ -18,6 +18,7 @@ import trio
 
 from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
+from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
 from actors.file import (
     FileArrived,
@@ -121,6 +122,7 @@ async def run_service(
                 store=store_client.clone(), projector=projector, gateway=simulator, settings=settings
             )
             await nursery.start(dispatcher.run)
+            await nursery.start(partial(run_delivery_csv, settings=settings, store=store_client.clone()))
 
             await nursery.start(
                 partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)

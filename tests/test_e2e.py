@@ -397,3 +397,32 @@ def test_an_internal_error_files_the_upload_in_errors_and_frees_its_name(tmp_pat
         (isolated.folder("acme", "Errors") / "fault.json.report.json").unlink()
         folder, report = send(isolated, "acme", "fault.json", body)
         assert folder == "Processed", report
+
+
+def test_delivery_csv_lists_every_message_with_its_final_status(service: Service) -> None:
+    import csv
+    from uuid import UUID
+
+    from eventstore.domain import message_id
+
+    numbers = ["27831239001", "27831239002", "27831239003"]
+    _, report = send(service, "acme", "receipts.json", v7(
+        Message_Template="x", Contacts=[{"msisdn": n, "customerId": f"C{i}"} for i, n in enumerate(numbers)],
+    ))
+    path = service.folder("acme", "Processed") / "receipts.json.delivery.csv"
+    deadline = time.monotonic() + 40
+    rows: list[dict[str, str]] = []
+    while time.monotonic() < deadline:
+        if path.exists():
+            rows = list(csv.DictReader(path.read_text().splitlines()))
+            if len(rows) == 3 and all(r["status"] in ("delivered", "failed", "expired") for r in rows):
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no final delivery CSV: {rows}")
+    file_id = UUID(report["file_id"])
+    assert [(r["index"], r["msisdn"], r["customerId"]) for r in rows] == [
+        ("0", numbers[0], "C0"), ("1", numbers[1], "C1"), ("2", numbers[2], "C2"),
+    ]
+    assert [r["message_id"] for r in rows] == [str(message_id(file_id, i)) for i in range(3)]
+    assert all(r["submitted_at"] and r["status_at"] and r["parts"] == "1" for r in rows)

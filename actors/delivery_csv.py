@@ -1,0 +1,168 @@
+"""Delivery statuses for SFTP users, without webhooks: `Processed/<name>.delivery.csv`, one row per
+message (index, msisdn, customerId, message id, parts, submitted_at, status, status_at), rewritten
+while a file's messages are in flight and a last time once every one of them is final.
+
+A follower of the notification log: it notes which files' dispatch or delivery logs changed and
+rebuilds their CSV from the events (at most every MIN_REWRITE seconds per file while in flight).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import trio
+from eventsourcing.utils import get_topic
+
+from actors.writer import StoreClient
+from eventstore.domain import (
+    ContactBatch,
+    DeliveryLog,
+    DispatchLog,
+    batch_id,
+    delivery_log_id,
+    dispatch_log_id,
+    message_id,
+)
+from eventstore.store import SmsStore
+from sftpsms import folders
+from sftpsms.config import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 1.0
+MIN_REWRITE = 10.0  # seconds between rewrites of a big file's CSV while it is still changing
+BIG_FILE = 10_000  # messages; smaller files are rewritten every round
+READ_LIMIT = 5000
+FINAL = frozenset({"delivered", "failed", "expired"})
+COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at"]
+TOPICS = [
+    get_topic(cls)
+    for cls in (
+        DispatchLog.DispatchStarted,
+        DispatchLog.MessageSubmitted,
+        DispatchLog.MessageExpired,
+        DeliveryLog.DeliveryStarted,
+        DeliveryLog.DeliveryReported,
+    )
+]
+
+
+def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]], bool]:
+    """Every queued message of a file with its latest status; and whether all are final."""
+    file = store.file(file_id)
+    rows: list[dict[str, Any]] = []
+    for number in range(int(file.summary.get("batches", 0))):
+        batch = batch_id(file_id, number)
+        by_index: dict[int, dict[str, Any]] = {}
+        for event in store.events.get(batch):
+            if isinstance(event, ContactBatch.MessageQueued):
+                by_index[event.index] = {
+                    "index": event.index,
+                    "msisdn": event.msisdn,
+                    "customerId": event.customer_id or "",
+                    "message_id": str(message_id(file_id, event.index)),
+                    "parts": event.parts,
+                    "submitted_at": "",
+                    "status": "queued",
+                    "status_at": "",
+                }
+        for event in store.events.get(dispatch_log_id(batch)):
+            row = by_index.get(getattr(event, "index", -1))
+            if row is None:
+                continue
+            if isinstance(event, DispatchLog.MessageSubmitted):
+                row.update(submitted_at=event.submitted_at, status="submitted", status_at=event.submitted_at)
+            elif isinstance(event, DispatchLog.MessageExpired):
+                row.update(status="expired", status_at=event.at)
+        for event in store.events.get(delivery_log_id(batch)):
+            row = by_index.get(getattr(event, "index", -1))
+            if row is not None and isinstance(event, DeliveryLog.DeliveryReported):
+                row.update(status=event.status, status_at=event.at)
+        rows.extend(by_index[index] for index in sorted(by_index))
+    return rows, all(row["status"] in FINAL for row in rows)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+@dataclass
+class _Follower:
+    settings: Settings
+    store: StoreClient
+    position: int = 0
+
+    def __post_init__(self) -> None:
+        self.log_to_file: dict[UUID, UUID] = {}
+        self.pending: set[UUID] = set()
+        self.final: set[UUID] = set()
+        self.written: dict[UUID, float] = {}
+        self.sizes: dict[UUID, int] = {}
+
+    def read(self, store: SmsStore) -> None:
+        while True:
+            notifications = store.notifications(self.position, READ_LIMIT, TOPICS)
+            for notification in notifications:
+                self.position = notification.id
+                if notification.topic in (TOPICS[0], TOPICS[3]):
+                    event = store.mapper.to_domain_event(notification)
+                    self.log_to_file[UUID(str(event.originator_id))] = UUID(event.file_id)  # type: ignore[attr-defined]
+                else:
+                    file_id = self.log_to_file.get(UUID(str(notification.originator_id)))
+                    if file_id is not None and file_id not in self.final:
+                        self.pending.add(file_id)
+            if len(notifications) < READ_LIMIT:
+                return
+
+    def rewrite(self, store: SmsStore, file_id: UUID) -> bool:
+        file = store.file(file_id)
+        if file.outcome != "processed":
+            return True
+        rows, final = delivery_rows(store, file_id)
+        self.sizes[file_id] = len(rows)
+        folder = self.settings.account_root(file.account) / folders.PROCESSED
+        if folder.is_dir():
+            write_csv(folder / f"{file.name}.delivery.csv", rows)
+        return final
+
+
+async def run_delivery_csv(
+    *,
+    settings: Settings,
+    store: StoreClient,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep every processed file's delivery CSV current until cancelled. Errors are logged and
+    the round retried: the CSV is a view, rebuilt from the events each time."""
+    follower = _Follower(settings, store)
+    task_status.started()
+    while True:
+        try:
+            await store.run(follower.read)
+            now = trio.current_time()
+            for file_id in sorted(follower.pending):
+                big = follower.sizes.get(file_id, 0) > BIG_FILE
+                if big and now - follower.written.get(file_id, -MIN_REWRITE) < MIN_REWRITE:
+                    continue
+                final = await store.run(partial(follower.rewrite, file_id=file_id))
+                follower.written[file_id] = now
+                follower.pending.discard(file_id)
+                if final:
+                    follower.final.add(file_id)
+        except Exception:
+            log.exception("delivery CSV round failed")
+        await trio.sleep(POLL_INTERVAL)

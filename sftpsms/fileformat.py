@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import operator
 import re
 from collections.abc import Iterator
@@ -363,7 +362,7 @@ def _contact(index: int, item: object) -> RawContact:
         return RawContact(index, None, None, {}, None, f"contact is {describe(item)}, not an object")
     fields: dict[str, Any] = {}
     for key, value in item.items():
-        normal = _normal_key(key)
+        normal = normalise_key(key)
         if normal in fields:
             return RawContact(index, None, None, {}, None, f'key "{key}" is given twice in this contact')
         fields[normal] = value
@@ -379,7 +378,7 @@ def _contact(index: int, item: object) -> RawContact:
             raise FileRejected(ErrorCode.PARSE_ERROR, f"values must be an object, got {describe(given)}")
         if given:
             for key, value in given.items():
-                normal = _normal_key(key)
+                normal = normalise_key(key)
                 if normal in CONTACT_VALUE_KEYS and value is not None:
                     if normal in values:
                         raise FileRejected(ErrorCode.PARSE_ERROR, f'values: key "{key}" is given twice')
@@ -393,11 +392,6 @@ def _optional_text(value: object, name: str) -> str | None:
     if value is None or type(value) is str:  # the usual case, without a call
         return value
     return coerce_str(value, name)
-
-
-# A file spells its contact keys a handful of ways, a million times over: cache the folding.
-# Bounded, since a hostile file may invent a new key per contact.
-_normal_key = functools.lru_cache(maxsize=1024)(normalise_key)
 
 
 def _corrupt(error: Exception) -> FileRejected:

@@ -17,7 +17,9 @@ _FALSE_WORDS = frozenset({"false", "0", "no"})
 _MAX_INTEGER_DIGITS = 18
 
 
-@lru_cache(maxsize=1024)  # a file repeats the same few keys a million times
+# A file spells its keys a handful of ways, a million times over: cache the folding. Bounded,
+# since a hostile file may invent a new key per contact.
+@lru_cache(maxsize=1024)
 def normalise_key(key: str) -> str:
     """`Message_Template`, `message_template` and `messageTemplate` all become `messagetemplate`."""
     return key.replace("_", "").casefold()

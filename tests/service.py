@@ -107,13 +107,9 @@ class Service:
 
     def openssh(self, username: str, commands: str, password: str = "secret-pw") -> subprocess.CompletedProcess[str]:
         """Run the OpenSSH sftp client in batch mode, answering the password prompt via SSH_ASKPASS."""
-        with tempfile.TemporaryDirectory() as scratch:
-            askpass = Path(scratch) / "askpass"
-            askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
-            askpass.chmod(0o700)
+        with askpass_env(password) as env, tempfile.TemporaryDirectory() as scratch:
             batch = Path(scratch) / "batch"
             batch.write_text(commands)
-            env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
             return subprocess.run(
                 [
                     "sftp",
@@ -133,6 +129,17 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 timeout=60,
             )
+
+
+@contextmanager
+def askpass_env(password: str) -> Iterator[dict[str, str]]:
+    """An environment in which OpenSSH clients (sftp, scp) read `password` from an SSH_ASKPASS
+    script: no sshpass on this machine. Put `-o BatchMode=no` before `-b`, which would forbid it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        askpass = Path(scratch) / "askpass"
+        askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
+        askpass.chmod(0o700)
+        yield dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
 
 
 @contextmanager

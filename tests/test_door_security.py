@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.service import Service, running_service
+from tests.service import Service, askpass_env, running_service
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +64,12 @@ def test_uploads_into_processed_are_refused(service: Service) -> None:
 def test_scp_is_off(service: Service, tmp_path_factory: pytest.TempPathFactory) -> None:
     local = tmp_path_factory.mktemp("scp") / "x.json"
     local.write_text("{}")
-    askpass = local.parent / "askpass"
-    askpass.write_text("#!/bin/sh\necho secret-pw\n")
-    askpass.chmod(0o700)
-    result = subprocess.run(
-        ["scp", "-O", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=no",
-         "-P", str(service.port), str(local), "alice@127.0.0.1:Send_SMS/x.json"],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-        env=dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0"),
-    )
+    with askpass_env("secret-pw") as env:
+        result = subprocess.run(
+            ["scp", "-O", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=no",
+             "-P", str(service.port), str(local), "alice@127.0.0.1:Send_SMS/x.json"],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=env,
+        )
     assert result.returncode != 0
     assert not (service.folder("alice", "Send_SMS") / "x.json").exists()
 

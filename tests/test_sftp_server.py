@@ -29,6 +29,7 @@ import trio.lowlevel
 
 from actors import bridge, sftp_server
 from actors.sftp_server import Login, LoginRefused, serve_sftp
+from tests.service import askpass_env
 
 PASSWORD = "secret-pw"
 NOT_ENABLED = "channel sftp is not enabled for newbie: run `sftpsms apikey create newbie --channel sftp`"
@@ -145,13 +146,9 @@ class Server:
 
     def openssh(self, commands: str, username: str = "alice", password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
         """OpenSSH `sftp -b`, the password answered through SSH_ASKPASS (no sshpass here)."""
-        with tempfile.TemporaryDirectory() as scratch:
-            askpass = Path(scratch) / "askpass"
-            askpass.write_text(f"#!/bin/sh\necho '{password}'\n")
-            askpass.chmod(0o700)
+        with askpass_env(password) as env, tempfile.TemporaryDirectory() as scratch:
             batch = Path(scratch) / "batch"
             batch.write_text(commands)
-            env = dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
             return subprocess.run(
                 [
                     "sftp",

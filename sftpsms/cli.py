@@ -8,7 +8,8 @@ import logging
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from eventstore.domain import (
     file_name_id,
 )
 from eventstore.projections import ReadModels
-from eventstore.store import AccountExists, SmsStore, UnknownAccount, open_store
+from eventstore.store import SmsStore, UnknownAccount, open_store
 from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.config import Settings
 from sftpsms.numbers import normalise_msisdn
@@ -42,8 +43,17 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return Settings.from_env(data_dir=args.data_dir, **overrides)
 
 
-def _open_store(settings: Settings) -> SmsStore:
-    return open_store(settings.data_dir)
+@contextmanager
+def _store(settings: Settings) -> Iterator[SmsStore]:
+    """The event store for one command. A broken domain rule (unknown account or key, an account
+    that exists, a balance too low, ...) becomes a CliError: a message, not a traceback."""
+    store = open_store(settings.data_dir)
+    try:
+        yield store
+    except DomainError as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
 
 
 def _models(settings: Settings, store: SmsStore) -> ReadModels:
@@ -113,8 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _ensure_demo(settings: Settings) -> None:
     credentials = settings.data_dir / "demo-credentials.txt"
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         try:
             store.account(DEMO_USER)
         except UnknownAccount:
@@ -131,8 +140,6 @@ def _ensure_demo(settings: Settings) -> None:
             credentials.chmod(0o600)
         username, password = credentials.read_text().split()[:2]
         balance = store.account(DEMO_USER).balance
-    finally:
-        store.close()
     print(
         f"demo account: username {username!r} password {password!r} ({balance} credits)\n"
         f"  try: sftp -P {settings.sftp_port} {username}@{settings.sftp_host}   then: put file.json Send_SMS/",
@@ -147,8 +154,7 @@ def cmd_account_create(args: argparse.Namespace) -> int:
         if args.created_at
         else datetime.now(UTC)
     )
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.create_account(
             username=args.username,
             password_hash=hash_password(args.password),
@@ -159,26 +165,17 @@ def cmd_account_create(args: argparse.Namespace) -> int:
         )
         if args.allow_sender_id:
             store.set_sender_policy(args.username, True)
-    except (AccountExists, UnknownAccount, DomainError) as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     _emit(args, {"username": args.username, "created_at": created_at.isoformat()}, f"account {args.username} created")
     return 0
 
 
 def cmd_account_show(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         account = store.account(args.username)
         models = _models(settings, store)
         optouts = models.db.execute("SELECT count(*) FROM optouts WHERE account = ?", [args.username]).fetchone()[0]
         models.close()
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     info = {
         "username": account.username,
         "email": account.email,
@@ -209,15 +206,10 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     key_id = "ak_" + secrets.token_hex(8)
     secret = secrets.token_urlsafe(24)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.create_api_key(
             args.username, key_id=key_id, channel=args.channel, secret_hash=hash_password(secret), now=datetime.now(UTC)
         )
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     text = (
         f"API key for {args.username} on the {args.channel} channel (the secret is shown only now):\n"
         f"  key id: {key_id}\n  secret: {secret}\n"
@@ -229,8 +221,7 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
 
 def cmd_apikey_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.account(args.username)
         models = _models(settings, store)
         rows = list(
@@ -239,10 +230,6 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
             )
         )
         models.close()
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -251,17 +238,11 @@ def cmd_apikey_list(args: argparse.Namespace) -> int:
 
 
 def cmd_apikey_revoke(args: argparse.Namespace) -> int:
-    from eventstore.store import UnknownApiKey
 
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         key = store.revoke_api_key(args.key_id, datetime.now(UTC))
         still_open = store.account(key.account).channels_with_keys
-    except UnknownApiKey as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     closed = "" if key.channel in still_open else f"; the {key.channel} channel is now inactive for {key.account}"
     _emit(args, {"key_id": args.key_id, "revoked_at": key.revoked_at}, f"API key {args.key_id} revoked{closed}")
     return 0
@@ -277,13 +258,8 @@ def cmd_sshkey_add(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: not an SSH public key ({error})") from None
     fingerprint = key.get_fingerprint()
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.add_ssh_key(args.username, key.export_public_key().decode().strip(), fingerprint)
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     _emit(args, {"username": args.username, "fingerprint": fingerprint}, f"{args.username}: SSH key {fingerprint} added")
     return 0
 
@@ -294,26 +270,16 @@ def cmd_senderid_allow(args: argparse.Namespace) -> int:
     if not (SENDER_ALPHANUMERIC.fullmatch(args.sender_id) or SENDER_NUMERIC.fullmatch(args.sender_id)):
         raise CliError("a sender ID is up to 11 letters and digits, or up to 15 digits")
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.allow_sender_id(args.username, args.sender_id)
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     _emit(args, {"username": args.username, "sender_id": args.sender_id}, f"{args.username} may send as {args.sender_id}")
     return 0
 
 
 def cmd_credits_transfer(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         parent_balance, sub_balance = store.transfer_credits(args.parent, args.sub, args.amount)
-    except (UnknownAccount, DomainError) as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     _emit(
         args,
         {"from": args.parent, "to": args.sub, "amount": args.amount, "balances": {args.parent: parent_balance, args.sub: sub_balance}},
@@ -326,13 +292,8 @@ def cmd_credits_add(args: argparse.Namespace) -> int:
     if args.amount <= 0:
         raise CliError("the amount must be a positive number of credits")
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         balance = store.add_credits(args.username, args.amount)
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     _emit(args, {"username": args.username, "balance": balance}, f"{args.username}: balance {balance} credits")
     return 0
 
@@ -350,17 +311,12 @@ def _normalised(store: SmsStore, username: str, numbers: list[str]) -> list[str]
 
 def cmd_optout(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         numbers = _normalised(store, args.username, args.msisdns)
         if args.action == "add":
             store.change_optouts(args.username, add=numbers)
         else:
             store.change_optouts(args.username, add=[], remove=numbers)
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     verb = "opted out" if args.action == "add" else "opted back in"
     _emit(args, {"username": args.username, args.action: numbers}, f"{len(numbers)} numbers {verb}: {' '.join(numbers)}")
     return 0
@@ -371,22 +327,16 @@ def cmd_route_add(args: argparse.Namespace) -> int:
     if not prefix.isdigit():
         raise CliError("a route prefix is digits in international form, e.g. 2799")
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         store.add_route(prefix, args.gateway)
-    finally:
-        store.close()
     _emit(args, {"prefix": prefix, "gateway": args.gateway}, f"route {prefix} -> {args.gateway}")
     return 0
 
 
 def cmd_route_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         routes = [{"prefix": p, "gateway": g} for p, g in sorted(store.routes().items())]
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(routes, indent=2))
     else:
@@ -396,16 +346,13 @@ def cmd_route_list(args: argparse.Namespace) -> int:
 
 def cmd_files(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         models = _models(settings, store)
         accounts: list[str | None] = [args.account]
         if args.account and args.with_subaccounts:
             accounts += store.account(args.account).sub_accounts
         rows = [row for account in accounts for row in models.files(account=account)]
         models.close()
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -453,8 +400,7 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
 
 def cmd_events(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         account = args.account
         if account is None:
             models = _models(settings, store)
@@ -466,8 +412,6 @@ def cmd_events(args: argparse.Namespace) -> int:
                 raise CliError(f"no file named {args.file!r}")
             account = owners[0]
         history = file_history(store, account, args.file)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(history, indent=2, default=str))
         return 0
@@ -490,16 +434,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from actors.file import file_report
 
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         file = store.file_by_name(args.account, args.file, args.receipt)
         if file.status != "completed":
             raise CliError(f"{args.file} is still {file.status}")
         report = file_report(store, file.id)
-    except UnknownAccount as error:
-        raise CliError(str(error)) from None
-    finally:
-        store.close()
     folder = "Processed" if report["status"] == "processed" else "Errors"
     filed = settings.account_root(args.account) / folder / f"{args.file}.report.json"
     same = filed.exists() and json.loads(filed.read_text()) == report
@@ -511,13 +450,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_readmodels_rebuild(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = _open_store(settings)
-    try:
+    with _store(settings) as store:
         models = ReadModels(settings.readmodels_db)
         position = models.rebuild(store)
         models.close()
-    finally:
-        store.close()
     _emit(args, {"position": position}, f"read models rebuilt up to event {position}")
     return 0
 

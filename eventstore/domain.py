@@ -51,6 +51,8 @@ def message_id(file: UUID, index: int) -> UUID:
 
 ROUTES_ID = uuid5(NAMESPACE, "routes")
 
+WEBHOOK_EVENTS = ("delivery", "reply")
+
 # A failed file's event keeps the first contact errors only; its report says how many there were.
 MAX_ERRORS_IN_EVENT = 1000
 
@@ -164,6 +166,26 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.api_keys = {k: c for k, c in aggregate.api_keys.items() if k != self.key_id}
 
+    class SendRateSet(Aggregate.Event):
+        rate: float | None  # SMS parts per second; None: the service's default account rate
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.send_rate = self.rate
+
+    class WebhookAdded(Aggregate.Event):
+        url: str
+        secret: str  # Standard Webhooks "whsec_..." key: HMAC needs it in clear to sign
+        events: list[str]  # "delivery", "reply"
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.webhooks[self.url] = {"secret": self.secret, "events": list(self.events)}
+
+    class WebhookRemoved(Aggregate.Event):
+        url: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.webhooks.pop(self.url, None)
+
     def __init__(
         self,
         username: str,
@@ -185,6 +207,8 @@ class Account(Aggregate):
         self.api_keys: dict[str, str] = {}  # key id -> channel
         self.ssh_keys: dict[str, str] = {}  # fingerprint -> public key
         self.sub_accounts: list[str] = []
+        self.send_rate: float | None = None
+        self.webhooks: dict[str, dict[str, Any]] = {}  # url -> {"secret", "events"}
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -265,6 +289,23 @@ class Account(Aggregate):
     def set_sender_policy(self, allow_custom: bool) -> None:
         if allow_custom != self.allow_custom_sender:
             self.trigger_event(self.SenderPolicyChanged, allow_custom=allow_custom)
+
+    def set_send_rate(self, rate: float | None) -> None:
+        if rate is not None and rate <= 0:
+            raise DomainError("a send rate is a positive number of SMS parts per second")
+        if rate != self.send_rate:
+            self.trigger_event(self.SendRateSet, rate=rate)
+
+    def add_webhook(self, url: str, secret: str, events: list[str]) -> None:
+        unknown = set(events) - set(WEBHOOK_EVENTS)
+        if unknown or not events:
+            raise DomainError(f"webhook events are some of {', '.join(WEBHOOK_EVENTS)}")
+        self.trigger_event(self.WebhookAdded, url=url, secret=secret, events=sorted(set(events)))
+
+    def remove_webhook(self, url: str) -> None:
+        if url not in self.webhooks:
+            raise DomainError(f"no webhook {url}")
+        self.trigger_event(self.WebhookRemoved, url=url)
 
 
 class Routes(Aggregate):
@@ -688,9 +729,12 @@ class DispatchLog(Aggregate):
     class MessageSubmitted(Aggregate.Event):
         index: int
         gateway: str
-        gateway_id: str
+        gateway_id: str  # the gateway's id for the message (its first part's, when it split it)
         parts: int
         submitted_at: str
+        gateway_ids: list[str]  # every id the gateway returned (one per part for SMPP)
+        msisdn: str
+        customer_id: str | None
 
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.submitted_indexes[self.index] = self.gateway_id
@@ -728,15 +772,28 @@ class DispatchLog(Aggregate):
             account=account,
         )
 
-    def submitted(self, index: int, gateway: str, gateway_id: str, parts: int, at: str) -> None:
+    def submitted(
+        self,
+        index: int,
+        gateway: str,
+        gateway_ids: tuple[str, ...] | list[str],
+        parts: int,
+        at: str,
+        *,
+        msisdn: str,
+        customer_id: str | None,
+    ) -> None:
         if index not in self.submitted_indexes:
             self.trigger_event(
                 self.MessageSubmitted,
                 index=index,
                 gateway=gateway,
-                gateway_id=gateway_id,
+                gateway_id=gateway_ids[0] if gateway_ids else "",
                 parts=parts,
                 submitted_at=at,
+                gateway_ids=list(gateway_ids),
+                msisdn=msisdn,
+                customer_id=customer_id,
             )
 
     def expired(self, index: int, parts: int, at: str) -> None:
@@ -753,8 +810,11 @@ class DispatchLog(Aggregate):
 
 
 class DeliveryLog(Aggregate):
-    """Delivery receipts of one contact batch's messages. Apart from DispatchLog so the receipts
-    actor and the dispatcher each own the aggregates they write."""
+    """Delivery receipts and replies of one contact batch's messages. Apart from DispatchLog so the
+    receipts actor and the dispatcher each own the aggregates they write.
+
+    Its events are self-contained (account, file, message id, number, customerId): webhooks and
+    audits read them without looking anything else up."""
 
     class DeliveryStarted(Aggregate.Created):
         batch_id: str
@@ -763,18 +823,42 @@ class DeliveryLog(Aggregate):
 
     class DeliveryReported(Aggregate.Event):
         index: int
-        status: str
+        message_id: str
+        account: str
+        file_id: str
+        msisdn: str
+        customer_id: str | None
+        status: str  # "delivered" | "failed" | "expired"
+        gateway: str
         gateway_id: str
+        error: str | None
         at: str
 
         def apply(self, aggregate: DeliveryLog) -> None:
             aggregate.statuses[self.index] = self.status
+
+    class ReplyReceived(Aggregate.Event):
+        index: int  # of the message replied to
+        message_id: str
+        account: str
+        file_id: str
+        msisdn: str
+        customer_id: str | None
+        text: str
+        gateway: str
+        reply_id: str
+        opt_out: bool  # the reply was an opt-out keyword: the number is now on the opt-out list
+        at: str
+
+        def apply(self, aggregate: DeliveryLog) -> None:
+            aggregate.reply_ids.add(f"{self.gateway}:{self.reply_id}")
 
     def __init__(self, batch_id: str, file_id: str, account: str) -> None:
         self.batch_id = batch_id
         self.file_id = file_id
         self.account = account
         self.statuses: dict[int, str] = {}
+        self.reply_ids: set[str] = set()
 
     @classmethod
     def start(cls, *, batch: UUID, file: UUID, account: str) -> DeliveryLog:
@@ -786,12 +870,70 @@ class DeliveryLog(Aggregate):
             account=account,
         )
 
-    def reported(self, index: int, status: str, gateway_id: str, at: str) -> None:
-        """One final status per message: a repeated or per-part receipt adds nothing."""
-        if self.statuses.get(index) != status:
-            self.trigger_event(
-                self.DeliveryReported, index=index, status=status, gateway_id=gateway_id, at=at
-            )
+    def reported(
+        self,
+        index: int,
+        *,
+        message_id: UUID,
+        msisdn: str,
+        customer_id: str | None,
+        status: str,
+        gateway: str,
+        gateway_id: str,
+        error: str | None,
+        at: str,
+    ) -> bool:
+        """One final status per message: the first final receipt decides; a repeated receipt, or
+        the receipt of another part of the same message, adds nothing. Returns whether recorded."""
+        if index in self.statuses:
+            return False
+        self.trigger_event(
+            self.DeliveryReported,
+            index=index,
+            message_id=str(message_id),
+            account=self.account,
+            file_id=self.file_id,
+            msisdn=msisdn,
+            customer_id=customer_id,
+            status=status,
+            gateway=gateway,
+            gateway_id=gateway_id,
+            error=error,
+            at=at,
+        )
+        return True
+
+    def replied(
+        self,
+        index: int,
+        *,
+        message_id: UUID,
+        msisdn: str,
+        customer_id: str | None,
+        text: str,
+        gateway: str,
+        reply_id: str,
+        opt_out: bool,
+        at: str,
+    ) -> bool:
+        """Record a reply once per (gateway, reply id). Returns whether recorded."""
+        if f"{gateway}:{reply_id}" in self.reply_ids:
+            return False
+        self.trigger_event(
+            self.ReplyReceived,
+            index=index,
+            message_id=str(message_id),
+            account=self.account,
+            file_id=self.file_id,
+            msisdn=msisdn,
+            customer_id=customer_id,
+            text=text,
+            gateway=gateway,
+            reply_id=reply_id,
+            opt_out=opt_out,
+            at=at,
+        )
+        return True
 
 
 class ApiKey(Aggregate):

@@ -41,6 +41,11 @@ class Settings:
     login_slowdown_base: float = 0.5  # seconds; doubles with each further failure, at most 8 s
     notify_attempts: int = 6  # SMTP tries per email before NotificationFailed
     notify_backoff: float = 2.0  # seconds before the first retry; doubles each time
+    gateways_file: str = ""  # TOML file of gateways (sftpsms.gateways); default <data_dir>/gateways.toml
+    default_gateway: str = "simulator"  # numbers no route names a gateway for go here
+    http_host: str = "127.0.0.1"  # the inbound HTTP endpoint (gateway receipts and replies)
+    http_port: int = -1  # -1: no inbound HTTP endpoint; 0: any free port
+    optout_keywords: str = "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT"  # a reply starting with one opts out
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -88,6 +93,14 @@ class Settings:
     @property
     def host_key(self) -> Path:
         return self.data_dir / "ssh_host_ed25519_key"
+
+    @property
+    def gateways_path(self) -> Path:
+        return Path(self.gateways_file) if self.gateways_file else self.data_dir / "gateways.toml"
+
+    @property
+    def optout_words(self) -> tuple[str, ...]:
+        return tuple(word.strip().upper() for word in self.optout_keywords.split(",") if word.strip())
 
     @property
     def simulator_dir(self) -> Path:

@@ -1,0 +1,145 @@
+"""Gateway configuration: which gateways exist, how to reach them, how fast they may be used.
+
+Read from a TOML file (`gateways.toml` in the data directory, or SFTPSMS_GATEWAYS_FILE), one table
+per gateway; routes (`sftpsms route add PREFIX --gateway NAME`) choose among them by number prefix.
+The embedded simulator always exists as `simulator` (a `[gateways.simulator]` table only tunes it).
+
+    [gateways.bulkhttp]
+    type = "http"
+    url = "https://sms.example.net/v1/messages"
+    rate = 200                 # SMS parts per second through this gateway
+    token = "outbound-secret"  # sent as "Authorization: Bearer ..."
+    inbound_token = "s3cret"   # expected on our /gateways/bulkhttp/... endpoint
+
+    [gateways.smsc]
+    type = "smpp"
+    host = "smsc.example.net"
+    port = 2775
+    system_id = "acme"
+    password = "pw"
+    rate = 30
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SIMULATOR = "simulator"
+
+
+class GatewayConfigError(ValueError):
+    """The gateways file is wrong; the message names the gateway and the key."""
+
+
+@dataclass(frozen=True)
+class SimulatorGatewayConfig:
+    name: str = SIMULATOR
+    rate: float | None = None  # parts/s; None: only the global and account rates apply
+    seed: int = 7
+    delay: float = 0.5  # seconds until a receipt (each message's delay is 0.5–1.5 × this)
+    failed_per_mille: int = 30
+    expired_per_mille: int = 10
+    reply_per_mille: int = 0  # share of messages that get a reply
+    reply_text: str = "STOP"  # what simulated replies say
+
+
+@dataclass(frozen=True)
+class HttpGatewayConfig:
+    name: str
+    url: str
+    rate: float | None = None
+    token: str = ""  # outbound: "Authorization: Bearer <token>" when set
+    inbound_token: str = ""  # inbound receipts/replies must carry "Authorization: Bearer <it>" when set
+    timeout: float = 10.0  # seconds per request
+    retries: int = 5  # further tries after a 5xx, timeout or connection error
+    backoff: float = 0.5  # seconds before the first retry; doubles each time
+
+
+@dataclass(frozen=True)
+class SmppGatewayConfig:
+    name: str
+    host: str
+    port: int = 2775
+    system_id: str = ""
+    password: str = ""
+    system_type: str = ""
+    rate: float | None = None
+    enquire_link: float = 30.0  # seconds between enquire_link PDUs
+    reconnect_backoff: float = 1.0  # seconds before reconnecting; doubles up to 60
+    response_timeout: float = 10.0  # seconds to wait for a submit_sm_resp
+    source_addr_ton: int = 5  # alphanumeric sender ids; numeric ones use 1 (international)
+    source_addr_npi: int = 0
+    dest_addr_ton: int = 1
+    dest_addr_npi: int = 1
+
+
+GatewayConfig = SimulatorGatewayConfig | HttpGatewayConfig | SmppGatewayConfig
+
+_KINDS: dict[str, type[Any]] = {
+    "simulator": SimulatorGatewayConfig,
+    "http": HttpGatewayConfig,
+    "smpp": SmppGatewayConfig,
+}
+
+
+@dataclass(frozen=True)
+class GatewaySet:
+    gateways: dict[str, GatewayConfig] = field(default_factory=dict)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.gateways
+
+    def __getitem__(self, name: str) -> GatewayConfig:
+        return self.gateways[name]
+
+    def names(self) -> list[str]:
+        return sorted(self.gateways)
+
+
+def parse_gateways(document: dict[str, Any]) -> GatewaySet:
+    """Validate a parsed TOML document; the simulator is added when not configured."""
+    tables = document.get("gateways", {})
+    if not isinstance(tables, dict):
+        raise GatewayConfigError("[gateways] must be a table of gateway tables")
+    gateways: dict[str, GatewayConfig] = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise GatewayConfigError(f"gateway {name}: must be a table")
+        kind = table.get("type", SIMULATOR if name == SIMULATOR else None)
+        if kind not in _KINDS:
+            raise GatewayConfigError(f"gateway {name}: type must be one of {', '.join(_KINDS)}, not {kind!r}")
+        if (kind == SIMULATOR) != (name == SIMULATOR):
+            raise GatewayConfigError(f"gateway {name}: only the gateway named 'simulator' is the simulator")
+        cls = _KINDS[kind]
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {"name": name}
+        for key, value in table.items():
+            if key == "type":
+                continue
+            if key not in known or key == "name":
+                raise GatewayConfigError(f"gateway {name}: unknown key {key!r}")
+            values[key] = value
+        try:
+            config = cls(**values)
+        except TypeError as error:  # a required key is missing
+            raise GatewayConfigError(f"gateway {name}: {error}") from None
+        rate = config.rate
+        if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
+            raise GatewayConfigError(f"gateway {name}: rate must be a positive number")
+        gateways[name] = config
+    gateways.setdefault(SIMULATOR, SimulatorGatewayConfig())
+    return GatewaySet(gateways)
+
+
+def load_gateways(path: Path | None) -> GatewaySet:
+    """The gateways in `path`, or only the simulator when there is no file."""
+    if path is None or not path.exists():
+        return parse_gateways({})
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise GatewayConfigError(f"{path}: {error}") from None
+    return parse_gateways(document)

@@ -1,20 +1,35 @@
-"""The rate-limited dispatcher: sends queued messages to the gateway, fairly, within Start and End.
+"""The rate-limited dispatcher: sends queued messages to their gateways, fairly, within Start and End.
 
-It follows the `batches` read model for sealed batches not yet dispatched, keeps one active batch
-per account, and takes one message per account in turn (round robin), so a million-contact file
-does not hold back a ten-contact one. Rates are token buckets in SMS parts per second: one for
-the service, one per account. A message is never sent before its file's Start; one still unsent
-at End expires and its credits are refunded.
+Scheduling. It follows the `batches` read model for sealed batches not yet dispatched. Each account
+has one active batch per file; a scheduling round offers every account with work one message, and
+within an account its files take turns — so a million-contact file delays a ten-contact file (of
+the same account or another) by at most one round. An account that sent goes to the back of the
+line, so when capacity is short the accounts that waited longest go first.
+
+Rates are token buckets in SMS parts per second (a 5-part message costs 5): one for the service,
+one per gateway (gateways file), one per account (`sftpsms account rate`, else the default). A
+message goes only when all three have its parts; otherwise its account waits for a later round
+and the others go on, so a slow gateway or a throttled account never holds back the rest.
+
+Gateways. A message goes to the gateway of the longest route prefix matching its number, else the
+default gateway. Each gateway has a lane: a bounded channel and as many sender tasks as the
+gateway takes concurrent submissions. A gateway that says it is unavailable gets its message back
+at the head of its batch and a pause (doubling up to a minute); one that rejects a message for good
+gets it recorded as submitted and failed (a "failed" receipt with the reason).
+
+Start/End: no message before its file's Start; one still unsent at End expires and its credits are
+refunded.
 
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
-deterministic message id, and the gateway de-duplicates them.
+deterministic message id, and the gateway de-duplicates them where it can.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -23,8 +38,15 @@ from uuid import UUID
 
 import trio
 
-from actors.gateway import Gateway, OutboundMessage
-from actors.projector import Projector
+from actors.gateway import (
+    Gateway,
+    GatewayReceipt,
+    GatewayRejected,
+    GatewayReport,
+    GatewayUnavailable,
+    OutboundMessage,
+)
+from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
 from eventstore.domain import ContactBatch, DispatchLog, message_id
 from eventstore.projections import ReadModels
@@ -34,10 +56,13 @@ from sftpsms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.25
+POLL_INTERVAL = 0.25  # seconds between looks at the read model for new batches, routes, rates
+IDLE_WAIT = 0.05  # seconds to sleep when nothing can go and no bucket says when it can
 FLUSH_EVERY = 200  # messages between MessageSubmitted writes
 FLUSH_INTERVAL = 0.25  # seconds between them at most
 PENDING_BATCH_LOOKAHEAD = 500
+LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
+PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
 
 
 @dataclass
@@ -47,15 +72,36 @@ class ActiveBatch:
     messages: deque[OutboundMessage]
     not_before: datetime | None
     expires_at: datetime | None
-    expired_parts: int = 0
+    in_flight: int = 0  # handed to a gateway lane, not yet answered
+
+    @property
+    def file_id(self) -> str:
+        return str(self.row["file_id"])
 
 
 @dataclass
-class AccountQueue:
+class FileQueue:
     batches: deque[dict[str, Any]] = field(default_factory=deque)
     active: ActiveBatch | None = None
     # Loaded batches whose Start is still ahead: set aside so they do not hold back the rest.
     scheduled: list[ActiveBatch] = field(default_factory=list)
+
+
+@dataclass
+class AccountQueue:
+    files: dict[str, FileQueue] = field(default_factory=dict)  # insertion order = turn order
+
+
+@dataclass
+class Lane:
+    """One gateway's way out: its bucket, its queue of messages for the sender tasks, its pause."""
+
+    gateway: Gateway
+    bucket: TokenBucket | None
+    send: trio.MemorySendChannel[tuple[OutboundMessage, ActiveBatch]]
+    receive: trio.MemoryReceiveChannel[tuple[OutboundMessage, ActiveBatch]]
+    paused_until: float = 0.0
+    pause: float = PAUSE_MIN
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -83,6 +129,7 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
                     sender_id=batch.sender_id,
                     text=event.text,
                     parts=event.parts,
+                    customer_id=event.customer_id,
                 )
             )
     return ActiveBatch(
@@ -94,11 +141,12 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
     )
 
 
-def save_progress(store: SmsStore, logs: list[DispatchLog], refunds: dict[tuple[str, str], int]) -> None:
-    """MessageSubmitted / MessageExpired / BatchDispatched, then refunds for expired parts."""
-    if logs:
-        store.save(*logs)
+def save_progress(store: SmsStore, events: list[Any], refunds: dict[tuple[str, str], int]) -> None:
+    """MessageSubmitted / MessageExpired / BatchDispatched events, then refunds for expired parts."""
+    if events:
+        store.save(*events)
     for (account, file_id), parts in refunds.items():
+
         def command(account: str = account, file_id: str = file_id, parts: int = parts) -> None:
             aggregate = store.account(account)
             aggregate.refund_credits(UUID(file_id), parts, "expired")
@@ -107,54 +155,98 @@ def save_progress(store: SmsStore, logs: list[DispatchLog], refunds: dict[tuple[
         store._retrying(command)
 
 
+def route_for(msisdn: str, routes: list[tuple[str, str]], default: str) -> str:
+    """The gateway of the longest matching prefix (`routes` sorted longest first), else `default`."""
+    for prefix, gateway in routes:
+        if msisdn.startswith(prefix):
+            return gateway
+    return default
+
+
 class Dispatcher:
     def __init__(
         self,
         *,
         store: StoreClient,
-        projector: Projector,
-        gateway: Gateway,
+        gateways: Mapping[str, Gateway],
         settings: Settings,
+        recent: RecentSubmissions,
+        reports: trio.MemorySendChannel[GatewayReport],
+        gateway_rates: Mapping[str, float | None] | None = None,
     ) -> None:
+        if settings.default_gateway not in gateways:
+            raise ValueError(f"default gateway {settings.default_gateway!r} is not configured")
         self.store = store
-        self.projector = projector
-        self.gateway = gateway
         self.settings = settings
-        self.accounts: dict[str, AccountQueue] = {}
+        self.recent = recent
+        self.reports = reports
+        now = trio.current_time()
+        self.lanes: dict[str, Lane] = {}
+        for name, gateway in gateways.items():
+            send, receive = trio.open_memory_channel[tuple[OutboundMessage, ActiveBatch]](LANE_BUFFER)
+            rate = (gateway_rates or {}).get(name)
+            self.lanes[name] = Lane(gateway, TokenBucket(rate, now=now) if rate else None, send, receive)
+        self.accounts: dict[str, AccountQueue] = {}  # insertion order = the line of accounts
         self.known: set[str] = set()
-        self.global_bucket = TokenBucket(settings.send_rate, now=trio.current_time())
+        self.routes: list[tuple[str, str]] = []
+        self.account_rates: dict[str, float] = {}
+        self.global_bucket = TokenBucket(settings.send_rate, now=now)
         self.account_buckets: dict[str, TokenBucket] = {}
         self.dirty: dict[UUID, DispatchLog] = {}
+        self.unsaved: list[Any] = []  # events collected for a flush that failed
         self.refunds: dict[tuple[str, str], int] = {}
         self.unflushed = 0
-        self.last_flush = trio.current_time()
+        self.last_flush = now
         self.sent = 0
+        self.sent_by_account: dict[str, int] = {}
+        self.parts_by_account: dict[str, int] = {}
+        self._unknown_routes: set[str] = set()
+
+    # ---- reading the read model ---------------------------------------------------------------
 
     async def refill(self) -> None:
-        def read() -> list[dict[str, Any]]:
+        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float]]:
             models = ReadModels(self.settings.readmodels_db)
             try:
-                return models.pending_batches(PENDING_BATCH_LOOKAHEAD)
+                return models.pending_batches(PENDING_BATCH_LOOKAHEAD), models.routes(), models.account_rates()
             finally:
                 models.close()
 
-        for row in await trio.to_thread.run_sync(read):
+        rows, routes, rates = await trio.to_thread.run_sync(read)
+        self.routes = sorted(routes.items(), key=lambda item: (-len(item[0]), item[0]))
+        self.account_rates = rates
+        for row in rows:
             if row["batch_id"] in self.known:
                 continue
             self.known.add(row["batch_id"])
-            self.accounts.setdefault(row["account"], AccountQueue()).batches.append(row)
+            account = self.accounts.setdefault(row["account"], AccountQueue())
+            account.files.setdefault(row["file_id"], FileQueue()).batches.append(row)
+
+    # ---- writing progress ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        if not self.dirty and not self.refunds:
+        if not self.dirty and not self.refunds and not self.unsaved:
             return
-        logs, refunds = list(self.dirty.values()), dict(self.refunds)
+        # Collect the events here, on the trio side: sender tasks keep adding to these aggregates
+        # while the writer thread saves.
+        events = self.unsaved + [event for dispatch in self.dirty.values() for event in dispatch.collect_events()]
+        refunds = dict(self.refunds)
         self.dirty.clear()
         self.refunds.clear()
+        self.unsaved = []
         self.unflushed = 0
         self.last_flush = trio.current_time()
-        await self.store.run(lambda s: save_progress(s, logs, refunds))
+        try:
+            await self.store.run(lambda s: save_progress(s, events, refunds))
+        except BaseException:
+            self.unsaved = events + self.unsaved
+            for key, parts in refunds.items():
+                self.refunds[key] = self.refunds.get(key, 0) + parts
+            raise
 
-    async def _activate(self, queue: AccountQueue, now: datetime) -> ActiveBatch | None:
+    # ---- the scheduling round -----------------------------------------------------------------
+
+    async def _activate(self, queue: FileQueue, now: datetime) -> ActiveBatch | None:
         if queue.active is not None:
             return queue.active
         for waiting in queue.scheduled:
@@ -174,11 +266,10 @@ class Dispatcher:
             return active
         return None
 
-    async def _finish(self, queue: AccountQueue, active: ActiveBatch) -> None:
+    def _finish(self, queue: FileQueue, active: ActiveBatch) -> None:
         active.log.finish()
         self.dirty[active.log.id] = active.log
         queue.active = None
-        await self.flush()
 
     def _expire(self, active: ActiveBatch, now: datetime) -> None:
         while active.messages:
@@ -188,70 +279,180 @@ class Dispatcher:
             self.refunds[key] = self.refunds.get(key, 0) + message.parts
         self.dirty[active.log.id] = active.log
 
-    async def step(self) -> bool:
-        """Send at most one message per account with work. Returns whether anything happened."""
+    def _lane_for(self, message: OutboundMessage) -> Lane:
+        name = route_for(message.msisdn, self.routes, self.settings.default_gateway)
+        lane = self.lanes.get(name)
+        if lane is None:
+            if name not in self._unknown_routes:
+                self._unknown_routes.add(name)
+                log.warning("route names gateway=%s which is not configured; using %s", name, self.settings.default_gateway)
+            lane = self.lanes[self.settings.default_gateway]
+        return lane
+
+    def _account_bucket(self, account: str, clock: float) -> TokenBucket:
+        rate = self.account_rates.get(account) or self.settings.account_rate
+        bucket = self.account_buckets.get(account)
+        if bucket is None or bucket.rate != rate:
+            bucket = self.account_buckets[account] = TokenBucket(rate, now=clock)
+        return bucket
+
+    async def _next_for_file(self, queue: FileQueue, now: datetime) -> tuple[ActiveBatch | None, bool]:
+        """The file's active batch with a message ready, or None; and whether anything happened
+        (a batch finished or expired)."""
         progressed = False
-        now = datetime.now(UTC)
-        for account, queue in list(self.accounts.items()):
+        while True:
             active = await self._activate(queue, now)
             if active is None:
-                if not queue.scheduled:
-                    del self.accounts[account]
-                continue
+                return None, progressed
             if active.expires_at is not None and now >= active.expires_at:
                 self._expire(active, now)
-                await self._finish(queue, active)
-                progressed = True
-                continue
             if not active.messages:
-                await self._finish(queue, active)
+                if active.in_flight:
+                    return None, progressed  # wait for the gateway's answers before finishing
+                self._finish(queue, active)
                 progressed = True
                 continue
-            message = active.messages[0]
-            bucket = self.account_buckets.get(account)
-            if bucket is None:
-                bucket = self.account_buckets[account] = TokenBucket(
-                    self.settings.account_rate, now=trio.current_time()
-                )
-            wait = max(
-                self.global_bucket.wait_time(message.parts, trio.current_time()),
-                bucket.wait_time(message.parts, trio.current_time()),
-            )
-            if wait > 0:
-                await trio.sleep(wait)
-            self.global_bucket.take(message.parts, trio.current_time())
-            bucket.take(message.parts, trio.current_time())
-            gateway_id = await self.gateway.submit(message)
-            active.messages.popleft()
-            active.log.submitted(
-                message.index, self.gateway.name, gateway_id, message.parts, datetime.now(UTC).isoformat()
-            )
-            self.dirty[active.log.id] = active.log
-            self.unflushed += 1
-            self.sent += 1
-            progressed = True
+            return active, progressed
+
+    async def step(self) -> float | None:
+        """One scheduling round: offer each account with work one message. Returns None when
+        something happened, else how long to wait before anything can (IDLE_WAIT if unknown)."""
+        now = datetime.now(UTC)
+        progressed = False
+        wait = float("inf")
+        for account in list(self.accounts):
+            queue = self.accounts[account]
+            sent = False
+            for file_id in list(queue.files):
+                file_queue = queue.files[file_id]
+                active, changed = await self._next_for_file(file_queue, now)
+                progressed = progressed or changed
+                if active is None:
+                    if file_queue.active is None and not file_queue.scheduled and not file_queue.batches:
+                        del queue.files[file_id]
+                    continue
+                message = active.messages[0]
+                lane = self._lane_for(message)
+                clock = trio.current_time()
+                if lane.paused_until > clock:
+                    wait = min(wait, lane.paused_until - clock)
+                    continue
+                shared = [self.global_bucket, self._account_bucket(account, clock)]
+                need = max(b.wait_time(message.parts, clock) for b in shared)
+                if need > 0:
+                    wait = min(wait, need)
+                    break  # the account's (or the service's) capacity: its turn is over this round
+                if lane.bucket is not None:
+                    need = lane.bucket.wait_time(message.parts, clock)
+                    if need > 0:  # only this gateway is full: the account's other files may go
+                        wait = min(wait, need)
+                        continue
+                try:
+                    lane.send.send_nowait((message, active))
+                except trio.WouldBlock:
+                    wait = 0.0  # the gateway's senders are busy: look again after they ran
+                    continue
+                buckets = shared + ([lane.bucket] if lane.bucket else [])
+                for b in buckets:
+                    b.take(message.parts, clock)
+                active.messages.popleft()
+                active.in_flight += 1
+                # The file goes to the back of its account's turn order.
+                queue.files[file_id] = queue.files.pop(file_id)
+                sent = True
+                break
+            if sent:
+                progressed = True
+                self.accounts[account] = self.accounts.pop(account)  # to the back of the line
+            elif not queue.files:
+                del self.accounts[account]
         if self.unflushed >= FLUSH_EVERY or (
-            self.dirty and trio.current_time() - self.last_flush >= FLUSH_INTERVAL
+            (self.dirty or self.refunds) and trio.current_time() - self.last_flush >= FLUSH_INTERVAL
         ):
             await self.flush()
-        return progressed
+        if progressed:
+            return None
+        return wait if wait != float("inf") else IDLE_WAIT
+
+    # ---- the gateways' side --------------------------------------------------------------------
+
+    def _submitted(self, message: OutboundMessage, active: ActiveBatch, gateway: str, ids: tuple[str, ...]) -> None:
+        active.in_flight -= 1
+        active.log.submitted(
+            message.index,
+            gateway,
+            ids,
+            message.parts,
+            datetime.now(UTC).isoformat(),
+            msisdn=message.msisdn,
+            customer_id=message.customer_id,
+        )
+        self.recent.add(SubmissionRef.of(message, gateway, ids[0]), ids)
+        self.dirty[active.log.id] = active.log
+        self.unflushed += 1
+        self.sent += 1
+        self.sent_by_account[message.account] = self.sent_by_account.get(message.account, 0) + 1
+        self.parts_by_account[message.account] = self.parts_by_account.get(message.account, 0) + message.parts
+
+    async def _sender(self, lane: Lane, receive: trio.MemoryReceiveChannel[tuple[OutboundMessage, ActiveBatch]]) -> None:
+        gateway = lane.gateway
+        with receive:
+            async for message, active in receive:
+                try:
+                    ids = await gateway.submit(message)
+                    if not ids:
+                        raise GatewayRejected(gateway.name, "no message id in the answer")
+                except GatewayRejected as rejected:
+                    log.warning("gateway=%s message=%s rejected: %s", gateway.name, message.message_id, rejected.reason)
+                    rejected_id = f"rejected-{message.message_id}"
+                    self._submitted(message, active, gateway.name, (rejected_id,))
+                    await self.reports.send(
+                        GatewayReceipt(
+                            gateway=gateway.name,
+                            gateway_id=rejected_id,
+                            status="failed",
+                            at=datetime.now(UTC),
+                            error=rejected.reason[:200],
+                            message_id=message.message_id,
+                        )
+                    )
+                except (GatewayUnavailable, OSError, trio.TooSlowError) as error:
+                    active.in_flight -= 1
+                    active.messages.appendleft(message)
+                    clock = trio.current_time()
+                    if lane.paused_until <= clock:
+                        log.warning("gateway=%s unavailable, pausing %.0f s: %s", gateway.name, lane.pause, error)
+                        lane.paused_until = clock + lane.pause
+                        lane.pause = min(PAUSE_MAX, lane.pause * 2)
+                else:
+                    lane.pause = PAUSE_MIN
+                    self._submitted(message, active, gateway.name, ids)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Dispatch until cancelled.
+        """Dispatch until cancelled: the scheduling loop and each gateway's sender tasks.
 
-        Error handling: a store or gateway error is logged and the round is retried after a pause;
-        unsaved progress stays in memory and is written with the next flush.
+        Error handling: a store error in a round is logged and the round retried after a pause;
+        unsaved progress stays in memory and is written with the next flush. A gateway error is
+        the gateway's message's business (see the module docstring), never the loop's.
         """
-        task_status.started()
-        last_refill = -POLL_INTERVAL
-        while True:
-            try:
-                if trio.current_time() - last_refill >= POLL_INTERVAL:
-                    await self.refill()
-                    last_refill = trio.current_time()
-                if not await self.step():
-                    await self.flush()
-                    await trio.sleep(POLL_INTERVAL / 5)
-            except Exception:
-                log.exception("dispatch round failed; retrying")
-                await trio.sleep(1)
+        async with trio.open_nursery() as nursery:
+            for lane in self.lanes.values():
+                with lane.receive:
+                    for _ in range(max(1, int(getattr(lane.gateway, "concurrency", 1)))):
+                        nursery.start_soon(self._sender, lane, lane.receive.clone())
+            task_status.started()
+            last_refill = -POLL_INTERVAL
+            while True:
+                try:
+                    if trio.current_time() - last_refill >= POLL_INTERVAL:
+                        await self.refill()
+                        last_refill = trio.current_time()
+                    wait = await self.step()
+                    if not wait:  # something happened, or senders must run first
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await self.flush()
+                        await trio.sleep(min(wait, POLL_INTERVAL))
+                except Exception:
+                    log.exception("dispatch round failed; retrying")
+                    await trio.sleep(1)

@@ -1,87 +1,224 @@
-"""The receipts actor: records gateways' delivery receipts as DeliveryReported events.
+"""The receipts actor: turns what gateways report into DeliveryReported and ReplyReceived events.
+
+Every report is matched to its message first: by the gateway's id in any spelling (hex or decimal,
+any case, with or without leading zeros — `sftpsms.gatewayids`), through the dispatcher's recent
+submissions and then the `gateway_ids` read model. A reply without the id of the message it answers
+goes to the latest message sent to that number. A report that matches nothing yet (it overtook its
+MessageSubmitted event, or the read model lags) is held and tried again for a while.
+
+One status per message: the first final receipt decides; receipts for further parts of the same
+message, or repeated ones, add nothing (DeliveryLog.reported). A reply that is an opt-out keyword
+("STOP") also puts the number on the account's opt-out list, in the same transaction.
 
 It is the only writer of DeliveryLog aggregates, so it keeps recently used ones in memory and
-writes receipts in groups (one transaction per group) instead of one per receipt.
+records reports in groups (one transaction per group) instead of one per report.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from uuid import UUID
 
 import trio
 from eventsourcing.application import AggregateNotFoundError
 
-from actors.gateway import DeliveryReceipt
+from actors.gateway import GatewayReceipt, GatewayReport
+from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
-from eventstore.domain import DeliveryLog, delivery_log_id
+from eventstore.domain import Account, DeliveryLog, delivery_log_id
+from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
+from sftpsms.gatewayids import is_opt_out
 
 log = logging.getLogger(__name__)
 
 GROUP = 500
-GROUP_WAIT = 0.1  # seconds to wait for more receipts before writing a group
+GROUP_WAIT = 0.05  # seconds to wait for more reports before writing a group
 CACHE_SIZE = 256
+UNMATCHED_RETRY = 1.0  # seconds between tries of reports that matched nothing yet
+UNMATCHED_PATIENCE = 600.0  # seconds after which an unmatched report is logged and dropped
+MAX_UNMATCHED = 100_000
 
 
-class _LogCache:
-    def __init__(self) -> None:
-        self.logs: OrderedDict[UUID, DeliveryLog] = OrderedDict()
+@dataclass
+class _Held:
+    report: GatewayReport
+    since: float
 
-    def get(self, store: SmsStore, receipt: DeliveryReceipt) -> DeliveryLog:
-        key = delivery_log_id(receipt.batch_id)
+
+@dataclass
+class ReportRecorder:
+    """Matches and records groups of reports. `record` runs in the writer's thread (it owns a
+    read-model connection made there); everything else on the trio side."""
+
+    recent: RecentSubmissions
+    readmodels_path: Path
+    optout_words: tuple[str, ...]
+    logs: OrderedDict[UUID, DeliveryLog] = field(default_factory=OrderedDict)
+    readmodels: ReadModels | None = None
+    recorded: int = 0
+    ignored: int = 0
+
+    def _models(self) -> ReadModels:
+        if self.readmodels is None:
+            self.readmodels = ReadModels(self.readmodels_path)
+        return self.readmodels
+
+    def close(self) -> None:
+        if self.readmodels is not None:
+            self.readmodels.close()
+            self.readmodels = None
+
+    def match(self, report: GatewayReport) -> SubmissionRef | None:
+        """The message a report belongs to, from memory only (cheap; on the trio side)."""
+        if isinstance(report, GatewayReceipt):
+            return self.recent.find(report.gateway, report.gateway_id)
+        if report.in_reply_to:
+            return self.recent.find(report.gateway, report.in_reply_to)
+        return self.recent.last_to(report.msisdn)
+
+    def _match_stored(self, report: GatewayReport) -> SubmissionRef | None:
+        models = self._models()
+        if isinstance(report, GatewayReceipt):
+            row = models.submission(report.gateway, report.gateway_id)
+        elif report.in_reply_to:
+            row = models.submission(report.gateway, report.in_reply_to) or models.last_sent_to(report.msisdn)
+        else:
+            row = models.last_sent_to(report.msisdn)
+        return SubmissionRef.from_row(row) if row else None
+
+    def _delivery_log(self, store: SmsStore, ref: SubmissionRef) -> DeliveryLog:
+        key = delivery_log_id(ref.batch_id)
         delivery = self.logs.get(key)
         if delivery is None:
             try:
                 delivery = store.get(DeliveryLog, key)
             except AggregateNotFoundError:
-                delivery = DeliveryLog.start(batch=receipt.batch_id, file=receipt.file_id, account=receipt.account)
+                delivery = DeliveryLog.start(batch=ref.batch_id, file=ref.file_id, account=ref.account)
             self.logs[key] = delivery
             while len(self.logs) > CACHE_SIZE:
                 self.logs.popitem(last=False)
         self.logs.move_to_end(key)
         return delivery
 
-    def record(self, store: SmsStore, receipts: list[DeliveryReceipt]) -> None:
-        touched: dict[UUID, DeliveryLog] = {}
-        for receipt in receipts:
-            delivery = self.get(store, receipt)
-            delivery.reported(receipt.index, receipt.status, receipt.gateway_id, receipt.at.isoformat())
-            touched[delivery.id] = delivery
+    def record(
+        self, store: SmsStore, matched: list[tuple[GatewayReport, SubmissionRef | None]]
+    ) -> list[GatewayReport]:
+        """Record what matches (looking up the read model for what memory did not match); return
+        the reports that still match nothing."""
+        unmatched: list[GatewayReport] = []
+        touched: dict[UUID, DeliveryLog | Account] = {}
+        optouts: dict[str, set[str]] = {}
+        for report, ref in matched:
+            if ref is None:
+                ref = self._match_stored(report)
+            if ref is None:
+                unmatched.append(report)
+                continue
+            delivery = self._delivery_log(store, ref)
+            if isinstance(report, GatewayReceipt):
+                fresh = delivery.reported(
+                    ref.index,
+                    message_id=ref.message_id,
+                    msisdn=ref.msisdn,
+                    customer_id=ref.customer_id,
+                    status=report.status,
+                    gateway=report.gateway,
+                    gateway_id=report.gateway_id,
+                    error=report.error,
+                    at=report.at.isoformat(),
+                )
+            else:
+                opt_out = is_opt_out(report.text, self.optout_words)
+                fresh = delivery.replied(
+                    ref.index,
+                    message_id=ref.message_id,
+                    msisdn=report.msisdn,
+                    customer_id=ref.customer_id,
+                    text=report.text,
+                    gateway=report.gateway,
+                    reply_id=report.reply_id,
+                    opt_out=opt_out,
+                    at=report.at.isoformat(),
+                )
+                if fresh and opt_out:
+                    optouts.setdefault(ref.account, set()).add(report.msisdn)
+            if fresh:
+                touched[delivery.id] = delivery
+                self.recorded += 1
+            else:
+                self.ignored += 1
+        for username, numbers in optouts.items():
+            account = store.account(username)
+            account.add_optouts(sorted(numbers))
+            touched[account.id] = account
         try:
             store.save(*touched.values())
         except Exception:
             self.logs.clear()  # forget possibly half-applied state; reload from the store next time
             raise
+        return unmatched
 
 
 async def run_receipts(
-    inbox: trio.MemoryReceiveChannel[DeliveryReceipt],
+    inbox: trio.MemoryReceiveChannel[GatewayReport],
     *,
     store: StoreClient,
+    recorder: ReportRecorder,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Record receipts until the inbox closes. A failed group is logged and dropped (the simulator's
-    receipts are deterministic, and real gateways re-send unacknowledged ones)."""
-    cache = _LogCache()
+    """Record reports until the inbox closes.
+
+    Error handling: a group that fails to save (e.g. an opt-out racing another account change) is
+    tried once more from fresh aggregates, then logged and dropped — real gateways re-send what
+    they did not get an answer for, and the simulator's receipts are deterministic.
+    """
+    held: list[_Held] = []
+    last_retry = trio.current_time()
     task_status.started()
     with inbox:
         ended = False
         while not ended:
-            try:
-                group = [await inbox.receive()]
-            except trio.EndOfChannel:
-                return
-            with trio.move_on_after(GROUP_WAIT):
-                while len(group) < GROUP:
-                    try:
-                        group.append(await inbox.receive())
-                    except trio.EndOfChannel:
-                        ended = True
-                        break
-            try:
-                await store.run(partial(cache.record, receipts=group))
-            except Exception:
-                log.exception("recording %d receipts failed", len(group))
+            group: list[GatewayReport] = []
+            timeout = UNMATCHED_RETRY if held else float("inf")
+            with trio.move_on_after(timeout):
+                try:
+                    group.append(await inbox.receive())
+                except trio.EndOfChannel:
+                    ended = True
+            if group:
+                with trio.move_on_after(GROUP_WAIT):
+                    while len(group) < GROUP:
+                        try:
+                            group.append(await inbox.receive())
+                        except trio.EndOfChannel:
+                            ended = True
+                            break
+            now = trio.current_time()
+            retrying: list[_Held] = []
+            if held and now - last_retry >= UNMATCHED_RETRY:
+                retrying, held = held, []
+                last_retry = now
+            if not group and not retrying:
+                continue
+            reports = [h.report for h in retrying] + group
+            since = {id(h.report): h.since for h in retrying}
+            matched = [(report, recorder.match(report)) for report in reports]
+            unmatched: list[GatewayReport] = []
+            for attempt in (1, 2):
+                try:
+                    unmatched = await store.run(partial(recorder.record, matched=matched))
+                    break
+                except Exception:
+                    if attempt == 2:
+                        log.exception("recording %d gateway reports failed; dropped", len(matched))
+            for report in unmatched:
+                first = since.get(id(report), now)
+                if now - first >= UNMATCHED_PATIENCE or len(held) >= MAX_UNMATCHED:
+                    log.warning("unmatched gateway report dropped: %r", report)
+                else:
+                    held.append(_Held(report, first))

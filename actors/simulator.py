@@ -16,28 +16,28 @@ from uuid import UUID
 
 import trio
 
-from actors.gateway import DeliveryReceipt, OutboundMessage
-
-# Shares of each final status, in per-mille; the rest is delivered.
-FAILED_PER_MILLE = 30
-EXPIRED_PER_MILLE = 10
+from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport, OutboundMessage
+from sftpsms.gateways import SimulatorGatewayConfig
 
 
 class Simulator:
-    name = "simulator"
+    """The embedded gateway. Receipts carry the gateway id as `submit` returned it; a configured
+    share of messages also gets a reply (deterministic: the same messages every run)."""
+
+    concurrency = 1  # submit never waits: one sender task keeps up with any configured rate
 
     def __init__(
         self,
         journal_dir: Path,
-        receipts: trio.MemorySendChannel[DeliveryReceipt],
-        *,
-        seed: int = 7,
-        delay: float = 0.5,
+        reports: trio.MemorySendChannel[GatewayReport],
+        config: SimulatorGatewayConfig | None = None,
     ) -> None:
-        self.seed = seed
-        self.delay = delay
-        self._receipts = receipts
-        self._due: list[tuple[float, int, DeliveryReceipt]] = []
+        self.config = config or SimulatorGatewayConfig()
+        self.name = self.config.name
+        self.seed = self.config.seed
+        self.delay = self.config.delay
+        self._reports = reports
+        self._due: list[tuple[float, int, GatewayReport]] = []
         self._counter = 0
         self._wake = trio.Event()
         journal_dir.mkdir(parents=True, exist_ok=True)
@@ -59,52 +59,71 @@ class Simulator:
         return int.from_bytes(digest[:8], "big")
 
     def gateway_id(self, message: UUID) -> str:
-        return f"SIM{self._hash(message, 'id') % 10**12:012d}"
+        return f"{self._hash(message, 'id') % 10**12:012d}"
 
     def status(self, message: UUID) -> str:
         roll = self._hash(message, "status") % 1000
-        if roll < FAILED_PER_MILLE:
+        if roll < self.config.failed_per_mille:
             return "failed"
-        if roll < FAILED_PER_MILLE + EXPIRED_PER_MILLE:
+        if roll < self.config.failed_per_mille + self.config.expired_per_mille:
             return "expired"
         return "delivered"
 
-    async def submit(self, message: OutboundMessage) -> str:
+    def replies_to(self, message: UUID) -> bool:
+        return self._hash(message, "reply") % 1000 < self.config.reply_per_mille
+
+    def _schedule(self, due: float, report: GatewayReport) -> None:
+        self._counter += 1
+        heapq.heappush(self._due, (due, self._counter, report))
+        self._wake.set()
+
+    async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
         known = self.accepted.get(message.message_id)
         if known is not None:
             self.duplicates += 1
-            return known
+            return (known,)
         gateway_id = self.gateway_id(message.message_id)
         # One write(2) per message: it survives a SIGKILL of the process (the kernel has it).
         os.write(self._fd, f"{message.message_id} {gateway_id}\n".encode())
         self.accepted[message.message_id] = gateway_id
         spread = 0.5 + (self._hash(message.message_id, "delay") % 1000) / 1000
         due = trio.current_time() + self.delay * spread
-        receipt = DeliveryReceipt(
-            message_id=message.message_id,
-            batch_id=message.batch_id,
-            file_id=message.file_id,
-            index=message.index,
-            account=message.account,
-            gateway_id=gateway_id,
-            status=self.status(message.message_id),
-            at=datetime.now(UTC) + timedelta(seconds=self.delay * spread),
+        at = datetime.now(UTC) + timedelta(seconds=self.delay * spread)
+        self._schedule(
+            due,
+            GatewayReceipt(
+                gateway=self.name,
+                gateway_id=gateway_id,
+                status=self.status(message.message_id),
+                at=at,
+                message_id=message.message_id,
+            ),
         )
-        self._counter += 1
-        heapq.heappush(self._due, (due, self._counter, receipt))
-        self._wake.set()
-        return gateway_id
+        if self.replies_to(message.message_id):
+            self._schedule(
+                due + self.delay,
+                GatewayReply(
+                    gateway=self.name,
+                    reply_id=f"R{gateway_id}",
+                    msisdn=message.msisdn,
+                    to=message.sender_id,
+                    text=self.config.reply_text,
+                    at=at + timedelta(seconds=self.delay),
+                    in_reply_to=gateway_id,
+                ),
+            )
+        return (gateway_id,)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver receipts when they are due, until cancelled. One task, a heap of due receipts."""
+        """Deliver reports when they are due, until cancelled. One task, a heap of due reports."""
         task_status.started()
-        with self._receipts:
+        with self._reports:
             while True:
                 if not self._due:
                     await self._wake.wait()
                     self._wake = trio.Event()
                     continue
-                due, _, receipt = self._due[0]
+                due, _, report = self._due[0]
                 now = trio.current_time()
                 if due > now:
                     with trio.move_on_after(due - now):
@@ -112,4 +131,4 @@ class Simulator:
                     self._wake = trio.Event()
                     continue
                 heapq.heappop(self._due)
-                await self._receipts.send(receipt)
+                await self._reports.send(report)

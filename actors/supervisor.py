@@ -30,23 +30,37 @@ from actors.file import (
     utc_now,
 )
 from actors.ftp_server import serve_ftp
-from actors.gateway import DeliveryReceipt
+from actors.gateway import Gateway, GatewayReport
 from actors.notifier import Notify, run_notifier
 from actors.projector import Projector
-from actors.receipts import run_receipts
+from actors.receipts import ReportRecorder, run_receipts
 from actors.session import AccountGate
 from actors.sftp_server import serve_sftp
 from actors.simulator import Simulator
+from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import open_store
 from sftpsms.config import Settings
+from sftpsms.gateways import SIMULATOR, GatewayConfig, SimulatorGatewayConfig, load_gateways
 
 log = logging.getLogger(__name__)
 
 ARRIVALS_BUFFER = 64
 NOTIFY_BUFFER = 256
-RECEIPTS_BUFFER = 1000
+REPORTS_BUFFER = 1000
+
+
+def build_gateway(
+    config: GatewayConfig, settings: Settings, reports: trio.MemorySendChannel[GatewayReport]
+) -> Gateway:
+    """One gateway from its configuration. The simulator takes its seed and delay from the
+    settings (SFTPSMS_SIMULATOR_*) unless the gateways file tunes it."""
+    if isinstance(config, SimulatorGatewayConfig):
+        if config == SimulatorGatewayConfig():
+            config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
+        return Simulator(settings.simulator_dir, reports, config)
+    raise ValueError(f"gateway {config.name}: {type(config).__name__} is not supported yet")
 
 
 @dataclass(frozen=True)
@@ -109,17 +123,28 @@ async def run_service(
             if recovered:
                 log.info("recovered %d files left in work/ by an earlier run", recovered)
 
-            receipts_send, receipts_receive = trio.open_memory_channel[DeliveryReceipt](RECEIPTS_BUFFER)
-            simulator = Simulator(
-                settings.simulator_dir,
-                receipts_send,
-                seed=settings.simulator_seed,
-                delay=settings.simulator_delivery_delay,
+            reports_send, reports_receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+            gateway_set = load_gateways(settings.gateways_path)
+            gateways = {
+                name: build_gateway(config, settings, reports_send.clone())
+                for name, config in gateway_set.gateways.items()
+            }
+            simulator = gateways[SIMULATOR]
+            assert isinstance(simulator, Simulator)
+            for gateway in gateways.values():
+                await nursery.start(gateway.run)
+            recent = RecentSubmissions()
+            recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
+            await nursery.start(
+                partial(run_receipts, reports_receive, store=store_client.clone(), recorder=recorder)
             )
-            await nursery.start(simulator.run)
-            await nursery.start(partial(run_receipts, receipts_receive, store=store_client.clone()))
             dispatcher = Dispatcher(
-                store=store_client.clone(), projector=projector, gateway=simulator, settings=settings
+                store=store_client.clone(),
+                gateways=gateways,
+                settings=settings,
+                recent=recent,
+                reports=reports_send,
+                gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
             )
             await nursery.start(dispatcher.run)
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store_client.clone()))

@@ -3,8 +3,9 @@
 A projection follows the log from its stored position and writes its rows and its new position in
 one transaction (`BEGIN IMMEDIATE`), so any number of processes and threads may catch it up
 concurrently: each one re-reads the position inside the transaction, and an already-applied
-position is simply not selected again. Per-message events (MessageQueued, ...) are not projected
-here; they stay in their batch aggregates, which the dispatcher and reports read directly.
+position is simply not selected again. Queueing events (MessageQueued, ...) are not projected
+here; they stay in their batch aggregates, which the dispatcher and reports read directly. Each
+MessageSubmitted is, into `gateway_ids` and `last_sent`: receipts and replies are matched there.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import sqlite_utils
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes
+from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes, message_id
 from eventstore.store import SmsStore
+from sftpsms.gatewayids import match_keys
 
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
+NEWEST_TABLE = "last_sent"  # the schema is created (idempotently) when this table is missing
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -190,6 +194,48 @@ def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted)
     db.table("dispatch_logs").insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
 
 
+def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
+    db.execute(
+        "UPDATE accounts SET send_rate = ? WHERE username = (SELECT username FROM account_ids WHERE id = ?)",
+        [e.rate, str(e.originator_id)],
+    )
+
+
+def _message_submitted(db: sqlite_utils.Database, e: DispatchLog.MessageSubmitted) -> None:
+    """Index the gateway's ids (under every spelling key) and the recipient's latest message, so
+    receipts and replies that arrive long after the submission still find their message."""
+    found = db.execute(
+        "SELECT b.batch_id, b.file_id, b.account FROM dispatch_logs d JOIN batches b USING (batch_id) "
+        "WHERE d.id = ?",
+        [str(e.originator_id)],
+    ).fetchone()
+    if found is None:  # cannot happen: a batch is projected before it is dispatched
+        return
+    batch, file, account = found
+    row = {
+        "message_id": str(message_id(UUID(file), e.index)),
+        "batch_id": batch,
+        "file_id": file,
+        "idx": e.index,
+        "account": account,
+        "msisdn": e.msisdn,
+        "customer_id": e.customer_id,
+        "gateway": e.gateway,
+        "gateway_id": e.gateway_id,
+    }
+    keys = {f"{e.gateway}:{key}" for gateway_id in e.gateway_ids for key in match_keys(gateway_id)}
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO gateway_ids (key, message_id, batch_id, file_id, idx, account, msisdn,"
+        " customer_id, gateway, gateway_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [(key, *row.values()) for key in keys],
+    )
+    db.conn.execute(
+        "INSERT OR REPLACE INTO last_sent (msisdn, message_id, batch_id, file_id, idx, account,"
+        " customer_id, gateway, gateway_id, submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [e.msisdn, *(v for k, v in row.items() if k != "msisdn"), e.submitted_at],
+    )
+
+
 HANDLERS: dict[type[Any], list[Handler]] = {
     Account.AccountCreated: [_account_id, _account_created],
     Account.CreditsAdded: [_balance_change(+1)],
@@ -213,6 +259,8 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     ContactBatch.BatchSealed: [_batch_sealed],
     DispatchLog.DispatchStarted: [_dispatch_started],
     DispatchLog.BatchDispatched: [_batch_dispatched],
+    DispatchLog.MessageSubmitted: [_message_submitted],
+    Account.SendRateSet: [_send_rate],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 
@@ -229,6 +277,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "parent": str,
             "balance": int,
             "allow_custom_sender": int,
+            "send_rate": float,
         },
         pk="username",
         if_not_exists=True,
@@ -281,6 +330,19 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk="id",
         if_not_exists=True,
     )
+    submission = {
+        "message_id": str,
+        "batch_id": str,
+        "file_id": str,
+        "idx": int,
+        "account": str,
+        "msisdn": str,
+        "customer_id": str,
+        "gateway": str,
+        "gateway_id": str,
+    }
+    db.table("gateway_ids").create({"key": str, **submission}, pk="key", if_not_exists=True)
+    db.table("last_sent").create({**submission, "submitted_at": str}, pk="msisdn", if_not_exists=True)
 
 
 class ReadModels:
@@ -294,7 +356,7 @@ class ReadModels:
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
         # Creating (or checking) the schema costs a dozen introspection queries: only when new.
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'api_keys'").fetchone():
+        if not conn.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{NEWEST_TABLE}'").fetchone():
             with self._immediate():
                 _create_schema(self.db)
 
@@ -378,6 +440,27 @@ class ReadModels:
                 "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
             )
         )
+
+    def submission(self, gateway: str, gateway_id: str) -> dict[str, Any] | None:
+        """The submitted message a gateway id names, in any spelling (sftpsms.gatewayids)."""
+        for key in match_keys(gateway_id):
+            rows = list(self.db.table("gateway_ids").rows_where("key = ?", [f"{gateway}:{key}"]))
+            if rows:
+                return rows[0]
+        return None
+
+    def last_sent_to(self, msisdn: str) -> dict[str, Any] | None:
+        rows = list(self.db.table("last_sent").rows_where("msisdn = ?", [msisdn]))
+        return rows[0] if rows else None
+
+    def routes(self) -> dict[str, str]:
+        return {row["prefix"]: row["gateway"] for row in self.db.table("routes").rows}
+
+    def account_rates(self) -> dict[str, float]:
+        return {
+            row["username"]: row["send_rate"]
+            for row in self.db.table("accounts").rows_where("send_rate IS NOT NULL")
+        }
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table's rows in key order: two dumps compare equal when content is identical."""

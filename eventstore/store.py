@@ -216,6 +216,14 @@ class SmsStore(Application[UUID]):
 
         self._retrying(command)
 
+    def set_send_rate(self, username: str, rate: float | None) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.set_send_rate(rate)
+            self.save(account)
+
+        self._retrying(command)
+
     def add_ssh_key(self, username: str, public_key: str, fingerprint: str) -> None:
         def command() -> None:
             account = self.account(username)

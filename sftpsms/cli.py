@@ -27,6 +27,7 @@ from eventstore.projections import ReadModels
 from eventstore.store import SmsStore, UnknownAccount, open_store
 from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.config import Settings
+from sftpsms.gateways import GatewayConfigError, load_gateways
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
 
@@ -193,6 +194,7 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "optouts": optouts,
         "parent": account.parent,
         "sub_accounts": account.sub_accounts,
+        "send_rate": account.send_rate if account.send_rate is not None else f"default ({settings.account_rate:g})",
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -322,11 +324,34 @@ def cmd_optout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_account_rate(args: argparse.Namespace) -> int:
+    rate: float | None = None
+    if args.rate != "default":
+        try:
+            rate = float(args.rate)
+        except ValueError:
+            raise CliError("a rate is SMS parts per second (a positive number), or 'default'") from None
+    settings = _settings(args)
+    with _store(settings) as store:
+        store.set_send_rate(args.username, rate)
+    shown = f"{rate:g} parts/s" if rate is not None else f"the default ({settings.account_rate:g} parts/s)"
+    _emit(args, {"username": args.username, "send_rate": rate}, f"{args.username} sends at {shown}")
+    return 0
+
+
 def cmd_route_add(args: argparse.Namespace) -> int:
     prefix = args.prefix.lstrip("+")
     if not prefix.isdigit():
         raise CliError("a route prefix is digits in international form, e.g. 2799")
     settings = _settings(args)
+    try:
+        gateways = load_gateways(settings.gateways_path)
+    except GatewayConfigError as error:
+        raise CliError(str(error)) from None
+    if args.gateway not in gateways:
+        raise CliError(
+            f"no gateway {args.gateway!r} in {settings.gateways_path}; configured: {', '.join(gateways.names())}"
+        )
     with _store(settings) as store:
         store.add_route(prefix, args.gateway)
     _emit(args, {"prefix": prefix, "gateway": args.gateway}, f"route {prefix} -> {args.gateway}")
@@ -510,6 +535,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = account.add_parser("show", parents=[common], help="show an account's current state")
     show.add_argument("username")
     show.set_defaults(func=cmd_account_show)
+    rate = account.add_parser(
+        "rate",
+        parents=[common],
+        help="set an account's sending rate",
+        description="Cap how fast an account's messages go out, in SMS parts per second (a 3-part "
+        "message costs 3). The service-wide and per-gateway rates still apply; accounts share "
+        "what is left fairly. Takes effect within a second, without a restart.",
+    )
+    rate.add_argument("username")
+    rate.add_argument("rate", help="parts per second, or 'default' for the service's account rate")
+    rate.set_defaults(func=cmd_account_rate)
 
     apikey = sub.add_parser("apikey", help="API keys: a key activates a channel").add_subparsers(dest="action", required=True)
     kcreate = apikey.add_parser("create", parents=[common], help="create a key; prints its id and secret once")
@@ -558,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     radd = route.add_parser("add", parents=[common], help="route numbers starting with PREFIX")
     radd.add_argument("prefix", help="international digits, e.g. 2799")
-    radd.add_argument("--gateway", default="simulator")
+    radd.add_argument(
+        "--gateway", default="simulator", help="the gateway these numbers are sent through (gateways.toml)"
+    )
     radd.set_defaults(func=cmd_route_add)
     rlist = route.add_parser("list", parents=[common], help="list route prefixes")
     rlist.set_defaults(func=cmd_route_list)

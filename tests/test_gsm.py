@@ -1,4 +1,4 @@
-"""GSM 03.38: alphabet membership, septets, and 160/153 part counting."""
+"""GSM 03.38: alphabet membership, septets, 160/153 part counting, and encoding parts for the wire."""
 
 from __future__ import annotations
 
@@ -7,7 +7,22 @@ import random
 import gsm0338  # noqa: F401 - registers the "gsm03.38" codec used as a cross-check
 import pytest
 
-from sftpsms.gsm import BASIC, EXTENSION, count_parts, find_non_gsm, septet_count, split_parts
+from sftpsms.gsm import (
+    BASIC,
+    DATA_CODING_GSM,
+    DATA_CODING_UCS2,
+    EXTENSION,
+    NotGsmText,
+    count_parts,
+    decode_gsm,
+    encode_gsm,
+    encode_parts,
+    find_non_gsm,
+    pack_septets,
+    septet_count,
+    split_parts,
+    unpack_septets,
+)
 
 ALPHABET = BASIC.replace("\x1b", "") + EXTENSION  # 127 basic characters (0x1B is the escape) + 10
 
@@ -135,3 +150,76 @@ def test_septet_counts_agree_with_the_gsm0338_codec_on_random_text() -> None:
         text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 400)))
         assert find_non_gsm(text) is None
         assert septet_count(text) == len(text.encode("gsm03.38")), text
+
+
+# --- encoding for the wire -------------------------------------------------------------------
+
+
+def test_encoding_agrees_with_the_gsm0338_codec_for_every_character() -> None:
+    assert encode_gsm(ALPHABET) == ALPHABET.encode("gsm03.38")
+
+
+def test_extension_characters_encode_as_escape_and_code() -> None:
+    assert encode_gsm("€[") == b"\x1b\x65\x1b\x3c"
+
+
+def test_decoding_inverts_encoding() -> None:
+    assert decode_gsm(encode_gsm(ALPHABET)) == ALPHABET
+
+
+def test_text_outside_the_alphabet_does_not_encode() -> None:
+    with pytest.raises(NotGsmText):
+        encode_gsm("naïve")
+
+
+def test_packing_puts_eight_septets_in_seven_octets() -> None:
+    # The classic example of 3GPP TS 23.038: "hellohello" packs to E8 32 9B FD 46 97 D9 EC 37.
+    assert pack_septets(encode_gsm("hellohello")) == bytes.fromhex("E8329BFD4697D9EC37")
+
+
+def test_unpacking_inverts_packing_with_fill_bits() -> None:
+    septets = encode_gsm(ALPHABET)
+    assert unpack_septets(pack_septets(septets, fill_bits=1), len(septets), fill_bits=1) == septets
+
+
+def test_a_short_message_is_one_part_without_a_header() -> None:
+    assert encode_parts("Hello", reference=7) == (DATA_CODING_GSM, [b"Hello"])
+
+
+def test_long_gsm_text_gets_the_same_reference_in_every_part_header() -> None:
+    text = "x" * 400
+    coding, parts = encode_parts(text, reference=0x1A)
+    assert coding == DATA_CODING_GSM
+    assert [part[:6] for part in parts] == [bytes([5, 0, 3, 0x1A, 3, n]) for n in (1, 2, 3)]
+    assert [len(part) - 6 for part in parts] == [153, 153, 94]
+    assert b"".join(part[6:] for part in parts) == encode_gsm(text)
+
+
+def test_gsm_parts_follow_split_parts() -> None:
+    text = "[" * 100 + "a" * 100
+    _, parts = encode_parts(text, reference=1)
+    assert [decode_gsm(part[6:]) for part in parts] == split_parts(text)
+
+
+def test_non_gsm_text_is_ucs2_in_parts_of_67() -> None:
+    text = "Привет " * 20  # 140 characters
+    coding, parts = encode_parts(text, reference=2)
+    assert coding == DATA_CODING_UCS2
+    assert [(len(part) - 6) // 2 for part in parts] == [67, 67, 6]
+    assert "".join(part[6:].decode("utf-16-be") for part in parts) == text
+
+
+def test_short_non_gsm_text_is_one_ucs2_part() -> None:
+    assert encode_parts("Привет", reference=3) == (DATA_CODING_UCS2, ["Привет".encode("utf-16-be")])
+
+
+def test_a_character_outside_the_basic_plane_is_never_split() -> None:
+    text = "ж" * 66 + "😀" + "ж" * 10  # the emoji's two code units would straddle parts 1 and 2
+    _, parts = encode_parts(text, reference=4)
+    assert [(len(part) - 6) // 2 for part in parts] == [66, 12]
+    assert "".join(part[6:].decode("utf-16-be") for part in parts) == text
+
+
+def test_more_than_255_parts_is_refused() -> None:
+    with pytest.raises(ValueError, match="255"):
+        encode_parts("x" * (153 * 255 + 1), reference=5)

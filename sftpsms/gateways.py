@@ -70,6 +70,9 @@ class SmppGatewayConfig:
     enquire_link: float = 30.0  # seconds between enquire_link PDUs
     reconnect_backoff: float = 1.0  # seconds before reconnecting; doubles up to 60
     response_timeout: float = 10.0  # seconds to wait for a submit_sm_resp
+    window: int = 10  # submit_sm PDUs outstanding at once (one message's parts go one at a time)
+    throttle_backoff: float = 0.2  # seconds before retrying a throttled part; doubles each time
+    throttle_retries: int = 8  # retries of a throttled part before the message waits (unavailable)
     source_addr_ton: int = 5  # alphanumeric sender ids; numeric ones use 1 (international)
     source_addr_npi: int = 0
     dest_addr_ton: int = 1

@@ -1,0 +1,418 @@
+"""The SMPP v3.4 gateway: one bound transceiver session to an SMSC, kept up until cancelled.
+
+PDUs are encoded and decoded by smpplib (`smpplib.smpp.make_pdu` / `parse_pdu`); the socket I/O is
+ours, on trio, because smpplib's client blocks. Outbound, `submit` sends a message's parts one
+after the other, each a submit_sm that waits for its submit_sm_resp (matched by sequence number);
+the dispatcher runs `concurrency` sender tasks, so up to that many submit_sm are outstanding (the
+window). Inbound, deliver_sm PDUs become GatewayReceipt (esm_class says "delivery receipt") or
+GatewayReply (a mobile-originated message) on the reports channel, and are always answered.
+
+Error handling: a throttled part (ESME_RTHROTTLED, ESME_RMSGQFUL) is retried after a backoff
+before the next part is sent, so parts never go out of order; after `throttle_retries` the
+message waits (GatewayUnavailable). Any other error status refuses the message (GatewayRejected).
+A lost connection, an unanswered submit_sm or an unanswered enquire_link makes `submit` raise
+GatewayUnavailable and `run` reconnect after a backoff that doubles up to a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import trio
+from smpplib import consts, smpp
+
+from actors.gateway import (
+    GatewayReceipt,
+    GatewayRejected,
+    GatewayReply,
+    GatewayReport,
+    GatewayUnavailable,
+    OutboundMessage,
+)
+from sftpsms.gatewayids import final_status
+from sftpsms.gateways import SmppGatewayConfig
+from sftpsms.gsm import DATA_CODING_UCS2, decode_gsm, encode_parts
+from sftpsms.smppreceipt import ReceiptUnreadable, parse_receipt
+
+log = logging.getLogger(__name__)
+
+MAX_PDU = 64 * 1024  # octets; a longer command_length is a broken peer, not a message
+READ_SIZE = 64 * 1024
+MAX_BACKOFF = 60.0  # seconds between reconnects at most
+REMEMBERED = 100_000  # message ids whose gateway ids are kept, so a re-submission is not resent
+INTERFACE_VERSION = 0x34
+RETRY_LATER = frozenset({consts.SMPP_ESME_RTHROTTLED, consts.SMPP_ESME_RMSGQFUL})
+ESM_UDHI = 0x40  # esm_class bit: short_message starts with a user data header
+ESM_TYPE_MASK = 0x3C  # esm_class message type bits
+ESM_DELIVERY_RECEIPT = 0x04
+RESPONSE_BIT = 0x80000000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Sequence:
+    """What smpplib asks for a new PDU's sequence number: 1..0x7FFFFFFF, then round again."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    def next_sequence(self) -> int:
+        self.sequence = self.sequence % 0x7FFFFFFF + 1
+        return self.sequence
+
+
+class _NoSequence:
+    """smpplib's parse needs a client; the parsed header sets the real sequence number."""
+
+    sequence = 0
+
+    def next_sequence(self) -> int:
+        return 0
+
+
+_PARSING = _NoSequence()
+
+
+class _BindRefused(Exception):
+    pass
+
+
+@dataclass
+class _Waiter:
+    done: trio.Event = field(default_factory=trio.Event)
+    response: Any = None  # the response PDU; None when the connection went away first
+
+
+@dataclass
+class _Connection:
+    """One TCP connection and bound session: its stream, its send lock, its outstanding requests."""
+
+    stream: trio.SocketStream
+    opened: datetime
+    buffer: bytearray = field(default_factory=bytearray)
+    send_lock: trio.Lock = field(default_factory=trio.Lock)
+    pending: dict[int, _Waiter] = field(default_factory=dict)
+    closed: bool = False
+
+    async def send(self, data: bytes) -> None:
+        async with self.send_lock:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                self.closed = True
+                raise GatewayUnavailable(f"connection lost: {error}") from None
+
+    async def receive_pdu(self) -> bytes | None:
+        """The next whole PDU's octets, or None when the peer closed the connection."""
+        while True:
+            if len(self.buffer) >= 4:
+                length = int.from_bytes(self.buffer[:4], "big")
+                if length < 16 or length > MAX_PDU:
+                    raise trio.BrokenResourceError(f"PDU of {length} octets: the stream is broken")
+                if len(self.buffer) >= length:
+                    data = bytes(self.buffer[:length])
+                    del self.buffer[:length]
+                    return data
+            chunk = await self.stream.receive_some(READ_SIZE)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def fail_pending(self) -> None:
+        self.closed = True
+        for waiter in self.pending.values():
+            waiter.done.set()
+        self.pending.clear()
+
+
+class SmppGateway:
+    """A gateway to one SMSC over SMPP v3.4 (bind_transceiver)."""
+
+    def __init__(
+        self,
+        config: SmppGatewayConfig,
+        reports: trio.MemorySendChannel[GatewayReport],
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.concurrency = max(1, config.window)
+        self._reports = reports
+        self._clock = clock
+        self._sequence = _Sequence()
+        self._reference = 0
+        self._connection: _Connection | None = None
+        self._accepted: OrderedDict[UUID, tuple[str, ...]] = OrderedDict()
+        self.connects = 0  # successful binds, for operators and tests
+        self.throttled = 0  # throttled submit_sm answers, retried
+
+    # --- outbound ----------------------------------------------------------------------------
+
+    async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
+        known = self._accepted.get(message.message_id)
+        if known is not None:
+            return known
+        self._reference = (self._reference + 1) % 256
+        try:
+            coding, payloads = encode_parts(message.text, self._reference)
+        except ValueError as error:
+            raise GatewayRejected(self.name, str(error)) from None
+        numeric = message.sender_id.isdigit()
+        fields = {
+            "service_type": "",
+            "source_addr_ton": 1 if numeric else self.config.source_addr_ton,
+            "source_addr_npi": 1 if numeric else self.config.source_addr_npi,
+            "source_addr": message.sender_id,
+            "dest_addr_ton": self.config.dest_addr_ton,
+            "dest_addr_npi": self.config.dest_addr_npi,
+            "destination_addr": message.msisdn,
+            "esm_class": ESM_UDHI if len(payloads) > 1 else 0,
+            "protocol_id": 0,
+            "priority_flag": 0,
+            "registered_delivery": 1,
+            "replace_if_present_flag": 0,
+            "data_coding": coding,
+            "sm_default_msg_id": 0,
+        }
+        ids: list[str] = []
+        for payload in payloads:  # in order: part n+1 only after part n was accepted
+            ids.append(await self._submit_part(fields, payload))
+        result = tuple(ids)
+        self._accepted[message.message_id] = result
+        if len(self._accepted) > REMEMBERED:
+            self._accepted.popitem(last=False)
+        return result
+
+    async def _submit_part(self, fields: dict[str, Any], payload: bytes) -> str:
+        backoff = self.config.throttle_backoff
+        for attempt in range(self.config.throttle_retries + 1):
+            response = await self._request("submit_sm", short_message=payload, **fields)
+            status = response.status
+            if status == consts.SMPP_ESME_ROK:
+                message_id = response.message_id
+                return message_id.decode("ascii", "replace") if isinstance(message_id, bytes) else str(message_id)
+            if status in RETRY_LATER:
+                self.throttled += 1
+                if attempt < self.config.throttle_retries:
+                    await trio.sleep(backoff)
+                    backoff *= 2
+                continue
+            raise GatewayRejected(self.name, f"SMPP status {status:#04x} ({response.get_status_desc()})")
+        raise GatewayUnavailable(f"{self.name}: still throttled after {self.config.throttle_retries} retries")
+
+    async def _request(self, command: str, **params: Any) -> Any:
+        """Send a request PDU and wait for its response (by sequence number)."""
+        connection = self._connection
+        if connection is None or connection.closed:
+            raise GatewayUnavailable(f"{self.name}: not connected")
+        pdu = smpp.make_pdu(command, client=self._sequence, **params)
+        waiter = _Waiter()
+        connection.pending[pdu.sequence] = waiter
+        try:
+            await connection.send(pdu.generate())
+            with trio.fail_after(self.config.response_timeout):
+                await waiter.done.wait()
+        except trio.TooSlowError:
+            raise GatewayUnavailable(f"{self.name}: no answer to {command} in {self.config.response_timeout}s") from None
+        finally:
+            connection.pending.pop(pdu.sequence, None)
+        if waiter.response is None:
+            raise GatewayUnavailable(f"{self.name}: connection lost before the answer to {command}")
+        return waiter.response
+
+    # --- the session -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, bind, serve the session; reconnect when it ends. Calls task_status.started()
+        after the first attempt to connect, whether it succeeded or not (the dispatcher treats
+        the gateway as unavailable until it is bound).
+
+        Resource handling: each connection is closed when its session ends; outstanding requests
+        fail with GatewayUnavailable then. The reports channel is closed when run ends.
+        """
+        started = False
+        backoff = self.config.reconnect_backoff
+        with self._reports:
+            while True:
+                try:
+                    connection = await self._connect()
+                except (OSError, trio.BrokenResourceError, trio.TooSlowError, GatewayUnavailable, _BindRefused) as error:
+                    log.warning("gateway=%s code=SMPP_CONNECT detail=%s retry_in=%.1fs", self.name, error, backoff)
+                else:
+                    backoff = self.config.reconnect_backoff
+                    self._connection = connection
+                    self.connects += 1
+                    if not started:
+                        task_status.started()
+                        started = True
+                    try:
+                        await self._serve(connection)
+                    finally:
+                        self._connection = None
+                        connection.fail_pending()
+                        with trio.CancelScope(shield=True):
+                            await connection.stream.aclose()
+                    log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
+                if not started:
+                    task_status.started()
+                    started = True
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _connect(self) -> _Connection:
+        """A TCP connection with a bound transceiver session on it."""
+        config = self.config
+        with trio.fail_after(config.response_timeout):
+            stream = await trio.open_tcp_stream(config.host, config.port)
+            connection = _Connection(stream=stream, opened=self._clock())
+            try:
+                bind = smpp.make_pdu(
+                    "bind_transceiver",
+                    client=self._sequence,
+                    system_id=config.system_id,
+                    password=config.password,
+                    system_type=config.system_type,
+                    interface_version=INTERFACE_VERSION,
+                    addr_ton=0,
+                    addr_npi=0,
+                    address_range="",
+                )
+                await connection.send(bind.generate())
+                data = await connection.receive_pdu()
+                if data is None:
+                    raise _BindRefused("the SMSC closed the connection instead of answering the bind")
+                try:
+                    response = smpp.parse_pdu(data, client=_PARSING)
+                except Exception as error:  # smpplib raises several kinds for a malformed PDU
+                    raise _BindRefused(f"unreadable answer to bind_transceiver: {error}") from None
+                if response.command != "bind_transceiver_resp" or response.sequence != bind.sequence:
+                    raise _BindRefused(f"unexpected {response.command} in answer to bind_transceiver")
+                if response.status != consts.SMPP_ESME_ROK:
+                    raise _BindRefused(f"bind refused: {response.status:#04x} ({response.get_status_desc()})")
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+                raise
+        log.info("gateway=%s code=SMPP_BOUND host=%s port=%d", self.name, config.host, config.port)
+        return connection
+
+    async def _serve(self, connection: _Connection) -> None:
+        """Read PDUs until the connection ends; send enquire_link meanwhile."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_alive, connection, nursery.cancel_scope)
+            try:
+                await self._read(connection)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, GatewayUnavailable) as error:
+                log.warning("gateway=%s code=SMPP_READ detail=%s", self.name, error)
+            nursery.cancel_scope.cancel()
+
+    async def _keep_alive(self, connection: _Connection, session: trio.CancelScope) -> None:
+        """An enquire_link every `enquire_link` seconds; no answer ends the session."""
+        while True:
+            await trio.sleep(self.config.enquire_link)
+            try:
+                await self._request("enquire_link")
+            except GatewayUnavailable as error:
+                log.warning("gateway=%s code=SMPP_ENQUIRE_LINK detail=%s", self.name, error)
+                session.cancel()
+                return
+
+    async def _read(self, connection: _Connection) -> None:
+        while True:
+            data = await connection.receive_pdu()
+            if data is None:
+                return
+            command_id = int.from_bytes(data[4:8], "big")
+            sequence = int.from_bytes(data[12:16], "big")
+            try:
+                pdu = smpp.parse_pdu(data, client=_PARSING)
+            except Exception as error:  # an unknown command or a malformed body: the peer's bug
+                log.warning("gateway=%s code=SMPP_BAD_PDU command=%#x detail=%s", self.name, command_id, error)
+                if not command_id & RESPONSE_BIT:
+                    await self._respond(connection, "generic_nack", sequence, consts.SMPP_ESME_RINVCMDID)
+                continue
+            if command_id & RESPONSE_BIT:
+                waiter = connection.pending.get(sequence)
+                if waiter is not None:
+                    waiter.response = pdu
+                    waiter.done.set()
+            elif pdu.command == "deliver_sm":
+                report = self._report(pdu, connection)
+                if report is not None:
+                    await self._reports.send(report)
+                await self._respond(connection, "deliver_sm_resp", sequence)
+            elif pdu.command == "enquire_link":
+                await self._respond(connection, "enquire_link_resp", sequence)
+            elif pdu.command == "unbind":
+                await self._respond(connection, "unbind_resp", sequence)
+                return
+            else:
+                await self._respond(connection, "generic_nack", sequence, consts.SMPP_ESME_RINVCMDID)
+
+    async def _respond(self, connection: _Connection, command: str, sequence: int, status: int = 0) -> None:
+        pdu = smpp.make_pdu(command, client=_PARSING, status=status)
+        pdu.sequence = sequence
+        await connection.send(pdu.generate())
+
+    # --- inbound -----------------------------------------------------------------------------
+
+    def _report(self, pdu: Any, connection: _Connection) -> GatewayReport | None:
+        """A receipt or a reply out of a deliver_sm; None (logged) for what is neither."""
+        esm_class = pdu.esm_class or 0
+        payload: bytes = pdu.short_message or getattr(pdu, "message_payload", None) or b""
+        if esm_class & ESM_TYPE_MASK == ESM_DELIVERY_RECEIPT:
+            text = payload.decode("latin-1")
+            try:
+                receipt = parse_receipt(text)
+                status = final_status(receipt.stat)
+            except (ReceiptUnreadable, ValueError) as error:
+                log.warning("gateway=%s code=SMPP_RECEIPT_UNREADABLE detail=%s", self.name, error)
+                return None
+            if status is None:
+                return None  # on its way still (ENROUTE, ACCEPTD): nothing to record
+            receipted = _text(getattr(pdu, "receipted_message_id", None))
+            return GatewayReceipt(
+                gateway=self.name,
+                gateway_id=receipted or receipt.message_id,
+                status=status,
+                at=receipt.done or self._clock(),
+                error=receipt.error,
+            )
+        if esm_class & ESM_TYPE_MASK:
+            log.info("gateway=%s code=SMPP_DELIVER_IGNORED esm_class=%#x", self.name, esm_class)
+            return None
+        if esm_class & ESM_UDHI and payload:
+            payload = payload[payload[0] + 1 :]  # one part of a long reply: its own text only
+        coding = (pdu.data_coding or 0) & 0x0F
+        if coding == DATA_CODING_UCS2:
+            text = payload.decode("utf-16-be", "replace")
+        elif coding in (0, 1):
+            text = decode_gsm(payload)
+        else:
+            text = payload.decode("latin-1")
+        return GatewayReply(
+            gateway=self.name,
+            # SMPP v3.4 gives an MO message no id: the session and sequence number name it.
+            reply_id=f"{connection.opened:%Y%m%d%H%M%S%f}-{pdu.sequence}",
+            msisdn=_text(pdu.source_addr).lstrip("+"),
+            to=_text(pdu.destination_addr),
+            text=text,
+            at=self._clock(),
+        )
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value

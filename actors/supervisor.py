@@ -37,12 +37,19 @@ from actors.receipts import ReportRecorder, run_receipts
 from actors.session import AccountGate
 from actors.sftp_server import serve_sftp
 from actors.simulator import Simulator
+from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import open_store
 from sftpsms.config import Settings
-from sftpsms.gateways import SIMULATOR, GatewayConfig, SimulatorGatewayConfig, load_gateways
+from sftpsms.gateways import (
+    SIMULATOR,
+    GatewayConfig,
+    SimulatorGatewayConfig,
+    SmppGatewayConfig,
+    load_gateways,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ def build_gateway(
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
         return Simulator(settings.simulator_dir, reports, config)
+    if isinstance(config, SmppGatewayConfig):
+        return SmppGateway(config, reports)
     raise ValueError(f"gateway {config.name}: {type(config).__name__} is not supported yet")
 
 

@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
 from eventstore.domain import DeliveryLog, DispatchLog, batch_id, delivery_log_id, dispatch_log_id
 from tests.service import Service, running_service
+from tests.smsc_server import smsc_process
 
 MTN = ["27831234567", "27831234568", "27831234569", "27831234570"]
 
@@ -426,3 +428,37 @@ def test_delivery_csv_lists_every_message_with_its_final_status(service: Service
     ]
     assert [r["message_id"] for r in rows] == [str(message_id(file_id, i)) for i in range(3)]
     assert all(r["submitted_at"] and r["status_at"] and r["parts"] == "1" for r in rows)
+
+
+# ---- a real SMSC over SMPP ------------------------------------------------------------------
+
+
+def test_a_routed_prefix_is_sent_over_smpp_and_gets_receipts(tmp_path: Path) -> None:
+    numbers = ["27841230001", "27841230002"]
+    with smsc_process(receipts="first", ids="hex") as port:
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        (data_dir / "gateways.toml").write_text(
+            f'[gateways.smsc]\ntype = "smpp"\nhost = "127.0.0.1"\nport = {port}\n'
+            'system_id = "acme"\npassword = "pw"\nreconnect_backoff = 0.1\n'
+        )
+        with running_service(data_dir) as service:
+            service.add_account("acme")
+            assert service.cli("route", "add", "2784", "--gateway", "smsc").returncode == 0
+            body = v7(Message_Template="Your parcel is on its way. " * 8, Contacts=[{"msisdn": n} for n in numbers])
+            _, report = send(service, "acme", "smpp.json", body)
+            assert report["messages_queued"] == 2, report
+            file_id = UUID(report["file_id"])
+            store = service.store()
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline:
+                    submitted = [e for e in store.events.get(dispatch_log_id(batch_id(file_id, 0))) if isinstance(e, DispatchLog.MessageSubmitted)]
+                    reported = [e for e in store.events.get(delivery_log_id(batch_id(file_id, 0))) if isinstance(e, DeliveryLog.DeliveryReported)]
+                    if len(submitted) == 2 and len(reported) == 2:
+                        break
+                    time.sleep(0.05)
+            finally:
+                store.close()
+    assert {e.gateway for e in submitted} == {"smsc"}
+    assert sorted((e.index, e.status, e.gateway) for e in reported) == [(0, "delivered", "smsc"), (1, "delivered", "smsc")]

@@ -11,7 +11,9 @@ Error handling: a throttled part (ESME_RTHROTTLED, ESME_RMSGQFUL) is retried aft
 before the next part is sent, so parts never go out of order; after `throttle_retries` the
 message waits (GatewayUnavailable). Any other error status refuses the message (GatewayRejected).
 A lost connection, an unanswered submit_sm or an unanswered enquire_link makes `submit` raise
-GatewayUnavailable and `run` reconnect after a backoff that doubles up to a minute.
+GatewayUnavailable and `run` reconnect after a backoff that doubles up to a minute. A long
+message interrupted after some parts keeps its reference and accepted parts; submitting it again
+sends only the rest (an unanswered part may reach the handset twice: SMPP cannot tell).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ MAX_PDU = 64 * 1024  # octets; a longer command_length is a broken peer, not a m
 READ_SIZE = 64 * 1024
 MAX_BACKOFF = 60.0  # seconds between reconnects at most
 REMEMBERED = 100_000  # message ids whose gateway ids are kept, so a re-submission is not resent
+PARTLY_SENT = 10_000  # long messages interrupted after some parts, resumed from the next part
+UNBIND_WAIT = 1.0  # seconds to say unbind when the gateway stops
 INTERFACE_VERSION = 0x34
 RETRY_LATER = frozenset({consts.SMPP_ESME_RTHROTTLED, consts.SMPP_ESME_RMSGQFUL})
 ESM_UDHI = 0x40  # esm_class bit: short_message starts with a user data header
@@ -101,6 +105,7 @@ class _Connection:
     send_lock: trio.Lock = field(default_factory=trio.Lock)
     pending: dict[int, _Waiter] = field(default_factory=dict)
     closed: bool = False
+    ended: bool = False  # the SMSC closed the connection or unbound: nothing more to say to it
 
     async def send(self, data: bytes) -> None:
         async with self.send_lock:
@@ -152,6 +157,9 @@ class SmppGateway:
         self._reference = 0
         self._connection: _Connection | None = None
         self._accepted: OrderedDict[UUID, tuple[str, ...]] = OrderedDict()
+        # A long message whose later parts failed (connection lost, throttled too long): its
+        # reference and the ids of the parts accepted, so a re-submission sends only the rest.
+        self._partly_sent: OrderedDict[UUID, tuple[int, list[str]]] = OrderedDict()
         self.connects = 0  # successful binds, for operators and tests
         self.throttled = 0  # throttled submit_sm answers, retried
 
@@ -161,9 +169,12 @@ class SmppGateway:
         known = self._accepted.get(message.message_id)
         if known is not None:
             return known
-        self._reference = (self._reference + 1) % 256
+        reference, ids = self._partly_sent.pop(message.message_id, (-1, []))
+        if reference < 0:
+            self._reference = (self._reference + 1) % 256
+            reference = self._reference
         try:
-            coding, payloads = encode_parts(message.text, self._reference)
+            coding, payloads = encode_parts(message.text, reference)
         except ValueError as error:
             raise GatewayRejected(self.name, str(error)) from None
         numeric = message.sender_id.isdigit()
@@ -183,9 +194,15 @@ class SmppGateway:
             "data_coding": coding,
             "sm_default_msg_id": 0,
         }
-        ids: list[str] = []
-        for payload in payloads:  # in order: part n+1 only after part n was accepted
-            ids.append(await self._submit_part(fields, payload))
+        try:
+            for payload in payloads[len(ids) :]:  # in order: part n+1 only after part n was accepted
+                ids.append(await self._submit_part(fields, payload))
+        except GatewayUnavailable:
+            if ids:
+                self._partly_sent[message.message_id] = (reference, ids)
+                if len(self._partly_sent) > PARTLY_SENT:
+                    self._partly_sent.popitem(last=False)
+            raise
         result = tuple(ids)
         self._accepted[message.message_id] = result
         if len(self._accepted) > REMEMBERED:
@@ -259,7 +276,9 @@ class SmppGateway:
                     finally:
                         self._connection = None
                         connection.fail_pending()
-                        with trio.CancelScope(shield=True):
+                        with trio.CancelScope(shield=True, deadline=trio.current_time() + UNBIND_WAIT):
+                            if not connection.ended:  # we are leaving (cancelled, or no enquire_link answer)
+                                await self._unbind(connection)
                             await connection.stream.aclose()
                     log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
                 if not started:
@@ -330,6 +349,7 @@ class SmppGateway:
         while True:
             data = await connection.receive_pdu()
             if data is None:
+                connection.ended = True
                 return
             command_id = int.from_bytes(data[4:8], "big")
             sequence = int.from_bytes(data[12:16], "big")
@@ -354,9 +374,17 @@ class SmppGateway:
                 await self._respond(connection, "enquire_link_resp", sequence)
             elif pdu.command == "unbind":
                 await self._respond(connection, "unbind_resp", sequence)
+                connection.ended = True
                 return
             else:
                 await self._respond(connection, "generic_nack", sequence, consts.SMPP_ESME_RINVCMDID)
+
+    async def _unbind(self, connection: _Connection) -> None:
+        """Say unbind on the way out (best effort: the connection closes right after)."""
+        try:
+            await connection.send(smpp.make_pdu("unbind", client=self._sequence).generate())
+        except GatewayUnavailable:
+            pass
 
     async def _respond(self, connection: _Connection, command: str, sequence: int, status: int = 0) -> None:
         pdu = smpp.make_pdu(command, client=_PARSING, status=status)

@@ -298,3 +298,53 @@ async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc:
     assert gateway.connects == 0
     with pytest.raises(GatewayUnavailable):
         await gateway.submit(_message())
+
+
+async def test_an_unanswered_part_leaves_the_message_waiting_and_a_retry_sends_only_the_rest(
+    smsc: Smsc, nursery: trio.Nursery
+) -> None:
+    send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    gateway = SmppGateway(_config(smsc, response_timeout=0.3), send)
+    await nursery.start(gateway.run)
+    message = _message(LONG)
+    # Part 1 is answered, part 2 is not: the message waits; the retry goes on from part 2.
+    await smsc.command("silence", count=1, after=1)
+    with pytest.raises(GatewayUnavailable, match="no answer"):
+        await gateway.submit(message)
+    ids = await gateway.submit(message)
+    submits = await smsc.wait_for("submit", 3)
+    assert len(smsc.of("silenced")) == 1
+    assert ids == tuple(submit["id"] for submit in submits)
+    headers = [bytes.fromhex(submit["udh"]) for submit in submits]
+    assert len({header[2] for header in headers}) == 1  # one reference across the retry
+    assert [header[4] for header in headers] == [1, 2, 3]
+
+
+async def test_stopping_the_gateway_unbinds(smsc: Smsc) -> None:
+    send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    gateway = SmppGateway(_config(smsc), send)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run)
+        await smsc.wait_for("bind")
+        nursery.cancel_scope.cancel()
+    await smsc.wait_for("unbind")
+
+
+async def test_an_unanswered_enquire_link_ends_the_session_and_it_reconnects(smsc: Smsc, nursery: trio.Nursery) -> None:
+    await smsc.command("config", enquire_link=False)
+    send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    gateway = SmppGateway(_config(smsc, enquire_link=0.1, response_timeout=0.2), send)
+    await nursery.start(gateway.run)
+    await smsc.wait_for("close")
+    await smsc.wait_for("bind", 2)
+
+
+async def test_intermediate_receipts_record_nothing(harness: Harness) -> None:
+    await harness.smsc.command("config", receipts="each", stat="ENROUTE")
+    await harness.gateway.submit(_message(index=1))
+    await harness.smsc.wait_for("deliver_sm_resp")  # answered, though it reports nothing
+    await harness.smsc.command("config", stat="DELIVRD")
+    [gateway_id] = await harness.gateway.submit(_message(index=2))
+    receipt = await harness.report()
+    assert isinstance(receipt, GatewayReceipt)
+    assert receipt.gateway_id == gateway_id

@@ -7,23 +7,25 @@
 // with one JSON command per stdin line, and reads one JSON event per stdout line:
 //
 //   {"cmd": "config", "receipts": "none"|"first"|"each", "ids": "dec"|"hex", "tlv": true|false,
-//    "stat": "DELIVRD", "events": true|false}
+//    "stat": "DELIVRD", "events": true|false, "enquire_link": true|false (answer them or not)}
 //   {"cmd": "throttle", "count": 2, "status": 88}   the next 2 submit_sm get that status (0x58)
+//   {"cmd": "silence", "count": 1, "after": 1}       after 1 more, 1 submit_sm gets no answer at all
 //   {"cmd": "drop"}                                  close every connection
 //   {"cmd": "mo", "from": "447700900001", "to": "Acme", "text": "STOP"}
 //   {"cmd": "enquire_link"}                          ask each session whether it is alive
 //   {"cmd": "ping", "id": 7}                         answered with {"event": "pong", "id": 7}
 //
 // Events: listening {port}, bind {system_id}, submit {id, dest, source, esm_class, data_coding,
-// udh (hex), text}, throttled {dest}, enquire_link, enquire_link_resp, deliver_sm_resp {status},
+// udh (hex), text}, throttled {dest}, silenced {dest}, enquire_link, enquire_link_resp, deliver_sm_resp {status},
 // unbind, close.
 'use strict';
 
 const readline = require('readline');
 const smpp = require('smpp');
 
-const config = {receipts: 'none', ids: 'dec', tlv: false, stat: 'DELIVRD', events: true};
+const config = {receipts: 'none', ids: 'dec', tlv: false, stat: 'DELIVRD', events: true, enquire_link: true};
 let throttle = {count: 0, status: 0x58};
+let silence = {count: 0, after: 0};
 let nextId = 1000000;
 const sessions = new Set();
 
@@ -71,6 +73,11 @@ const server = smpp.createServer({debug: false}, (session) => {
     session.send(pdu.response({system_id: 'testsmsc'}));
   });
   session.on('submit_sm', (pdu) => {
+    if (silence.count > 0 && silence.after-- <= 0) {
+      silence.count -= 1;
+      emit({event: 'silenced', dest: pdu.destination_addr});
+      return;
+    }
     if (throttle.count > 0) {
       throttle.count -= 1;
       emit({event: 'throttled', dest: pdu.destination_addr});
@@ -94,7 +101,7 @@ const server = smpp.createServer({debug: false}, (session) => {
   });
   session.on('enquire_link', (pdu) => {
     emit({event: 'enquire_link'});
-    session.send(pdu.response());
+    if (config.enquire_link) session.send(pdu.response());
   });
   session.on('unbind', (pdu) => {
     emit({event: 'unbind'});
@@ -116,6 +123,9 @@ readline.createInterface({input: process.stdin}).on('line', (line) => {
       break;
     case 'throttle':
       throttle = {count: command.count, status: command.status || 0x58};
+      break;
+    case 'silence':
+      silence = {count: command.count, after: command.after || 0};
       break;
     case 'drop':
       for (const session of sessions) session.destroy();

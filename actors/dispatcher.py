@@ -57,7 +57,7 @@ from sftpsms.ratelimit import TokenBucket
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.25  # seconds between looks at the read model for new batches, routes, rates
-IDLE_WAIT = 0.05  # seconds to sleep when nothing can go and no bucket says when it can
+IDLE_WAIT = 0.25  # seconds to wait when nothing can go and nothing says when it can (Start, End)
 FLUSH_EVERY = 200  # messages between MessageSubmitted writes
 FLUSH_INTERVAL = 0.25  # seconds between them at most
 PENDING_BATCH_LOOKAHEAD = 500
@@ -81,10 +81,18 @@ class ActiveBatch:
 
 @dataclass
 class FileQueue:
-    batches: deque[dict[str, Any]] = field(default_factory=deque)
+    batches: deque[dict[str, Any]] = field(default_factory=deque)  # read-model rows, not loaded yet
     active: ActiveBatch | None = None
+    # The next batch, loaded ahead by the loader task while `active` sends, so the scheduling
+    # round never waits for the store.
+    loaded: ActiveBatch | None = None
+    loading: bool = False
     # Loaded batches whose Start is still ahead: set aside so they do not hold back the rest.
     scheduled: list[ActiveBatch] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.active or self.loaded or self.loading or self.scheduled or self.batches)
 
 
 @dataclass
@@ -201,6 +209,11 @@ class Dispatcher:
         self.sent_by_account: dict[str, int] = {}
         self.parts_by_account: dict[str, int] = {}
         self._unknown_routes: set[str] = set()
+        self._flush_wanted = trio.Event()
+        self._load_wanted = trio.Event()
+        # Set when something may let a message go: a refill brought batches, a sender finished one
+        # (its lane has room again, its batch may be done). The loop sleeps on it, never spins.
+        self._wake = trio.Event()
 
     # ---- reading the read model ---------------------------------------------------------------
 
@@ -221,6 +234,7 @@ class Dispatcher:
             self.known.add(row["batch_id"])
             account = self.accounts.setdefault(row["account"], AccountQueue())
             account.files.setdefault(row["file_id"], FileQueue()).batches.append(row)
+            self._load_wanted.set()
 
     # ---- writing progress ---------------------------------------------------------------------
 
@@ -246,25 +260,53 @@ class Dispatcher:
 
     # ---- the scheduling round -----------------------------------------------------------------
 
-    async def _activate(self, queue: FileQueue, now: datetime) -> ActiveBatch | None:
+    def _activate(self, queue: FileQueue, now: datetime) -> ActiveBatch | None:
         if queue.active is not None:
             return queue.active
         for waiting in queue.scheduled:
             if waiting.not_before is None or waiting.not_before <= now:
                 queue.scheduled.remove(waiting)
                 queue.active = waiting
-                return waiting
-        while queue.batches:
-            row = queue.batches.popleft()
-            active = await self.store.run(partial(load_batch, row=row))
-            if active.log.finished:
-                continue
-            if active.not_before is not None and active.not_before > now:
-                queue.scheduled.append(active)
-                continue
-            queue.active = active
-            return active
-        return None
+                break
+        else:
+            queue.active, queue.loaded = queue.loaded, None
+        if queue.loaded is None and queue.batches:
+            self._load_wanted.set()
+        return queue.active
+
+    async def _load_next(self, queue: FileQueue) -> None:
+        """Load the file's next unfinished batch into `loaded` (or `scheduled`, when its Start is
+        ahead)."""
+        queue.loading = True
+        try:
+            while queue.batches and queue.loaded is None:
+                row = queue.batches[0]
+                batch = await self.store.run(partial(load_batch, row=row))
+                queue.batches.popleft()
+                if batch.log.finished:
+                    continue
+                if batch.not_before is not None and batch.not_before > datetime.now(UTC):
+                    queue.scheduled.append(batch)
+                    continue
+                queue.loaded = batch
+        finally:
+            queue.loading = False
+        self._wake.set()
+
+    async def _loader(self) -> None:
+        """Keep one batch loaded ahead for every file (store reads off the scheduling loop)."""
+        while True:
+            await self._load_wanted.wait()
+            self._load_wanted = trio.Event()
+            for account in list(self.accounts.values()):
+                for queue in list(account.files.values()):
+                    if queue.loaded is None and queue.batches and not queue.loading:
+                        try:
+                            await self._load_next(queue)
+                        except Exception:
+                            log.exception("loading a batch failed; retrying")
+                            await trio.sleep(1)
+                            self._load_wanted.set()
 
     def _finish(self, queue: FileQueue, active: ActiveBatch) -> None:
         active.log.finish()
@@ -296,12 +338,12 @@ class Dispatcher:
             bucket = self.account_buckets[account] = TokenBucket(rate, now=clock)
         return bucket
 
-    async def _next_for_file(self, queue: FileQueue, now: datetime) -> tuple[ActiveBatch | None, bool]:
+    def _next_for_file(self, queue: FileQueue, now: datetime) -> tuple[ActiveBatch | None, bool]:
         """The file's active batch with a message ready, or None; and whether anything happened
         (a batch finished or expired)."""
         progressed = False
         while True:
-            active = await self._activate(queue, now)
+            active = self._activate(queue, now)
             if active is None:
                 return None, progressed
             if active.expires_at is not None and now >= active.expires_at:
@@ -314,7 +356,7 @@ class Dispatcher:
                 continue
             return active, progressed
 
-    async def step(self) -> float | None:
+    def step(self) -> float | None:
         """One scheduling round: offer each account with work one message. Returns None when
         something happened, else how long to wait before anything can (IDLE_WAIT if unknown)."""
         now = datetime.now(UTC)
@@ -325,10 +367,10 @@ class Dispatcher:
             sent = False
             for file_id in list(queue.files):
                 file_queue = queue.files[file_id]
-                active, changed = await self._next_for_file(file_queue, now)
+                active, changed = self._next_for_file(file_queue, now)
                 progressed = progressed or changed
                 if active is None:
-                    if file_queue.active is None and not file_queue.scheduled and not file_queue.batches:
+                    if file_queue.empty:
                         del queue.files[file_id]
                     continue
                 message = active.messages[0]
@@ -350,8 +392,7 @@ class Dispatcher:
                 try:
                     lane.send.send_nowait((message, active))
                 except trio.WouldBlock:
-                    wait = 0.0  # the gateway's senders are busy: look again after they ran
-                    continue
+                    continue  # the gateway's senders are busy: each one wakes the loop when done
                 buckets = shared + ([lane.bucket] if lane.bucket else [])
                 for b in buckets:
                     b.take(message.parts, clock)
@@ -366,10 +407,8 @@ class Dispatcher:
                 self.accounts[account] = self.accounts.pop(account)  # to the back of the line
             elif not queue.files:
                 del self.accounts[account]
-        if self.unflushed >= FLUSH_EVERY or (
-            (self.dirty or self.refunds) and trio.current_time() - self.last_flush >= FLUSH_INTERVAL
-        ):
-            await self.flush()
+        if self.unflushed >= FLUSH_EVERY:
+            self._flush_wanted.set()
         if progressed:
             return None
         return wait if wait != float("inf") else IDLE_WAIT
@@ -427,32 +466,55 @@ class Dispatcher:
                 else:
                     lane.pause = PAUSE_MIN
                     self._submitted(message, active, gateway.name, ids)
+                self._wake.set()
+
+    async def _refiller(self) -> None:
+        while True:
+            try:
+                await self.refill()
+            except Exception:
+                log.exception("reading pending batches failed; retrying")
+            await trio.sleep(POLL_INTERVAL)
+
+    async def _flusher(self) -> None:
+        while True:
+            with trio.move_on_after(FLUSH_INTERVAL):
+                await self._flush_wanted.wait()
+            self._flush_wanted = trio.Event()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("recording dispatch progress failed; retrying")
+                await trio.sleep(1)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Dispatch until cancelled: the scheduling loop and each gateway's sender tasks.
+        """Dispatch until cancelled: the scheduling loop, each gateway's sender tasks, and two
+        helpers that keep the store work off the loop (reading new batches, writing progress).
 
-        Error handling: a store error in a round is logged and the round retried after a pause;
-        unsaved progress stays in memory and is written with the next flush. A gateway error is
-        the gateway's message's business (see the module docstring), never the loop's.
+        Error handling: a store error is logged and retried after a pause; unsaved progress stays
+        in memory and is written with the next flush. A gateway error is the gateway's message's
+        business (see the module docstring), never the loop's.
         """
         async with trio.open_nursery() as nursery:
             for lane in self.lanes.values():
                 with lane.receive:
                     for _ in range(max(1, int(getattr(lane.gateway, "concurrency", 1)))):
                         nursery.start_soon(self._sender, lane, lane.receive.clone())
+            await self.refill()
+            nursery.start_soon(self._refiller)
+            nursery.start_soon(self._flusher)
+            nursery.start_soon(self._loader)
             task_status.started()
-            last_refill = -POLL_INTERVAL
             while True:
+                self._wake = trio.Event()  # before the round: what happens during it wakes the next
                 try:
-                    if trio.current_time() - last_refill >= POLL_INTERVAL:
-                        await self.refill()
-                        last_refill = trio.current_time()
-                    wait = await self.step()
-                    if not wait:  # something happened, or senders must run first
-                        await trio.lowlevel.checkpoint()
-                    else:
-                        await self.flush()
-                        await trio.sleep(min(wait, POLL_INTERVAL))
+                    wait = self.step()
                 except Exception:
                     log.exception("dispatch round failed; retrying")
                     await trio.sleep(1)
+                    continue
+                if wait is None:  # a message went or a batch finished: next round at once
+                    await trio.lowlevel.checkpoint()
+                    continue
+                with trio.move_on_after(wait):
+                    await self._wake.wait()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+# Tokens this close to enough are enough: float sums of (elapsed × rate) land a hair short, and a
+# wait of 1e-15 s is a deadline the clock cannot tell from now, so a caller would spin on it.
+EPSILON = 1e-9
+
+
 class TokenBucket:
     """`rate` tokens per second, holding at most `burst`. Starts full."""
 
@@ -24,7 +29,7 @@ class TokenBucket:
         is allowed once the bucket is full, so a 10-part message is never stuck."""
         self._refill(now)
         needed = min(cost, self.burst)
-        if self.tokens >= needed:
+        if self.tokens >= needed - EPSILON:
             return 0.0
         return (needed - self.tokens) / self.rate
 

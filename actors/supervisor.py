@@ -31,6 +31,8 @@ from actors.file import (
 )
 from actors.ftp_server import serve_ftp
 from actors.gateway import Gateway, GatewayReport
+from actors.http_gateway import HttpGateway
+from actors.http_inbound import serve_http
 from actors.notifier import Notify, run_notifier
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
@@ -42,7 +44,13 @@ from actors.sweeper import run_sweeper
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import open_store
 from sftpsms.config import Settings
-from sftpsms.gateways import SIMULATOR, GatewayConfig, SimulatorGatewayConfig, load_gateways
+from sftpsms.gateways import (
+    SIMULATOR,
+    GatewayConfig,
+    HttpGatewayConfig,
+    SimulatorGatewayConfig,
+    load_gateways,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +68,8 @@ def build_gateway(
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
         return Simulator(settings.simulator_dir, reports, config)
+    if isinstance(config, HttpGatewayConfig):
+        return HttpGateway(config, reports)
     raise ValueError(f"gateway {config.name}: {type(config).__name__} is not supported yet")
 
 
@@ -70,6 +80,7 @@ class Running:
     sftp_port: int
     simulator: Simulator
     ftp_port: int | None = None
+    http_port: int | None = None  # the inbound HTTP endpoint (receipts, replies), when open
 
 
 async def run_service(
@@ -133,6 +144,11 @@ async def run_service(
             assert isinstance(simulator, Simulator)
             for gateway in gateways.values():
                 await nursery.start(gateway.run)
+            http_port = None
+            if settings.http_port >= 0:
+                routes = {k: h for g in gateways.values() if isinstance(g, HttpGateway) for k, h in g.routes().items()}
+                http_port = await nursery.start(partial(serve_http, routes, host=settings.http_host, port=settings.http_port))
+                log.info("http listening on %s:%d", settings.http_host, http_port)
             recent = RecentSubmissions()
             recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
             await nursery.start(
@@ -195,6 +211,6 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
-            task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port))
+            task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port, http_port=http_port))
     finally:
         store.close()

@@ -87,7 +87,7 @@ class HttpGateway:
             except (trio.TooSlowError, httpx.TimeoutException):
                 problem = f"no answer within {self.config.timeout:g} s"
                 continue
-            except httpx.TransportError as error:
+            except httpx.HTTPError as error:  # connection refused or reset, a broken answer
                 problem = f"{type(error).__name__}: {error}"
                 continue
             status = response.status_code

@@ -159,6 +159,9 @@ async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -
     length = headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise _BodyTooLarge
+    if connection.they_are_waiting_for_100_continue:  # e.g. curl, for large bodies
+        with trio.fail_after(WRITE_TIMEOUT):
+            await stream.send_all(connection.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
     body = bytearray()
     while True:
         part = await _next_event(connection, stream)
@@ -184,6 +187,7 @@ async def _respond(routes: Routes, request: HttpRequest) -> HttpResponse:
     try:
         return await handler(request)
     except HttpError as error:
+        log.info("http method=%s path=%s status=%d error=%s", request.method, request.path, error.status, error.message)
         return error.response()
     except Exception:
         log.exception("http handler for %s %s failed", request.method, request.path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -181,3 +183,18 @@ async def test_health_answers_ok_and_the_connection_is_kept_alive() -> None:
         for _ in range(3):
             response = await http.client.get(f"{http.base}/health")
             assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_a_client_expecting_100_continue_gets_it_at_once() -> None:
+    # Clients that send "Expect: 100-continue" (older curl for bodies over 1 KiB) wait a second for it.
+    body = json.dumps([{"id": f"P{n}", "status": "DELIVRD", "error": "-" * 200} for n in range(8)])
+    async with endpoint() as http:
+        started = trio.current_time()
+        done = await trio.run_process(
+            ["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", "-H", "Content-Type: application/json", "-H", "Expect: 100-continue",
+             "--data-binary", body, f"{http.base}/gateways/bulkhttp/receipts"],
+            capture_stdout=True,
+        )
+        assert json.loads(done.stdout) == {"recorded": 8, "ignored": 0}
+        assert trio.current_time() - started < 0.9

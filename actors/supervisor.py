@@ -149,6 +149,8 @@ async def run_service(
                 routes = {k: h for g in gateways.values() if isinstance(g, HttpGateway) for k, h in g.routes().items()}
                 http_port = await nursery.start(partial(serve_http, routes, host=settings.http_host, port=settings.http_port))
                 log.info("http listening on %s:%d", settings.http_host, http_port)
+            elif any(isinstance(g, HttpGateway) for g in gateways.values()):
+                log.warning("http gateways configured but no --http-port: their receipts and replies cannot arrive")
             recent = RecentSubmissions()
             recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
             await nursery.start(

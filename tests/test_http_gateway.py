@@ -169,6 +169,19 @@ async def test_concurrent_submits_share_the_connection_pool(provider: Provider) 
     assert len(results) == 40 and provider.sent == 40 and len(set(results)) == 40
 
 
+async def test_cancelling_run_closes_the_client_and_the_reports_channel(provider: Provider) -> None:
+    send, receive = trio.open_memory_channel[GatewayReport](1)
+    gateway = HttpGateway(config(provider.url), send)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run)
+        await gateway.submit(message())
+        nursery.cancel_scope.cancel()
+    with pytest.raises(GatewayUnavailable, match="not running"):
+        await gateway.submit(message())
+    with pytest.raises(trio.EndOfChannel):
+        receive.receive_nowait()
+
+
 async def test_submit_before_run_is_unavailable(provider: Provider) -> None:
     send, _ = trio.open_memory_channel[GatewayReport](1)
     with pytest.raises(GatewayUnavailable, match="not running"):

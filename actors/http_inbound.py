@@ -40,6 +40,7 @@ MAX_ITEMS = 1000  # receipts or replies in one request
 MAX_CONNECTIONS = 256  # served at once; further ones wait in the listen backlog
 READ_TIMEOUT = 30.0  # seconds a connection may stay silent while we wait for (more of) a request
 WRITE_TIMEOUT = 30.0  # seconds to hand over one response
+DELIVER_TIMEOUT = 20.0  # seconds to wait for room on the reports channel before answering 503
 RECEIVE_SIZE = 65536
 
 
@@ -234,12 +235,17 @@ def inbound_routes(config: HttpGatewayConfig, reports: trio.MemorySendChannel[Ga
 
 async def _deliver(reports: trio.MemorySendChannel[GatewayReport], found: list[Any]) -> HttpResponse:
     # Everything was validated before the first send: a 400 never leaves half a batch recorded.
+    # A 503 may (the receipts actor is behind, or we are stopping); the peer's retry is harmless:
+    # a message keeps its first final status, and a reply is recorded once per reply id.
     recorded = [report for report in found if report is not None]
     try:
-        for report in recorded:
-            await reports.send(report)
+        with trio.fail_after(DELIVER_TIMEOUT):
+            for report in recorded:
+                await reports.send(report)
+    except trio.TooSlowError:
+        raise HttpError(503, "busy, try again later", (("retry-after", "5"),)) from None
     except (trio.ClosedResourceError, trio.BrokenResourceError):
-        raise HttpError(503, "shutting down, try again") from None
+        raise HttpError(503, "shutting down, try again later", (("retry-after", "5"),)) from None
     body = {"recorded": len(recorded), "ignored": len(found) - len(recorded)}
     return HttpResponse(200 if recorded or not found else 202, body)
 

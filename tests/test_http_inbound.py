@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from actors import http_inbound
 from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport
 from actors.http_inbound import MAX_BODY, inbound_routes, serve_http
 from sftpsms.gateways import HttpGatewayConfig
@@ -198,3 +199,12 @@ async def test_a_client_expecting_100_continue_gets_it_at_once() -> None:
         )
         assert json.loads(done.stdout) == {"recorded": 8, "ignored": 0}
         assert trio.current_time() - started < 0.9
+
+
+async def test_a_full_reports_channel_answers_503_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_inbound, "DELIVER_TIMEOUT", 0.2)
+    async with endpoint() as http:  # its reports channel holds 10; nobody reads it
+        body = [{"id": f"P{n}", "status": "DELIVRD"} for n in range(11)]
+        response = await http.post("/gateways/bulkhttp/receipts", body)
+        assert response.status_code == 503 and response.headers["retry-after"] == "5"
+        assert response.json() == {"error": "busy, try again later"}

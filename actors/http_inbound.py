@@ -114,29 +114,37 @@ class _BodyTooLarge(Exception):
 
 async def _serve_connection(stream: trio.SocketStream, *, routes: Routes, limiter: trio.CapacityLimiter) -> None:
     async with limiter:
-        connection = h11.Connection(h11.SERVER)
-        while True:
-            try:
-                request = await _read_request(connection, stream)
-            except h11.RemoteProtocolError as error:
-                if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await _send(connection, stream, HttpError(error.error_status_hint, str(error)).response())
-                return
-            except _BodyTooLarge:
-                await _send(connection, stream, HttpError(413, f"body over {MAX_BODY} bytes").response())
-                return
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # idle, too slow, or gone
-            if request is None:
-                return
-            if not await _send(connection, stream, await _respond(routes, request)):
-                return
-            if connection.our_state is h11.MUST_CLOSE:
-                return
-            try:
-                connection.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+        try:
+            await _serve_requests(stream, routes)
+        except Exception:  # a bug here must cost one connection, not the server (and the service)
+            log.exception("http connection failed")
+
+
+async def _serve_requests(stream: trio.SocketStream, routes: Routes) -> None:
+    connection = h11.Connection(h11.SERVER)
+    while True:
+        try:
+            request = await _read_request(connection, stream)
+        except h11.RemoteProtocolError as error:
+            if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _send(connection, stream, HttpError(error.error_status_hint, str(error)).response())
+            return
+        except _BodyTooLarge:
+            await _send(connection, stream, HttpError(413, f"body over {MAX_BODY} bytes").response())
+            return
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            return  # idle, too slow, or gone
+        if request is None:
+            return
+        response = await _respond(routes, request)
+        if not await _send(connection, stream, response, head=request.method == "HEAD"):
+            return
+        if connection.our_state is h11.MUST_CLOSE:
+            return
+        try:
+            connection.start_next_cycle()
+        except h11.LocalProtocolError:
+            return
 
 
 async def _next_event(connection: h11.Connection, stream: trio.SocketStream) -> Any:
@@ -179,7 +187,8 @@ async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -
 
 
 async def _respond(routes: Routes, request: HttpRequest) -> HttpResponse:
-    handler = routes.get((request.method, request.path))
+    method = "GET" if request.method == "HEAD" else request.method
+    handler = routes.get((method, request.path))
     if handler is None:
         allowed = sorted(method for method, path in routes if path == request.path)
         if allowed:
@@ -195,15 +204,17 @@ async def _respond(routes: Routes, request: HttpRequest) -> HttpResponse:
         return HttpError(500, "internal error").response()
 
 
-async def _send(connection: h11.Connection, stream: trio.SocketStream, response: HttpResponse) -> bool:
-    """Write a response; False when the peer is gone or too slow to take it."""
+async def _send(connection: h11.Connection, stream: trio.SocketStream, response: HttpResponse, *, head: bool = False) -> bool:
+    """Write a response (without its body for HEAD); False when the peer is gone or too slow."""
     payload = orjson.dumps(response.body)
     headers = [
         ("content-type", "application/json"),
         ("content-length", str(len(payload))),
         *response.headers,
     ]
-    events = (h11.Response(status_code=response.status, headers=headers), h11.Data(data=payload), h11.EndOfMessage())
+    events = [h11.Response(status_code=response.status, headers=headers), h11.Data(data=payload), h11.EndOfMessage()]
+    if head:
+        del events[1]
     data = b"".join(connection.send(event) or b"" for event in events)
     try:
         with trio.fail_after(WRITE_TIMEOUT):

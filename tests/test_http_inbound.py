@@ -208,3 +208,32 @@ async def test_a_full_reports_channel_answers_503_with_retry_after(monkeypatch: 
         response = await http.post("/gateways/bulkhttp/receipts", body)
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         assert response.json() == {"error": "busy, try again later"}
+
+
+async def test_head_on_health_answers_without_a_body() -> None:
+    async with endpoint() as http:
+        response = await http.client.head(f"{http.base}/health")
+        assert response.status_code == 200 and response.content == b""
+        assert (await http.client.get(f"{http.base}/health")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /health HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+    ],
+)
+async def test_a_malformed_request_gets_400_and_the_server_goes_on(raw: bytes) -> None:
+    async with endpoint() as http:
+        port = int(http.base.rsplit(":", 1)[1])
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(raw)
+            answer = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(4096):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        assert (await http.client.get(f"{http.base}/health")).status_code == 200

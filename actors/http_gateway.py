@@ -10,7 +10,8 @@ A 2xx answer names the provider's id for the message, `{"id": "..."}`, or one pe
 after a crash or a lost answer gets the first ids back where the provider does so.
 
 Errors: a 5xx, 408, 429, a timeout or a connection error is retried `retries` times with exponential
-backoff, then the message is handed back as GatewayUnavailable (the dispatcher pauses the gateway).
+backoff (longer if the answer's Retry-After asks; over MAX_RETRY_AFTER, at once unavailable), then
+the message is handed back as GatewayUnavailable (the dispatcher pauses the gateway).
 Any other 4xx is GatewayRejected: final, the message is recorded as failed. So is a 2xx whose body
 names no id — the provider may have taken it, but cannot tell us which id its receipt will carry.
 """
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 5.0  # seconds to close the connection pool on shutdown
 RETRYABLE_4XX = frozenset({408, 429})  # "try again": request timeout, too many requests
 MAX_DETAIL = 200  # characters of a provider's error body kept in a rejection
+MAX_RETRY_AFTER = 30.0  # seconds of a Retry-After we wait in submit; longer ones end the tries
 
 
 class HttpGateway:
@@ -88,14 +90,16 @@ class HttpGateway:
         content = orjson.dumps(self.body(message))
         tries = self.config.retries + 1
         delay = self.config.backoff
+        asked = 0.0  # what the provider's Retry-After asked for
         problem = ""
         for attempt in range(1, tries + 1):
             if attempt > 1:
+                wait = max(delay, asked)
                 log.info(
                     "gateway=%s message=%s try=%d/%d failed: %s; retrying in %.2f s",
-                    self.name, message.message_id, attempt - 1, tries, problem, delay,
+                    self.name, message.message_id, attempt - 1, tries, problem, wait,
                 )
-                await trio.sleep(delay)
+                await trio.sleep(wait)
                 delay *= 2
             try:
                 with trio.fail_after(self.config.timeout):
@@ -109,6 +113,9 @@ class HttpGateway:
             status = response.status_code
             if status >= 500 or status in RETRYABLE_4XX:
                 problem = f"HTTP {status}"
+                asked = _retry_after(response)
+                if asked > MAX_RETRY_AFTER:  # longer than a sender should sit: the dispatcher pauses
+                    raise GatewayUnavailable(f"{self.name}: {problem}, retry after {asked:g} s")
                 continue
             if 400 <= status < 500:
                 raise GatewayRejected(self.name, f"HTTP {status}: {response.text[:MAX_DETAIL]}")
@@ -144,6 +151,14 @@ class HttpGateway:
                 idle, self._idle = self._idle, []
                 for client in idle:
                     await _close(client)
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The seconds a Retry-After header asks for; 0 when absent or an HTTP date (rare for APIs)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "0")))
+    except ValueError:
+        return 0.0
 
 
 async def _close(client: httpx.AsyncClient) -> None:

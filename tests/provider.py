@@ -27,6 +27,7 @@ class Provider:
     # Answers for the next requests, in order: an int is a status to answer with, a float is
     # seconds to stall before answering normally. Then every request is answered normally.
     script: list[int | float] = field(default_factory=list)
+    retry_after: str | None = None  # sent as Retry-After with scripted statuses
     ids_per_part: bool = False  # answer {"ids": [one per part]} instead of {"id": ...}
     ids: dict[str, list[str]] = field(default_factory=dict)  # our message id -> the provider's ids
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,6 +75,8 @@ def running_provider() -> Iterator[Provider]:
             payload = json.dumps(answer).encode()
             try:
                 self.send_response(status)
+                if status != 200 and provider.retry_after is not None:
+                    self.send_header("retry-after", provider.retry_after)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(payload)))
                 self.end_headers()

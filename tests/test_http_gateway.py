@@ -97,6 +97,23 @@ async def test_429_is_retried_like_a_5xx(provider: Provider) -> None:
     assert len(provider.requests) == 2
 
 
+async def test_retry_after_makes_the_next_try_wait_that_long(provider: Provider) -> None:
+    provider.script, provider.retry_after = [503], "0.3"
+    async with running_gateway(config(provider.url)) as gateway:
+        started = trio.current_time()
+        assert await gateway.submit(message()) == ("P000001",)
+        assert trio.current_time() - started >= 0.3
+    assert len(provider.requests) == 2
+
+
+async def test_a_retry_after_too_long_to_wait_is_unavailable_at_once(provider: Provider) -> None:
+    provider.script, provider.retry_after = [429], "3600"
+    async with running_gateway(config(provider.url)) as gateway:
+        with pytest.raises(GatewayUnavailable, match="retry after 3600 s"):
+            await gateway.submit(message())
+    assert len(provider.requests) == 1
+
+
 async def test_5xx_after_the_last_retry_is_unavailable(provider: Provider) -> None:
     provider.script = [500, 500, 500]
     async with running_gateway(config(provider.url, retries=2)) as gateway:

@@ -31,6 +31,8 @@ from actors.file import (
 )
 from actors.ftp_server import serve_ftp
 from actors.gateway import Gateway, GatewayReport
+from actors.http_gateway import HttpGateway
+from actors.http_inbound import serve_http
 from actors.notifier import Notify, run_notifier
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
@@ -46,6 +48,7 @@ from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
     GatewayConfig,
+    HttpGatewayConfig,
     SimulatorGatewayConfig,
     SmppGatewayConfig,
     load_gateways,
@@ -69,7 +72,8 @@ def build_gateway(
         return Simulator(settings.simulator_dir, reports, config)
     if isinstance(config, SmppGatewayConfig):
         return SmppGateway(config, reports)
-    raise ValueError(f"gateway {config.name}: {type(config).__name__} is not supported yet")
+    assert isinstance(config, HttpGatewayConfig)
+    return HttpGateway(config, reports)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Running:
     sftp_port: int
     simulator: Simulator
     ftp_port: int | None = None
+    http_port: int | None = None  # the inbound HTTP endpoint (receipts, replies), when open
 
 
 async def run_service(
@@ -142,6 +147,13 @@ async def run_service(
             assert isinstance(simulator, Simulator)
             for gateway in gateways.values():
                 await nursery.start(gateway.run)
+            http_port = None
+            if settings.http_port >= 0:
+                routes = {k: h for g in gateways.values() if isinstance(g, HttpGateway) for k, h in g.routes().items()}
+                http_port = await nursery.start(partial(serve_http, routes, host=settings.http_host, port=settings.http_port))
+                log.info("http listening on %s:%d", settings.http_host, http_port)
+            elif any(isinstance(g, HttpGateway) for g in gateways.values()):
+                log.warning("http gateways configured but no --http-port: their receipts and replies cannot arrive")
             recent = RecentSubmissions()
             recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
             await nursery.start(
@@ -204,6 +216,6 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
-            task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port))
+            task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port, http_port=http_port))
     finally:
         store.close()

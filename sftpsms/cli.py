@@ -85,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sftp_host=args.sftp_host,
         sftp_port=args.sftp_port,
         ftp_port=args.ftp_port,
+        http_host=args.http_host,
+        http_port=args.http_port,
         ftp_certfile=args.ftp_cert,
         ftp_keyfile=args.ftp_key,
         send_rate=args.send_rate,
@@ -108,9 +110,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_service, settings, portal)
-            ftp = f", ftp on {settings.sftp_host}:{running.ftp_port}" if running.ftp_port is not None else ""
+            doors = f"sftp on {settings.sftp_host}:{running.sftp_port}"
+            if running.ftp_port is not None:
+                doors += f", ftp on {settings.sftp_host}:{running.ftp_port}"
+            if running.http_port is not None:
+                doors += f", http on {settings.http_host}:{running.http_port}"
             print(
-                f"sftpsms serving: sftp on {settings.sftp_host}:{running.sftp_port}{ftp}, "
+                f"sftpsms serving: {doors}, "
                 f"data in {settings.data_dir.resolve()}",
                 flush=True,
             )
@@ -510,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--sftp-host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--sftp-port", type=int, default=None, help="SFTP port (default 2222; 0 = any free port)")
     serve.add_argument("--ftp-port", type=int, default=None, help="also open the FTP door on this port (0 = any free port)")
+    serve.add_argument("--http-host", default=None, help="address of the inbound HTTP endpoint (default 127.0.0.1)")
+    serve.add_argument(
+        "--http-port", type=int, default=None,
+        help="open the inbound HTTP endpoint (gateway receipts and replies) on this port (0 = any free port)",
+    )
     serve.add_argument("--ftp-cert", default=None, help="PEM certificate: the FTP door then requires explicit FTPS")
     serve.add_argument("--ftp-key", default=None, help="PEM private key, if not in the certificate file")
     serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")

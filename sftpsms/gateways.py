@@ -8,6 +8,7 @@ The embedded simulator always exists as `simulator` (a `[gateways.simulator]` ta
     type = "http"
     url = "https://sms.example.net/v1/messages"
     rate = 200                 # SMS parts per second through this gateway
+    concurrency = 8            # requests in flight at once
     token = "outbound-secret"  # sent as "Authorization: Bearer ..."
     inbound_token = "s3cret"   # expected on our /gateways/bulkhttp/... endpoint
 
@@ -56,6 +57,7 @@ class HttpGatewayConfig:
     timeout: float = 10.0  # seconds per request
     retries: int = 5  # further tries after a 5xx, timeout or connection error
     backoff: float = 0.5  # seconds before the first retry; doubles each time
+    concurrency: int = 8  # requests in flight at once (the dispatcher's sender tasks for it)
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,25 @@ def parse_gateways(document: dict[str, Any]) -> GatewaySet:
         rate = config.rate
         if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
             raise GatewayConfigError(f"gateway {name}: rate must be a positive number")
+        if isinstance(config, HttpGatewayConfig):
+            check_http(config)
         gateways[name] = config
     gateways.setdefault(SIMULATOR, SimulatorGatewayConfig())
     return GatewaySet(gateways)
+
+
+def check_http(config: HttpGatewayConfig) -> None:
+    """Numbers an HTTP gateway cannot work with are configuration errors, not runtime surprises."""
+    if not config.url.startswith(("http://", "https://")):
+        raise GatewayConfigError(f"gateway {config.name}: url must start with http:// or https://")
+    if not isinstance(config.concurrency, int) or isinstance(config.concurrency, bool) or config.concurrency < 1:
+        raise GatewayConfigError(f"gateway {config.name}: concurrency must be a whole number of at least 1")
+    if not isinstance(config.retries, int) or isinstance(config.retries, bool) or config.retries < 0:
+        raise GatewayConfigError(f"gateway {config.name}: retries must be a whole number of at least 0")
+    for key in ("timeout", "backoff"):
+        value = getattr(config, key)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise GatewayConfigError(f"gateway {config.name}: {key} must be a positive number of seconds")
 
 
 def load_gateways(path: Path | None) -> GatewaySet:

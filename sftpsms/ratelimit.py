@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 # Tokens this close to enough are enough: float sums of (elapsed × rate) land a hair short, and a
 # wait of 1e-15 s is a deadline the clock cannot tell from now, so a caller would spin on it.
 EPSILON = 1e-9

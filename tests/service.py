@@ -23,6 +23,7 @@ from sftpsms.passwords import hash_password
 
 LEGACY = datetime(2023, 1, 1, tzinfo=UTC)
 READY = re.compile(r"sftp on [\d.]+:(\d+)")
+HTTP_READY = re.compile(r"http on [\d.]+:(\d+)")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Service:
     port: int
     process: subprocess.Popen[str]
     log_path: Path
+    http_port: int | None = None  # the inbound HTTP endpoint, when started with --http-port
 
     def store(self) -> SmsStore:
         return open_store(self.data_dir)
@@ -157,7 +159,7 @@ def running_service(data_dir: Path, *extra: str, env: dict[str, str] | None = No
     )
     try:
         assert process.stdout is not None
-        port = None
+        port = http_port = None
         deadline = time.monotonic() + 30
         while port is None and time.monotonic() < deadline:
             line = process.stdout.readline()
@@ -166,10 +168,12 @@ def running_service(data_dir: Path, *extra: str, env: dict[str, str] | None = No
             match = READY.search(line)
             if match:
                 port = int(match.group(1))
+                http = HTTP_READY.search(line)
+                http_port = int(http.group(1)) if http else None
         if port is None:
             process.kill()
             raise AssertionError(f"server did not start:\n{log_path.read_text()}")
-        yield Service(data_dir, port, process, log_path)
+        yield Service(data_dir, port, process, log_path, http_port)
     finally:
         if process.poll() is None:
             process.terminate()

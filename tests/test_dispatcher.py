@@ -8,7 +8,7 @@ that record what they were given and when (virtual time: autojump_clock). The re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,7 +19,13 @@ from uuid import UUID, uuid5
 import trio
 
 from actors.dispatcher import Dispatcher, route_for
-from actors.gateway import GatewayReceipt, GatewayRejected, GatewayReport, GatewayUnavailable, OutboundMessage
+from actors.gateway import (
+    GatewayReceipt,
+    GatewayRejected,
+    GatewayReport,
+    GatewayUnavailable,
+    OutboundMessage,
+)
 from actors.projector import Projector
 from actors.submissions import RecentSubmissions
 from actors.writer import open_store_channel, run_writer
@@ -118,9 +124,10 @@ async def dispatching(tmp_path: Path, gateways: dict[str, RecordingGateway], **o
         store.close()
 
 
-async def wait_until(predicate, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
-    with trio.fail_after(timeout):
-        while not predicate():
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll in virtual time (the gateways here record, they do not signal); 600 virtual s at most."""
+    with trio.fail_after(600):
+        while not predicate():  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 

@@ -8,6 +8,7 @@ that record what they were given and when (virtual time: autojump_clock). The re
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,7 @@ from pathlib import Path
 from uuid import UUID, uuid5
 
 import trio
+from eventsourcing.application import AggregateNotFoundError
 
 from actors.dispatcher import Dispatcher, route_for
 from actors.gateway import (
@@ -125,10 +127,28 @@ async def dispatching(tmp_path: Path, gateways: dict[str, RecordingGateway], **o
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll in virtual time (the gateways here record, they do not signal); 600 virtual s at most."""
-    with trio.fail_after(600):
-        while not predicate():  # noqa: ASYNC110
-            await trio.sleep(0.01)
+    """Poll in virtual time (the gateways here record, they do not signal), giving up after a minute
+    of *real* time: virtual time runs ahead without bound while threads (store, read models) work."""
+    deadline = time.monotonic() + 60
+    while not predicate():  # noqa: ASYNC110
+        assert time.monotonic() < deadline, "not reached within a minute"
+        await trio.sleep(0.01)
+
+
+def drain(channel: trio.MemoryReceiveChannel[GatewayReport]) -> list[GatewayReport]:
+    found = []
+    while True:
+        try:
+            found.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return found
+
+
+def dispatch_log(store: SmsStore, file: UUID) -> DispatchLog | None:
+    try:
+        return store.get(DispatchLog, dispatch_log_id(uuid5(file, "batch:0")))
+    except AggregateNotFoundError:
+        return None
 
 
 def test_route_for_takes_the_longest_prefix() -> None:
@@ -180,10 +200,13 @@ async def test_each_account_gets_its_configured_rate(tmp_path: Path, autojump_cl
             make_account(h.store, name)
             if rate:
                 h.store.set_send_rate(name, rate)
-            queue_file(h.store, name, f"{name}.json", 3000)
+            # One batch each, so no batch is loaded inside the window: loading is real work on a
+            # thread, and virtual time runs ahead of any thread (the dispatcher loads the next
+            # batch while the current one sends; in real time that takes milliseconds).
+            # Enough that none runs out within the window however late the window opens.
+            queue_file(h.store, name, f"{name}.json", 8000, batch_size=8000)
         h.projector.poke()
-        # The window opens once all three send: loading a batch is real work on a thread, and
-        # virtual time jumps ahead while it runs, so the first loads would eat the window.
+        # The window opens once all three send (their batches are loaded).
         await wait_until(lambda: {m.account for _, m in gateway.sent} == {"fast", "slow", "plain"})
         start = trio.current_time()
         await trio.sleep(60)
@@ -244,10 +267,10 @@ async def test_an_unavailable_gateway_is_paused_and_the_message_sent_once_later(
         file = queue_file(h.store, "acme", "a.json", 5)
         h.projector.poke()
         await wait_until(lambda: len(gateway.sent) == 5)
-        await wait_until(lambda: not h.dispatcher.dirty and not h.dispatcher.unflushed)
-        await trio.sleep(1)
-        batch = h.store.batch(uuid5(file, "batch:0"))
-        log = h.store.get(DispatchLog, dispatch_log_id(batch.id))
+        await wait_until(lambda: (found := dispatch_log(h.store, file)) is not None and found.finished)
+        await trio.sleep(1)  # a few more rounds: nothing more may go
+        log = dispatch_log(h.store, file)
+    assert log is not None
     assert sorted(m.index for _, m in gateway.sent) == [0, 1, 2, 3, 4]
     assert sorted(log.submitted_indexes) == [0, 1, 2, 3, 4]
     assert log.finished
@@ -259,12 +282,18 @@ async def test_a_refused_message_is_recorded_as_failed_and_not_retried(
     gateway = FlakyGateway("simulator", refuse=frozenset({"27830000002"}))
     async with dispatching(tmp_path, {"simulator": gateway}, send_rate=100.0, account_rate=100.0) as h:
         make_account(h.store, "acme")
-        queue_file(h.store, "acme", "a.json", 5)
+        file = queue_file(h.store, "acme", "a.json", 5)
         h.projector.poke()
-        with trio.fail_after(60):
-            report = await h.reports.receive()
+        reports: list[GatewayReport] = []
+        await wait_until(lambda: bool(reports.extend(drain(h.reports)) or reports))
+        [report] = reports
         await wait_until(lambda: len(gateway.sent) == 4)
+        await wait_until(lambda: (found := dispatch_log(h.store, file)) is not None and found.finished)
         await trio.sleep(5)
+        log = dispatch_log(h.store, file)
+    assert log is not None and log.submitted_indexes[2].startswith("rejected-")  # submitted, failed
+    assert sorted(log.submitted_indexes) == [0, 1, 2, 3, 4]
+    assert drain(h.reports) == []
     assert isinstance(report, GatewayReceipt)
     assert report.status == "failed" and report.error == "invalid destination"
     assert gateway.attempts == 5

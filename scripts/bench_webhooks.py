@@ -31,6 +31,10 @@ from sftpsms.webhooks import new_secret  # noqa: E402
 TICK = 0.01  # seconds between groups of events
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops SYNs when a sender opens many connections at once
+
+
 def receive(expected: int, out: Path) -> None:
     """The receiver process: answers 200, notes each POST's latency, writes them once all came."""
     latencies: list[float] = []
@@ -52,7 +56,7 @@ def receive(expected: int, out: Path) -> None:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     server.serve_forever()

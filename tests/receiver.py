@@ -58,6 +58,10 @@ class Receiver:
         raise AssertionError(f"{len(self.posts(status))} of {count} POSTs arrived: {self.posts(None)[-5:]}")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops SYNs when a sender opens many connections at once
+
+
 @contextmanager
 def running_receiver(answer: Callable[[dict[str, str], bytes], int] | None = None) -> Iterator[Receiver]:
     receiver = Receiver()
@@ -82,7 +86,7 @@ def running_receiver(answer: Callable[[dict[str, str], bytes], int] | None = Non
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)

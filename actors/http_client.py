@@ -1,8 +1,8 @@
 """A small keep-alive HTTP/1.1 POST client on trio and h11, for webhooks: a pool of idle
 connections per origin, TLS for https, one timeout per request.
 
-Why not httpx: on this workload (many small POSTs to few origins) its per-request overhead capped
-the sender well below 1000 POST/s on one core; see scripts/bench_webhooks and the README."""
+Why not httpx: on this workload (many small POSTs to few origins, trio, 16 at once) httpx 0.28 did
+about 850 POST/s on the development machine where this client did 3 300-3 800 (README, Benchmarks)."""
 
 from __future__ import annotations
 

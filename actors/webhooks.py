@@ -50,7 +50,7 @@ READ_LIMIT = 1000
 MAX_PENDING = 10_000  # POSTs read from the log and not yet settled; the reader waits beyond this
 OUTCOMES_BUFFER = 1000
 GROUP = 500
-GROUP_WAIT = 0.02  # seconds to wait for more outcomes before recording a group
+GROUP_WAIT = 0.1  # seconds to wait for more outcomes before recording a group
 
 SUBSCRIPTION_TOPICS = (get_topic(Account.WebhookAdded), get_topic(Account.WebhookRemoved))
 SOURCE_KINDS = {get_topic(DeliveryLog.DeliveryReported): "delivery", get_topic(DeliveryLog.ReplyReceived): "reply"}

@@ -161,7 +161,8 @@ class Poster:
                 error = None if 200 <= status < 300 else f"HTTP {status}"
             except trio.TooSlowError:
                 error = f"no response within {settings.webhook_timeout:g}s"
-            except (HttpError, OSError, h11.ProtocolError) as failure:
+            except (HttpError, OSError, h11.ProtocolError, trio.BrokenResourceError, ValueError) as failure:
+                # Refused, reset, TLS handshake failed, malformed answer, a URL that cannot be used.
                 error = f"{type(failure).__name__}: {failure}"
             if error is None:
                 return self._outcome(delivery, attempts, status, None)

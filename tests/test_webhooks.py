@@ -231,6 +231,24 @@ async def test_an_unreachable_url_is_retried_then_failed(store: SmsStore, tmp_pa
     assert isinstance(recorded, WebhookLog.WebhookFailed) and recorded.attempts >= 2
 
 
+async def test_a_failed_tls_handshake_is_retried_then_failed_without_stopping_the_sender(
+    store: SmsStore, tmp_path: Path
+) -> None:
+    create_account(store)
+    with running_receiver() as plain, running_receiver() as good:
+        tls_url = plain.url.replace("http://", "https://")  # the receiver speaks plain HTTP
+        add_webhook(store, tls_url)
+        add_webhook(store, good.url)
+        async with running_sender(store, fast_settings(tmp_path, webhook_retry_for=0.3)) as client:
+            source = Source.new(client)
+            await source.deliver(0)
+            [failed] = await settled(store, tls_url, 1)
+            await source.deliver(1)
+            await settled(store, good.url, 2)
+    assert isinstance(failed, WebhookLog.WebhookFailed) and failed.attempts >= 2
+    assert len(good.posts()) == 2
+
+
 async def test_events_of_one_message_arrive_in_order_while_messages_go_in_parallel(
     store: SmsStore, tmp_path: Path
 ) -> None:
@@ -278,6 +296,22 @@ async def test_restart_resumes_where_it_stopped_without_loss_or_repeats(store: S
     indexes = sorted(int(p.json()["data"]["customer_id"][1:]) for p in receiver.posts())
     assert indexes == list(range(10))  # each once: nothing lost, nothing settled sent again
     assert (tmp_path / "webhooks.db").exists()
+
+
+async def test_a_post_still_retrying_at_shutdown_is_sent_after_the_restart(store: SmsStore, tmp_path: Path) -> None:
+    accepting = False
+    create_account(store)
+    settings = fast_settings(tmp_path, webhook_retry_for=3600.0)
+    with running_receiver(lambda headers, body: 200 if accepting else 503) as receiver:
+        add_webhook(store, receiver.url)
+        async with running_sender(store, settings) as client:
+            await Source.new(client).deliver(0)
+            await posts(receiver, 2, status=503)  # retrying: not settled, position not past it
+        accepting = True
+        async with running_sender(store, settings):
+            [recorded] = await settled(store, receiver.url, 1)
+    assert isinstance(recorded, WebhookLog.WebhookDelivered) and recorded.attempts == 1
+    assert len(receiver.posts()) == 1 and len({p.id for p in receiver.posts(None)}) == 1
 
 
 # ---- CLI: add, list, remove, replay -------------------------------------------------------------

@@ -23,7 +23,7 @@ import logging
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -410,19 +410,20 @@ class ReplaySummary:
         return {"events": self.events, "delivered": self.delivered, "failed": self.failed}
 
 
-def replay_deliveries(
+def replay_pages(
     store: SmsStore, account: str, since: ReplayBound, until: ReplayBound | None, url: str | None
-) -> list[Delivery]:
-    """The POSTs a range makes, to the account's current webhooks (or `url` only)."""
+) -> Iterator[list[Delivery]]:
+    """The POSTs a range makes, to the account's current webhooks (or `url` only), a page of the
+    log at a time: a replay of millions of events never holds them all."""
     hooks = [
         Subscription(hook_url, hook["secret"], frozenset(hook["events"]))
         for hook_url, hook in store.account(account).webhooks.items()
     ]
     after = max(since.position - 1, 0) if since.position is not None else 0
     stop = until.position if until is not None and until.position is not None else None
-    result: list[Delivery] = []
     while True:
         notifications = store.notifications(after, READ_LIMIT, tuple(SOURCE_KINDS), stop=stop)
+        page: list[Delivery] = []
         for notification in notifications:
             event = store.mapper.to_domain_event(notification)
             at = datetime.fromisoformat(event.at)  # type: ignore[attr-defined]
@@ -432,29 +433,31 @@ def replay_deliveries(
                 continue
             if until is not None and until.time is not None and at > until.time:
                 continue
-            result.extend(deliveries_for(notification, event, hooks, url))
+            page.extend(deliveries_for(notification, event, hooks, url))
+        yield page
         if len(notifications) < READ_LIMIT:
-            return result
+            return
         after = notifications[-1].id
 
 
 async def replay_webhooks(
-    deliveries: Sequence[Delivery],
+    pages: Iterator[list[Delivery]],
     *,
     settings: Settings,
     clock: Callable[[], datetime],
-    progress: Callable[[int, int], None] = lambda done, total: None,
+    progress: Callable[[int, int], None] = lambda done, read: None,
     client: HttpClient | None = None,
 ) -> dict[str, ReplaySummary]:
     """POST every delivery again (same ids, same bodies, in order per message; retried like the
-    sender does). Returns a summary per URL; the caller records the WebhookReplay events."""
+    sender does). Pages are read in a worker thread while earlier ones are being sent; `progress`
+    gets (settled, read so far) about once a second. Returns a summary per URL; the caller
+    records the WebhookReplay events."""
     client = client or HttpClient(timeout=settings.webhook_timeout)
     poster = Poster(settings, client, clock)
     summaries: dict[str, ReplaySummary] = {}
-    for delivery in deliveries:
-        summaries.setdefault(delivery.url, ReplaySummary()).events += 1
-    done = 0
+    done = read = 0
     last_shown = -math.inf
+    room = trio.Semaphore(MAX_PENDING)
 
     async def on_settled(settled: Settled) -> None:
         nonlocal done, last_shown
@@ -464,23 +467,21 @@ async def replay_webhooks(
         else:
             summary.failed += 1
         done += 1
-        if trio.current_time() - last_shown >= 1.0 or done == len(deliveries):
+        room.release()
+        if trio.current_time() - last_shown >= 1.0:
             last_shown = trio.current_time()
-            progress(done, len(deliveries))
+            progress(done, read)
 
     try:
         async with trio.open_nursery() as nursery:
             lanes = Lanes(nursery, poster, on_settled)
-            room = trio.Semaphore(MAX_PENDING)
-
-            async def release_after(settled: Settled) -> None:
-                await on_settled(settled)
-                room.release()
-
-            lanes.on_settled = release_after
-            for delivery in deliveries:
-                await room.acquire()
-                lanes.add(delivery)
+            while (page := await trio.to_thread.run_sync(next, pages, None)) is not None:
+                for delivery in page:
+                    summaries.setdefault(delivery.url, ReplaySummary()).events += 1
+                    read += 1
+                    await room.acquire()
+                    lanes.add(delivery)
+        progress(done, read)
     finally:
         with trio.CancelScope(shield=True):
             await client.aclose()

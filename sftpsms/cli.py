@@ -403,7 +403,7 @@ def cmd_webhook_replay(args: argparse.Namespace) -> int:
     import trio
 
     from actors.file import utc_now
-    from actors.webhooks import ReplayBound, replay_deliveries, replay_webhooks
+    from actors.webhooks import ReplayBound, replay_pages, replay_webhooks
 
     try:
         since = ReplayBound.parse(args.since)
@@ -417,12 +417,12 @@ def cmd_webhook_replay(args: argparse.Namespace) -> int:
             raise CliError(f"{args.username} has no webhook {args.url}")
         if not hooks:
             raise CliError(f"{args.username} has no webhooks")
-        deliveries = replay_deliveries(store, args.username, since, until, args.url)
+        pages = replay_pages(store, args.username, since, until, args.url)
 
-        def progress(done: int, total: int) -> None:
-            print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
+        def progress(done: int, read: int) -> None:
+            print(f"replayed {done} of {read} POSTs read so far", file=sys.stderr, flush=True)
 
-        summaries = trio.run(partial(replay_webhooks, deliveries, settings=settings, clock=utc_now, progress=progress))
+        summaries = trio.run(partial(replay_webhooks, pages, settings=settings, clock=utc_now, progress=progress))
         at = utc_now().isoformat()
         for url in sorted(hooks if args.url is None else [args.url]):
             summary = summaries.get(url)

@@ -42,6 +42,7 @@ from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
+from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import open_store
 from sftpsms.config import Settings
@@ -108,8 +109,15 @@ async def run_service(
         in_flight = InFlight()
         async with trio.open_nursery() as nursery:
             store_client, store_inbox = open_store_channel()
-            await nursery.start(partial(run_writer, store_inbox, store=store, on_written=projector.poke))
+            webhook_sender = WebhookSender(settings=settings, store=store, writer=store_client.clone(), clock=clock)
+
+            def on_written() -> None:
+                projector.poke()
+                webhook_sender.poke()
+
+            await nursery.start(partial(run_writer, store_inbox, store=store, on_written=on_written))
             await nursery.start(projector.run)
+            await nursery.start(webhook_sender.run)
 
             queue_send, queue_receive = trio.open_memory_channel[QueueRequest](0)
             await nursery.start(partial(run_contact_batches, queue_receive, store=store_client.clone()))

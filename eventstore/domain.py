@@ -936,6 +936,106 @@ class DeliveryLog(Aggregate):
         return True
 
 
+def webhook_log_id(account: str, url: str) -> UUID:
+    return uuid5(NAMESPACE, f"webhook-log:{account}:{url}")
+
+
+def webhook_message_id(source: UUID, version: int) -> str:
+    """The Standard Webhooks `webhook-id` of the POST made for one source event: the same for
+    every attempt, every URL and every replay, so receivers can de-duplicate."""
+    return f"msg_{uuid5(source, f'webhook:{version}').hex}"
+
+
+class WebhookLog(Aggregate):
+    """What became of the POSTs to one webhook URL of one account: one event per settled POST
+    (delivered, or given up after retrying) and one per replay run. Snapshotted: it grows."""
+
+    class WebhookLogStarted(Aggregate.Created):
+        account: str
+        url: str
+
+    class WebhookDelivered(Aggregate.Event):
+        webhook_id: str
+        kind: str  # "delivery" | "reply"
+        source_id: str  # the DeliveryLog the event came from
+        source_version: int
+        message_id: str
+        attempts: int
+        status_code: int
+        at: str
+
+        def apply(self, aggregate: WebhookLog) -> None:
+            aggregate.delivered += 1
+
+    class WebhookFailed(Aggregate.Event):
+        webhook_id: str
+        kind: str
+        source_id: str
+        source_version: int
+        message_id: str
+        attempts: int
+        error: str
+        at: str
+
+        def apply(self, aggregate: WebhookLog) -> None:
+            aggregate.failed += 1
+
+    class WebhookReplay(Aggregate.Event):
+        since: str  # as given: an ISO time or a notification position
+        until: str | None
+        events: int
+        delivered: int
+        failed: int
+        at: str
+
+        def apply(self, aggregate: WebhookLog) -> None:
+            aggregate.replays += 1
+
+    def __init__(self, account: str, url: str) -> None:
+        self.account = account
+        self.url = url
+        self.delivered = 0
+        self.failed = 0
+        self.replays = 0
+
+    @classmethod
+    def start(cls, *, account: str, url: str) -> WebhookLog:
+        return cls._create(cls.WebhookLogStarted, id=webhook_log_id(account, url), account=account, url=url)
+
+    def settled(
+        self,
+        *,
+        webhook_id: str,
+        kind: str,
+        source_id: UUID,
+        source_version: int,
+        message_id: str,
+        attempts: int,
+        status_code: int | None,
+        error: str | None,
+        at: str,
+    ) -> None:
+        """Record one POST's end: delivered with the receiver's 2xx, or failed with the last error."""
+        common: dict[str, Any] = {
+            "webhook_id": webhook_id,
+            "kind": kind,
+            "source_id": str(source_id),
+            "source_version": source_version,
+            "message_id": message_id,
+            "attempts": attempts,
+            "at": at,
+        }
+        if error is None and status_code is not None:
+            self.trigger_event(self.WebhookDelivered, status_code=status_code, **common)
+        else:
+            self.trigger_event(self.WebhookFailed, error=error or f"HTTP {status_code}", **common)
+
+    def replayed(self, *, since: str, until: str | None, events: int, delivered: int, failed: int, at: str) -> None:
+        self.trigger_event(
+            self.WebhookReplay, since=since, until=until, events=events, delivered=delivered, failed=failed, at=at
+        )
+
+
 class ApiKey(Aggregate):
     """An API key: opens one channel of one account. Only a hash of its secret is kept."""
 

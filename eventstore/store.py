@@ -29,6 +29,7 @@ from eventstore.domain import (
     FileName,
     LoginRecord,
     Routes,
+    WebhookLog,
     account_id,
     api_key_id,
     batch_id,
@@ -36,6 +37,7 @@ from eventstore.domain import (
     file_id,
     file_name_id,
     login_record_id,
+    webhook_log_id,
 )
 from eventstore.transcoder import OrjsonTranscoder
 
@@ -56,6 +58,23 @@ class AccountExists(DomainError):
 
 class UnknownApiKey(DomainError):
     pass
+
+
+@dataclass(frozen=True)
+class WebhookOutcome:
+    """How one webhook POST ended: delivered (status_code 2xx, error None) or given up (error)."""
+
+    account: str
+    url: str
+    webhook_id: str
+    kind: str
+    source_id: UUID
+    source_version: int
+    message_id: str
+    attempts: int
+    status_code: int | None
+    error: str | None
+    at: str
 
 
 @dataclass(frozen=True)
@@ -87,7 +106,7 @@ class SmsStore(Application[UUID]):
     """Commands over the aggregates of eventstore.domain."""
 
     name = "sftpsms"
-    snapshotting_intervals = {Account: 100, Routes: 100}  # noqa: RUF012 - eventsourcing's API
+    snapshotting_intervals = {Account: 100, Routes: 100, WebhookLog: 100}  # noqa: RUF012 - eventsourcing's API
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -244,6 +263,67 @@ class SmsStore(Application[UUID]):
             for key, until in locked:
                 record.locked_out(key, until.isoformat())
             self.save(record)
+
+        self._retrying(command)
+
+    def add_webhook(self, username: str, url: str, secret: str, events: list[str]) -> None:
+        def command() -> None:
+            account = self.account(username)
+            if url in account.webhooks:
+                raise DomainError(f"{username} has a webhook {url} already; remove it first")
+            account.add_webhook(url, secret, events)
+            self.save(account)
+
+        self._retrying(command)
+
+    def remove_webhook(self, username: str, url: str) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.remove_webhook(url)
+            self.save(account)
+
+        self._retrying(command)
+
+    # ---- webhooks --------------------------------------------------------------------------
+
+    def webhook_log(self, account: str, url: str) -> WebhookLog:
+        try:
+            return self.get(WebhookLog, webhook_log_id(account, url))
+        except AggregateNotFoundError:
+            return WebhookLog.start(account=account, url=url)
+
+    def record_webhook_outcomes(self, outcomes: Sequence[WebhookOutcome]) -> None:
+        """WebhookDelivered / WebhookFailed for a group of POSTs, one transaction."""
+
+        def command() -> None:
+            logs: dict[tuple[str, str], WebhookLog] = {}
+            for outcome in outcomes:
+                key = (outcome.account, outcome.url)
+                if key not in logs:
+                    logs[key] = self.webhook_log(outcome.account, outcome.url)
+                logs[key].settled(
+                    webhook_id=outcome.webhook_id,
+                    kind=outcome.kind,
+                    source_id=outcome.source_id,
+                    source_version=outcome.source_version,
+                    message_id=outcome.message_id,
+                    attempts=outcome.attempts,
+                    status_code=outcome.status_code,
+                    error=outcome.error,
+                    at=outcome.at,
+                )
+            if logs:
+                self.save(*logs.values())
+
+        self._retrying(command)
+
+    def record_webhook_replay(
+        self, account: str, url: str, *, since: str, until: str | None, events: int, delivered: int, failed: int, at: str
+    ) -> None:
+        def command() -> None:
+            log = self.webhook_log(account, url)
+            log.replayed(since=since, until=until, events=events, delivered=delivered, failed=failed, at=at)
+            self.save(log)
 
         self._retrying(command)
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,105 @@ def cmd_account_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_events(text: str) -> list[str]:
+    from eventstore.domain import WEBHOOK_EVENTS
+
+    events = sorted({part.strip() for part in text.split(",") if part.strip()})
+    unknown = [event for event in events if event not in WEBHOOK_EVENTS]
+    if unknown or not events:
+        raise CliError(f"--events is a comma-separated list of {', '.join(WEBHOOK_EVENTS)}")
+    return events
+
+
+def cmd_webhook_add(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from sftpsms.webhooks import new_secret
+
+    parts = urlsplit(args.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError(f"{args.url!r} is not an http:// or https:// URL")
+    events = _webhook_events(args.events)
+    secret = new_secret()
+    settings = _settings(args)
+    with _store(settings) as store:
+        store.add_webhook(args.username, args.url, secret, events)
+    text = (
+        f"webhook for {args.username}: {args.url} ({', '.join(events)})\n"
+        f"  signing secret (shown only now): {secret}\n"
+        f"Verify each POST's webhook-signature with it (Standard Webhooks)."
+    )
+    _emit(args, {"username": args.username, "url": args.url, "events": events, "secret": secret}, text)
+    return 0
+
+
+def cmd_webhook_list(args: argparse.Namespace) -> int:
+    from eventstore.domain import webhook_log_id
+
+    settings = _settings(args)
+    rows = []
+    with _store(settings) as store:
+        for url, hook in sorted(store.account(args.username).webhooks.items()):
+            delivered = failed = 0
+            if store.exists(webhook_log_id(args.username, url)):
+                hook_log = store.webhook_log(args.username, url)
+                delivered, failed = hook_log.delivered, hook_log.failed
+            rows.append({"url": url, "events": ",".join(hook["events"]), "delivered": delivered, "failed": failed})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["url", "events", "delivered", "failed"])
+    return 0
+
+
+def cmd_webhook_remove(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with _store(settings) as store:
+        store.remove_webhook(args.username, args.url)
+    _emit(args, {"username": args.username, "url": args.url, "removed": True}, f"webhook {args.url} removed from {args.username}")
+    return 0
+
+
+def cmd_webhook_replay(args: argparse.Namespace) -> int:
+    import trio
+
+    from actors.file import utc_now
+    from actors.webhooks import ReplayBound, replay_pages, replay_webhooks
+
+    try:
+        since = ReplayBound.parse(args.since)
+        until = ReplayBound.parse(args.until) if args.until else None
+    except ValueError:
+        raise CliError("--since/--until take a notification position (digits) or an ISO time") from None
+    settings = _settings(args)
+    with _store(settings) as store:
+        hooks = store.account(args.username).webhooks
+        if args.url is not None and args.url not in hooks:
+            raise CliError(f"{args.username} has no webhook {args.url}")
+        if not hooks:
+            raise CliError(f"{args.username} has no webhooks")
+        pages = replay_pages(store, args.username, since, until, args.url)
+
+        def progress(done: int, read: int) -> None:
+            print(f"replayed {done} of {read} POSTs read so far", file=sys.stderr, flush=True)
+
+        summaries = trio.run(partial(replay_webhooks, pages, settings=settings, clock=utc_now, progress=progress))
+        at = utc_now().isoformat()
+        for url in sorted(hooks if args.url is None else [args.url]):
+            summary = summaries.get(url)
+            counts = summary.as_dict() if summary else {"events": 0, "delivered": 0, "failed": 0}
+            store.record_webhook_replay(args.username, url, since=args.since, until=args.until, at=at, **counts)
+    result = {url: summary.as_dict() for url, summary in sorted(summaries.items())}
+    total = {key: sum(s[key] for s in result.values()) for key in ("events", "delivered", "failed")}
+    if args.json:
+        print(json.dumps({"username": args.username, "since": args.since, "until": args.until, "webhooks": result, **total}))
+    else:
+        for url, counts in result.items():
+            print(f"{url}: {counts['delivered']} delivered, {counts['failed']} failed of {counts['events']}")
+        print(f"replayed {total['events']} POSTs: {total['delivered']} delivered, {total['failed']} failed")
+    return 0 if total["failed"] == 0 else 1
+
+
 def cmd_route_add(args: argparse.Namespace) -> int:
     prefix = args.prefix.lstrip("+")
     if not prefix.isdigit():
@@ -611,6 +711,35 @@ def build_parser() -> argparse.ArgumentParser:
     radd.set_defaults(func=cmd_route_add)
     rlist = route.add_parser("list", parents=[common], help="list route prefixes")
     rlist.set_defaults(func=cmd_route_list)
+
+    webhook = sub.add_parser(
+        "webhook", help="webhooks: delivery statuses and replies POSTed to a URL, signed"
+    ).add_subparsers(dest="action", required=True)
+    wadd = webhook.add_parser("add", parents=[common], help="POST an account's events to URL; prints the signing secret once")
+    wadd.add_argument("username")
+    wadd.add_argument("url")
+    wadd.add_argument("--events", default="delivery,reply", help="which events: delivery, reply or both (default)")
+    wadd.set_defaults(func=cmd_webhook_add)
+    wlist = webhook.add_parser("list", parents=[common], help="an account's webhooks with delivered/failed counts")
+    wlist.add_argument("username")
+    wlist.set_defaults(func=cmd_webhook_list)
+    wremove = webhook.add_parser("remove", parents=[common], help="stop POSTing to URL")
+    wremove.add_argument("username")
+    wremove.add_argument("url")
+    wremove.set_defaults(func=cmd_webhook_remove)
+    wreplay = webhook.add_parser(
+        "replay",
+        parents=[common],
+        help="POST a range of events again: same webhook ids, same bodies",
+        description="Send an account's delivery statuses and replies again to its webhooks, with the "
+        "webhook ids and bodies of the first time (receivers de-duplicate by webhook-id). A bound is "
+        "a notification position (digits) or an ISO time compared with the events' 'at'.",
+    )
+    wreplay.add_argument("username")
+    wreplay.add_argument("--since", required=True, metavar="TIME|POSITION")
+    wreplay.add_argument("--until", metavar="TIME|POSITION")
+    wreplay.add_argument("--url", help="only this webhook")
+    wreplay.set_defaults(func=cmd_webhook_replay)
 
     files = sub.add_parser("files", parents=[common], help="file outcomes")
     files.add_argument("--account", help="only this account's files")

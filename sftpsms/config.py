@@ -46,6 +46,11 @@ class Settings:
     http_host: str = "127.0.0.1"  # the inbound HTTP endpoint (gateway receipts and replies)
     http_port: int = -1  # -1: no inbound HTTP endpoint; 0: any free port
     optout_keywords: str = "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT"  # a reply starting with one opts out
+    webhook_backoff: float = 5.0  # seconds before a failed webhook POST is retried; doubles each time
+    webhook_backoff_max: float = 3600.0  # the longest wait between two tries
+    webhook_retry_for: float = 24 * 3600.0  # seconds after the first try when a POST is given up (WebhookFailed)
+    webhook_timeout: float = 10.0  # seconds for one POST (connect, send, response)
+    webhook_concurrency: int = 16  # POSTs in flight at once per webhook URL
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -69,6 +74,11 @@ class Settings:
     @property
     def readmodels_db(self) -> Path:
         return self.data_dir / "readmodels.db"
+
+    @property
+    def webhooks_db(self) -> Path:
+        """The webhook sender's position in the notification log and what it settled past it."""
+        return self.data_dir / "webhooks.db"
 
     @property
     def accounts_dir(self) -> Path:

@@ -462,3 +462,29 @@ def test_a_routed_prefix_is_sent_over_smpp_and_gets_receipts(tmp_path: Path) -> 
                 store.close()
     assert {e.gateway for e in submitted} == {"smsc"}
     assert sorted((e.index, e.status, e.gateway) for e in reported) == [(0, "delivered", "smsc"), (1, "delivered", "smsc")]
+
+
+def test_webhook_added_through_the_cli_gets_signed_delivery_statuses(tmp_path: Path) -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from tests.receiver import running_receiver
+
+    env = {"SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.05", "SFTPSMS_WEBHOOK_BACKOFF": "0.1"}
+    with running_receiver() as receiver, running_service(tmp_path / "data", env=env) as isolated:
+        isolated.add_account("acme")
+        added = isolated.cli("webhook", "add", "acme", receiver.url, "--events", "delivery", "--json")
+        assert added.returncode == 0, added.stderr
+        secret = json.loads(added.stdout)["secret"]
+        numbers = MTN[:3]
+        _, report = send(isolated, "acme", "hooked.json", v7(Message_Template="x", Contacts=[{"msisdn": n} for n in numbers]))
+        assert report["messages_queued"] == 3
+        posts = receiver.wait(3, timeout=30)
+        listed = isolated.cli("webhook", "list", "acme", "--json")
+    payloads = [Webhook(secret).verify(post.body, post.headers) for post in posts]
+    assert sorted(p["data"]["msisdn"] for p in payloads) == sorted(numbers)
+    assert {p["type"] for p in payloads} == {"delivery"}
+    assert {p["data"]["file_id"] for p in payloads} == {report["file_id"]}
+    assert {p["data"]["status"] for p in payloads} <= {"delivered", "failed", "expired"}
+    assert len({post.id for post in posts}) == 3
+    [row] = json.loads(listed.stdout)
+    assert row["url"] == receiver.url and row["delivered"] + row["failed"] <= 3

@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--profile", type=Path, help="record the server with py-spy (collapsed stacks) into this file")
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -81,6 +84,14 @@ def main() -> None:
         # A slow send rate keeps the dispatcher from competing with ingest for the CPU.
         with running_service(scratch / "data", "--send-rate", "1") as service:
             service.add_account("bench", credits=args.contacts * 2)
+            profiler = None
+            if args.profile is not None:
+                profiler = subprocess.Popen(
+                    ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw",
+                     "--subprocesses", "--idle", "-r", "200", "-o", str(args.profile)],
+                    stdout=subprocess.DEVNULL,
+                )
+                time.sleep(1)
             with service.paramiko("bench") as sftp:
                 started = time.perf_counter()
                 remote = sftp.open("Send_SMS/bench.json", "wb")
@@ -99,6 +110,9 @@ def main() -> None:
             )
             folder, report = service.wait_report("bench", "bench.json", timeout=3600)
             rss = peak_rss_mb(service.process.pid)
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait()
             store = open_store(service.data_dir)
             file = store.file(uuid.UUID(report["file_id"]))
             events = {type(e).__name__: e for e in store.events.get(file.id)}

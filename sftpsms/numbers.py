@@ -295,6 +295,9 @@ def _country_code(digits: str) -> _CountryCode | None:
     return _CountryCode(main, regions) if regions else None
 
 
+# Each number is classified up to three times in a row (normalise_msisdn's is_valid_mobile and
+# _canonical, then has_network): a small cache makes that once.
+@lru_cache(maxsize=4096)
 def _classify(e164: str) -> bool | None:
     """Whether ASCII digits are a valid mobile number, exactly as phonenumbers would say, or None
     when parse() would do more than split off the country code (we do not guess then)."""

@@ -9,7 +9,8 @@ made here, before anything is queued.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ class AccountPolicy:
     sender_ids: frozenset[str] = frozenset()  # allowed one by one (sftpsms senderid allow)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: built a million times per big file
 class Outcome:
     """One contact's fate. `code` None means a message is queued; MSISDN.Optout means skipped."""
 
@@ -184,6 +185,23 @@ def check_sender(sender_id: str, policy: AccountPolicy) -> str:
     return sender_id
 
 
+def header_template(header: Header) -> Template | None:
+    """The file's Message_Template, parsed; None when it has none. Raises TemplateInvalid."""
+    if header.message_template is None or header.message_template == "":
+        return None
+    return Template.parse(header.message_template)
+
+
+# How pass 1 turns the contacts into outcomes, in file order: `check_all` here, or
+# actors.pass_one's split across processes, which yields exactly the same outcomes and errors.
+CheckContacts = Callable[[Path, Header, ContactChecker], Generator[Outcome, None, None]]
+
+
+def check_all(path: Path, header: Header, checker: ContactChecker) -> Generator[Outcome, None, None]:
+    for raw in iter_contacts(path, header):
+        yield checker.check(raw)
+
+
 def read_plan_header(
     path: Path, *, policy: AccountPolicy, now: datetime
 ) -> tuple[Header, Template | None, str, datetime | None, datetime | None]:
@@ -193,12 +211,10 @@ def read_plan_header(
     start = parse_timestamp(header.start) if header.start else None
     end = parse_timestamp(header.end) if header.end else None
     check_schedule(start, end, now)
-    template = None
-    if header.message_template is not None and header.message_template != "":
-        try:
-            template = Template.parse(header.message_template)
-        except TemplateInvalid as error:
-            raise FileRejected(ErrorCode.PARSE_ERROR, f"Message_Template: {error}") from None
+    try:
+        template = header_template(header)
+    except TemplateInvalid as error:
+        raise FileRejected(ErrorCode.PARSE_ERROR, f"Message_Template: {error}") from None
     not_before = start if start is not None and start > now else None
     return header, template, sender, not_before, end
 
@@ -213,6 +229,7 @@ def plan_file(
     spool: Path,
     max_parts: int = DEFAULT_MAX_PARTS,
     progress: Callable[[int], None] | None = None,
+    check_contacts: CheckContacts = check_all,
 ) -> Plan:
     """Pass 1. Raises FileRejected for a failure found before contacts are read, PlanFailed (with
     the counts so far, for the report) for one found while or after reading them."""
@@ -220,10 +237,10 @@ def plan_file(
     plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
     checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
     try:
-        with spool.open("w", encoding="utf-8") as out:
+        with spool.open("w", encoding="utf-8") as out, closing(check_contacts(path, header, checker)) as outcomes:
             pending: list[Outcome] = []
-            for raw in iter_contacts(path, header):
-                pending.append(checker.check(raw))
+            for outcome in outcomes:
+                pending.append(outcome)
                 if len(pending) >= OPTOUT_LOOKUP_BATCH:
                     _flush(pending, plan, header, policy, opted_out, out)
                     pending = []

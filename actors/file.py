@@ -270,7 +270,9 @@ def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: d
             max_parts=context.settings.max_parts,
             progress=lambda done: _progress(file, "validated", done),
             check_contacts=pass_one_checker(
-                context.settings.pass_one_processes, parts=context.settings.spool_dir / str(file.id)
+                context.settings.pass_one_processes,
+                parts=context.settings.spool_dir / str(file.id),
+                optouts=(context.settings.readmodels_db, policy.username),
             ),
         )
     finally:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actors.pass_one import part_bounds, pass_one_checker
+from eventstore.projections import ReadModels
 from sftpsms.errors import FileRejected
 from sftpsms.intake import AccountPolicy, PlanFailed, check_all, plan_file
 from sftpsms.numbers import NetworkDirectory
@@ -44,18 +45,32 @@ def write(tmp_path: Path, contacts: list[dict[str, Any]], **header: Any) -> Path
     return path
 
 
-def outcome_of(path: Path, processes: int, tmp_path: Path, **split: Any) -> tuple[Any, ...]:
+def read_models(tmp_path: Path) -> Path:
+    """A read-model database in which OPTED_OUT (and another account's number) opted out."""
+    path = tmp_path / "readmodels.db"
+    if not path.exists():
+        models = ReadModels(path)
+        rows = [{"account": "acme", "msisdn": m} for m in OPTED_OUT] + [{"account": "other", "msisdn": "27831000050"}]
+        models.db.table("optouts").insert_all(rows)
+        models.close()
+    return path
+
+
+def outcome_of(path: Path, processes: int, tmp_path: Path) -> tuple[Any, ...]:
     """Everything pass 1 decides: the plan's counts or the failure, and the spool's bytes."""
     spool = tmp_path / f"spool-{processes}.jsonl"
+    models = ReadModels(read_models(tmp_path))
     try:
         plan = plan_file(
             path,
             policy=POLICY,
             networks=NetworkDirectory(),
-            opted_out=lambda numbers: OPTED_OUT & set(numbers),
+            opted_out=lambda numbers: models.opted_out("acme", numbers),
             now=NOW,
             spool=spool,
-            check_contacts=pass_one_checker(processes, parts=tmp_path / "parts", min_bytes=0, **split),
+            check_contacts=pass_one_checker(
+                processes, parts=tmp_path / "parts", optouts=(read_models(tmp_path), "acme"), min_bytes=0
+            ),
         )
     except PlanFailed as failure:
         result: tuple[Any, ...] = ("failed", failure.code, failure.detail, failure.plan.contacts, failure.plan.first_errors)
@@ -63,6 +78,8 @@ def outcome_of(path: Path, processes: int, tmp_path: Path, **split: Any) -> tupl
         result = ("rejected", rejection.code, rejection.detail)
     else:
         result = ("planned", plan.contacts, plan.messages, plan.rejected, plan.optouts, plan.parts, plan.first_errors)
+    finally:
+        models.close()
     assert not list(tmp_path.glob("parts.part*")), "part files are removed"
     return result, spool.read_bytes()
 
@@ -72,6 +89,7 @@ def test_a_split_pass_plans_and_spools_exactly_like_one_pass(tmp_path: Path, pro
     path = write(tmp_path, [contact(i) for i in range(CONTACTS)])
     single = outcome_of(path, 1, tmp_path)
     assert single[0][0] == "planned" and single[0][4] == 3  # three opt-outs, found in several parts
+    assert b"27831000050" in single[1]  # opted out of another account only
     assert outcome_of(path, processes, tmp_path) == single
 
 
@@ -114,13 +132,14 @@ def test_without_processes_the_pass_runs_in_this_thread(tmp_path: Path, monkeypa
 
 
 def test_small_files_and_one_process_are_not_split(tmp_path: Path) -> None:
-    assert pass_one_checker(1, parts=tmp_path / "p") is check_all
+    optouts = (read_models(tmp_path), "acme")
+    assert pass_one_checker(1, parts=tmp_path / "p", optouts=optouts) is check_all
     path = write(tmp_path, [contact(i) for i in range(10)])
-    checker = pass_one_checker(2, parts=tmp_path / "p", min_bytes=path.stat().st_size + 1)
+    checker = pass_one_checker(2, parts=tmp_path / "p", optouts=optouts, min_bytes=path.stat().st_size + 1)
     assert checker(path, None, None).__name__ == "check_all"  # type: ignore[arg-type]
 
 
 def test_parts_start_on_opt_out_batch_boundaries() -> None:
-    assert part_bounds(100_000, 2) == [38_000]
-    assert part_bounds(100_000, 3) == [23_000, 62_000]
+    assert part_bounds(100_000, 2) == [49_000]
+    assert part_bounds(100_000, 3) == [32_000, 66_000]
     assert part_bounds(0, 2) == [1000]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -136,6 +137,9 @@ class _Worker:
         part: Path,
     ) -> _Worker:
         part.parent.mkdir(parents=True, exist_ok=True)
+        # A new file, never the old one truncated: a worker orphaned by a crash before a restart
+        # may still be writing to that one.
+        part.unlink(missing_ok=True)
         part.write_bytes(b"")
         job = {
             "path": str(path),
@@ -144,6 +148,7 @@ class _Worker:
             "routes": list(checker.networks.prefixes),
             "max_parts": checker.max_parts,
             "optouts": [str(optouts[0]), optouts[1]],
+            "parent": os.getpid(),
             "start": start,
             "stop": stop,
             "part": str(part),
@@ -220,6 +225,8 @@ def _work(job: dict[str, Any]) -> dict[str, Any]:
     with closing(sqlite3.connect(database, timeout=30)) as models, open(job["part"], "wb") as out:  # noqa: PTH123
 
         def write(outcomes: list[Outcome]) -> None:
+            if os.getppid() != job["parent"]:  # the server is gone: nobody will read this part
+                raise SystemExit(1)
             batch = tally(outcomes, header, lambda numbers: find_optouts(models, account, numbers))
             head = {name: value for name, value in vars(batch).items() if name != "lines"}
             out.write(orjson.dumps(head) + b"\n" + "\n".join(batch.lines).encode() + b"\n")

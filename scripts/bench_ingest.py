@@ -76,6 +76,12 @@ class WorkerRss(threading.Thread):
         self.peaks: dict[int, float] = {}
         self.done = threading.Event()
 
+    def cmdline(self, pid: int) -> bytes:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return b""
+
     def children(self, pid: int) -> list[int]:
         found = []
         for task in Path(f"/proc/{pid}/task").glob("*/children"):
@@ -86,10 +92,13 @@ class WorkerRss(threading.Thread):
         return found
 
     def run(self) -> None:
+        server = self.cmdline(self.server)
         while not self.done.wait(0.02):
             pending = self.children(self.server)
             while pending:
                 pid = pending.pop()
+                if self.cmdline(pid) == server:
+                    continue  # forked but not yet exec'ed: the server's own pages, shared
                 peak = peak_rss_mb(pid)
                 if peak == peak:  # not NaN
                     self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak)

@@ -245,6 +245,8 @@ def plan_file(
                     _flush(pending, plan, header, opted_out, out)
                     pending = []
                     count(plan, header, outcome, out)
+                    if progress is not None:
+                        progress(plan.contacts)
                     continue
                 pending.append(outcome)
                 if len(pending) >= OPTOUT_LOOKUP_BATCH:

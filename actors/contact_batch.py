@@ -15,10 +15,12 @@ from itertools import islice
 from typing import IO
 from uuid import UUID
 
+import orjson
 import outcome
 import trio
 
 from actors.writer import StoreClient
+from eventstore.contact_rows import BatchRows, batch_rows
 from eventstore.domain import ContactBatch
 from eventstore.store import SmsStore
 from sftpsms.errors import ErrorCode
@@ -74,28 +76,53 @@ class _SpoolGroups:
         self._lines: IO[str] | None = None
 
     def next_group(self, store: SmsStore) -> int:
-        """Build and save the next group; returns how many contacts it held (0 at the end)."""
+        """Build and save the next group; returns how many contacts it held (0 at the end).
+
+        The rows are built directly (eventstore.contact_rows) where the store allows it; the
+        aggregates of build_batch otherwise. Both store the same events."""
         if self._lines is None:
             self._lines = self.request.plan.spool.open(encoding="utf-8")
-        batches = []
+        direct = store.writes_batch_rows
+        encode = store.row_encoder()
+        request, plan = self.request, self.request.plan
+        not_before = plan.not_before.isoformat() if plan.not_before else None
+        expires_at = plan.expires_at.isoformat() if plan.expires_at else None
+        rows: list[BatchRows] = []
+        batches: list[ContactBatch] = []
         contacts = 0
         for _ in range(GROUP):
             lines = list(islice(self._lines, BATCH_SIZE))
             if not lines:
                 break
-            outcomes = [Outcome.from_line(line) for line in lines]
-            contacts += len(outcomes)
-            batches.append(
-                build_batch(
-                    file_id=self.request.file_id,
-                    account=self.request.account,
-                    number=self.number,
-                    plan=self.request.plan,
-                    outcomes=outcomes,
-                    timestamp=self.timestamp,
+            contacts += len(lines)
+            if direct:
+                rows.append(
+                    batch_rows(
+                        file=request.file_id,
+                        account=request.account,
+                        number=self.number,
+                        sender_id=plan.sender_id,
+                        not_before=not_before,
+                        expires_at=expires_at,
+                        timestamp=self.timestamp,
+                        outcomes=map(orjson.loads, lines),
+                        encode=encode,
+                    )
                 )
-            )
+            else:
+                batches.append(
+                    build_batch(
+                        file_id=request.file_id,
+                        account=request.account,
+                        number=self.number,
+                        plan=plan,
+                        outcomes=[Outcome.from_line(line) for line in lines],
+                        timestamp=self.timestamp,
+                    )
+                )
             self.number += 1
+        if rows:
+            store.save_batch_rows(rows)
         if batches:
             store.save_batches(batches)
         return contacts

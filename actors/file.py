@@ -28,6 +28,7 @@ import trio
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
 from actors.notifier import Notify
+from actors.pass_one import pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
 from eventstore.domain import File, InsufficientBalance
@@ -268,6 +269,11 @@ def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: d
             spool=context.settings.spool_dir / f"{file.id}.jsonl",
             max_parts=context.settings.max_parts,
             progress=lambda done: _progress(file, "validated", done),
+            check_contacts=pass_one_checker(
+                context.settings.pass_one_processes,
+                parts=context.settings.spool_dir / str(file.id),
+                optouts=(context.settings.readmodels_db, policy.username),
+            ),
         )
     finally:
         models.close()

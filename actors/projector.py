@@ -13,6 +13,10 @@ from eventstore.store import SmsStore
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.2  # the admin CLI writes from another process: poll for its events too
+# While writes keep coming (a big ingest pokes after every group of batches), catch up at most
+# about this often: each catch-up holds the GIL that pass 1 and pass 2 need, and the rows it
+# would add one group at a time are just as good a moment later.
+BUSY_INTERVAL = 0.5
 
 
 class Projector:
@@ -50,3 +54,5 @@ class Projector:
                 await self.catch_up()
             except Exception:  # a bad row must not stop the service; it is retried next round
                 log.exception("read-model catch-up failed")
+            if self._wake.is_set():  # poked again meanwhile: writes keep coming
+                await trio.sleep(BUSY_INTERVAL)

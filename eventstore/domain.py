@@ -14,6 +14,9 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 NAMESPACE = UUID("6f1c1a52-5b0e-4d8e-9a53-2f3f0c6c8e11")
+# How an opted-out contact appears among a batch's errors (PRODUCT.md's MSISDN.Optout).
+OPTOUT_CODE = "MSISDN.Optout"
+OPTOUT_DETAIL = "the number has opted out"
 
 
 def account_id(username: str) -> UUID:
@@ -620,12 +623,7 @@ class ContactBatch(Aggregate):
         def apply(self, aggregate: ContactBatch) -> None:
             aggregate.optouts += 1
             aggregate.errors.append(
-                {
-                    "index": self.index,
-                    "msisdn": self.msisdn,
-                    "code": "MSISDN.Optout",
-                    "detail": "the number has opted out",
-                }
+                {"index": self.index, "msisdn": self.msisdn, "code": OPTOUT_CODE, "detail": OPTOUT_DETAIL}
             )
 
     class BatchSealed(Aggregate.Event):

@@ -22,6 +22,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes, message_id
+from eventstore.optouts import find_optouts
 from eventstore.store import SmsStore
 from sftpsms.gatewayids import match_keys
 
@@ -409,16 +410,7 @@ class ReadModels:
     # ---- queries ---------------------------------------------------------------------------
 
     def opted_out(self, account: str, msisdns: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(msisdns), 500):
-            chunk = msisdns[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT msisdn FROM optouts WHERE account = ? AND msisdn IN ({marks})",
-                [account, *chunk],
-            )
-            found.update(row[0] for row in rows)
-        return found
+        return find_optouts(self.db.conn, account, msisdns)
 
     def files(self, account: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
         where, args = [], []

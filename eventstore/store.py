@@ -18,6 +18,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Notification, Transcoder
 
+from eventstore.contact_rows import BatchRows
 from eventstore.domain import (
     ROUTES_ID,
     Account,
@@ -39,6 +40,7 @@ from eventstore.domain import (
     login_record_id,
     webhook_log_id,
 )
+from eventstore.recorder import BatchingSQLiteApplicationRecorder
 from eventstore.transcoder import OrjsonTranscoder
 
 T = TypeVar("T")
@@ -489,6 +491,31 @@ class SmsStore(Application[UUID]):
         fresh = [b for b in batches if not self.recorder.select_events(b.id, limit=1)]
         if fresh:
             self.save(*fresh)
+        return len(fresh)
+
+    @property
+    def writes_batch_rows(self) -> bool:
+        """Whether `save_batch_rows` may be used: rows are plain transcoder output (no compressor,
+        no cipher) and the recorder inserts them directly."""
+        mapper = self.mapper
+        return (
+            mapper.compressor is None
+            and mapper.cipher is None
+            and isinstance(self.recorder, BatchingSQLiteApplicationRecorder)
+        )
+
+    def row_encoder(self) -> Callable[[Any], bytes]:
+        """What turns an event's state dict into stored bytes (for eventstore.contact_rows)."""
+        return self.mapper.transcoder.encode
+
+    def save_batch_rows(self, batches: Sequence[BatchRows]) -> int:
+        """`save_batches` for batches built as rows (eventstore.contact_rows): one transaction,
+        batches already stored are skipped. Returns how many were new."""
+        fresh = [b for b in batches if not self.recorder.select_events(b.batch_id, limit=1)]
+        if fresh:
+            recorder = self.recorder
+            assert isinstance(recorder, BatchingSQLiteApplicationRecorder), "check writes_batch_rows first"
+            recorder.insert_rows([row for batch in fresh for row in batch.rows])
         return len(fresh)
 
     def batch_exists(self, file: UUID, number: int) -> bool:

@@ -21,6 +21,7 @@ class Settings:
     sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
     file_workers: int = 2  # files processed at once
+    pass_one_processes: int = 2  # processes validating one big file (1: a thread of the server only)
     max_parts: int = 10  # a message longer than this many SMS parts is a contact error
     max_zip_entries: int = 100
     max_entry_bytes: int = 1 << 30

@@ -80,6 +80,7 @@ class _Container:
 
 
 _CONTAINER = _Container()
+_END = object()
 
 
 @dataclass
@@ -159,17 +160,44 @@ def read_header(path: Path) -> Header:
     return _build_header(seen)
 
 
-def iter_contacts(path: Path, header: Header) -> Iterator[RawContact]:
+def iter_contacts(path: Path, header: Header, *, start: int = 0, stop: int | None = None) -> Iterator[RawContact]:
     """Each contact in file order, indexed from 0. Raises FileRejected(File.Corrupt) where the JSON
-    breaks; a truncated file yields its first contacts before that, so act only after the end."""
+    breaks; a truncated file yields its first contacts before that, so act only after the end.
+
+    With `start`/`stop`, only the contacts with start <= index < stop are yielded (pass 1 split
+    across processes). The JSON before `start` is still parsed, so a break there fails the same
+    way; without `stop`, so is everything after."""
     with _Source(path) as source:
         index = 0
         try:
-            for item in ijson.items(source, f"{header.contacts_key}.item", use_float=False):
+            items = ijson.items(source, f"{header.contacts_key}.item", use_float=False)
+            for _ in range(start):  # skipped, but parsed: its errors are errors of the range too
+                if next(items, _END) is _END:
+                    return
+                index += 1
+            for item in items:
+                if index == stop:
+                    return
                 yield _contact(index, item)
                 index += 1
         except (ijson.JSONError, UnicodeDecodeError) as error:
             raise _corrupt(error) from None
+
+
+def estimate_contacts(path: Path, header: Header, sample: int = 2000) -> int:
+    """Roughly how many contacts the file holds, from the size of its first `sample` ones: to split
+    pass 1 into parts of similar size (nothing depends on it being right). 0 when unsure."""
+    size = path.stat().st_size
+    with _Source(path) as source:
+        count = 0
+        try:
+            for _ in ijson.items(source, f"{header.contacts_key}.item", use_float=False, buf_size=4096):
+                count += 1
+                if count == sample:
+                    return int(size * count / source.consumed)
+        except (ijson.JSONError, UnicodeDecodeError):
+            return 0
+    return count
 
 
 def _read_keys(events: Iterator[tuple[str, str, Any]], seen: _TopLevel, *, stop_at_contacts: bool) -> bool:

@@ -9,7 +9,8 @@ made here, before anything is queued.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ class AccountPolicy:
     sender_ids: frozenset[str] = frozenset()  # allowed one by one (sftpsms senderid allow)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: built a million times per big file
 class Outcome:
     """One contact's fate. `code` None means a message is queued; MSISDN.Optout means skipped."""
 
@@ -184,6 +185,24 @@ def check_sender(sender_id: str, policy: AccountPolicy) -> str:
     return sender_id
 
 
+def header_template(header: Header) -> Template | None:
+    """The file's Message_Template, parsed; None when it has none. Raises TemplateInvalid."""
+    if header.message_template is None or header.message_template == "":
+        return None
+    return Template.parse(header.message_template)
+
+
+# How pass 1 turns the contacts into outcomes, in file order: `check_all` here, or
+# actors.pass_one's split across processes, which yields the outcomes of this process's part and
+# then the Tally of each batch the workers checked: the same outcomes, counts and errors.
+CheckContacts = Callable[[Path, Header, ContactChecker], Generator["Outcome | Tally", None, None]]
+
+
+def check_all(path: Path, header: Header, checker: ContactChecker) -> Generator[Outcome | Tally, None, None]:
+    for raw in iter_contacts(path, header):
+        yield checker.check(raw)
+
+
 def read_plan_header(
     path: Path, *, policy: AccountPolicy, now: datetime
 ) -> tuple[Header, Template | None, str, datetime | None, datetime | None]:
@@ -193,12 +212,10 @@ def read_plan_header(
     start = parse_timestamp(header.start) if header.start else None
     end = parse_timestamp(header.end) if header.end else None
     check_schedule(start, end, now)
-    template = None
-    if header.message_template is not None and header.message_template != "":
-        try:
-            template = Template.parse(header.message_template)
-        except TemplateInvalid as error:
-            raise FileRejected(ErrorCode.PARSE_ERROR, f"Message_Template: {error}") from None
+    try:
+        template = header_template(header)
+    except TemplateInvalid as error:
+        raise FileRejected(ErrorCode.PARSE_ERROR, f"Message_Template: {error}") from None
     not_before = start if start is not None and start > now else None
     return header, template, sender, not_before, end
 
@@ -213,6 +230,7 @@ def plan_file(
     spool: Path,
     max_parts: int = DEFAULT_MAX_PARTS,
     progress: Callable[[int], None] | None = None,
+    check_contacts: CheckContacts = check_all,
 ) -> Plan:
     """Pass 1. Raises FileRejected for a failure found before contacts are read, PlanFailed (with
     the counts so far, for the report) for one found while or after reading them."""
@@ -220,16 +238,23 @@ def plan_file(
     plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
     checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
     try:
-        with spool.open("w", encoding="utf-8") as out:
+        with spool.open("w", encoding="utf-8") as out, closing(check_contacts(path, header, checker)) as outcomes:
             pending: list[Outcome] = []
-            for raw in iter_contacts(path, header):
-                pending.append(checker.check(raw))
+            for outcome in outcomes:
+                if isinstance(outcome, Tally):  # a batch a worker process checked and looked up
+                    _flush(pending, plan, header, opted_out, out)
+                    pending = []
+                    count(plan, header, outcome, out)
+                    if progress is not None:
+                        progress(plan.contacts)
+                    continue
+                pending.append(outcome)
                 if len(pending) >= OPTOUT_LOOKUP_BATCH:
-                    _flush(pending, plan, header, policy, opted_out, out)
+                    _flush(pending, plan, header, opted_out, out)
                     pending = []
                     if progress is not None:
                         progress(plan.contacts)
-            _flush(pending, plan, header, policy, opted_out, out)
+            _flush(pending, plan, header, opted_out, out)
         if plan.contacts == 0:
             raise FileRejected(ErrorCode.REQUIRED_PARAMETER_MISSING, "Contacts is empty")
         if plan.messages == 0:
@@ -247,16 +272,22 @@ def plan_file(
     return plan
 
 
-def _flush(
-    outcomes: list[Outcome],
-    plan: Plan,
-    header: Header,
-    policy: AccountPolicy,
-    opted_out: Callable[[list[str]], set[str]],
-    out: IO[str],
-) -> None:
-    if not outcomes:
-        return
+@dataclass
+class Tally:
+    """One batch of outcomes with its opt-outs applied: what it adds to a plan, and its spool lines.
+    `_flush` makes and counts one per OPTOUT_LOOKUP_BATCH contacts; a pass-one worker makes them
+    for its part and this process counts them in order (actors/pass_one.py)."""
+
+    contacts: int = 0
+    messages: int = 0
+    parts: int = 0
+    optouts: int = 0
+    errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, error) per rejection
+    lines: list[str] = field(default_factory=list)
+
+
+def tally(outcomes: list[Outcome], header: Header, opted_out: Callable[[list[str]], set[str]]) -> Tally:
+    """Look the batch's numbers up in the opt-outs (when the file asks for it) and count it."""
     if header.check_optouts:
         candidates = [o.msisdn for o in outcomes if o.code is None and o.msisdn]
         blocked = opted_out(candidates) if candidates else set()
@@ -267,27 +298,50 @@ def _flush(
                 else o
                 for o in outcomes
             ]
-    lines = []
-    for outcome in outcomes:
-        plan.contacts += 1
+    batch = Tally(contacts=len(outcomes))
+    for position, outcome in enumerate(outcomes):
         if outcome.code is None:
-            plan.messages += 1
-            plan.parts += outcome.parts
+            batch.messages += 1
+            batch.parts += outcome.parts
         elif outcome.is_optout:
-            plan.optouts += 1
+            batch.optouts += 1
         else:
-            plan.rejected += 1
-            if len(plan.first_errors) < 1000:
-                plan.first_errors.append(outcome.error())
-            if header.max_errors is not None and plan.rejected > header.max_errors:
-                raise FileRejected(
-                    ErrorCode.PARSE_ERROR,
-                    f"more than Max_Errors={header.max_errors} contact errors "
-                    f"(stopped at contact {outcome.index})",
-                )
-        lines.append(outcome.to_line())
-    out.write("\n".join(lines))
-    out.write("\n")
+            batch.errors.append((position, outcome.error()))
+        batch.lines.append(outcome.to_line())
+    return batch
+
+
+def count(plan: Plan, header: Header, batch: Tally, out: IO[str]) -> None:
+    """Add a batch to the plan and its lines to the spool; Max_Errors fails the file at the very
+    contact that exceeds it (the plan then counts the contacts up to that one)."""
+    for position, error in batch.errors:
+        plan.rejected += 1
+        if len(plan.first_errors) < 1000:
+            plan.first_errors.append(error)
+        if header.max_errors is not None and plan.rejected > header.max_errors:
+            plan.contacts += position + 1
+            raise FileRejected(
+                ErrorCode.PARSE_ERROR,
+                f"more than Max_Errors={header.max_errors} contact errors (stopped at contact {error['index']})",
+            )
+    plan.contacts += batch.contacts
+    plan.messages += batch.messages
+    plan.parts += batch.parts
+    plan.optouts += batch.optouts
+    if batch.lines:
+        out.write("\n".join(batch.lines))
+        out.write("\n")
+
+
+def _flush(
+    outcomes: list[Outcome],
+    plan: Plan,
+    header: Header,
+    opted_out: Callable[[list[str]], set[str]],
+    out: IO[str],
+) -> None:
+    if outcomes:
+        count(plan, header, tally(outcomes, header, opted_out), out)
 
 
 def read_spool(spool: Path) -> Iterator[Outcome]:

@@ -36,7 +36,7 @@ def normalise_msisdn(raw: str, default_region: str) -> str | None:
     A number that is not valid anywhere is still returned (the network check reports it) unless
     it is too short or too long to be an MSISDN.
     """
-    text = _SEPARATORS.sub("", str(raw))
+    text = raw if type(raw) is str and _is_digits(raw) else _SEPARATORS.sub("", str(raw))  # most: plain digits
     if text.startswith("+"):
         digits = text[1:]
     elif text.startswith("00"):
@@ -295,18 +295,29 @@ def _country_code(digits: str) -> _CountryCode | None:
     return _CountryCode(main, regions) if regions else None
 
 
+@cache
+def _split_country(first_three: str) -> tuple[int, _CountryCode] | None:
+    """The country calling code a number starting with these three digits has, and its length.
+    Country codes are prefix-free, so the first assigned 1..3-digit prefix is the code."""
+    for length in (1, 2, 3):
+        country = _country_code(first_three[:length])
+        if country is not None:
+            return length, country
+    return None
+
+
+# Each number is classified up to three times in a row (normalise_msisdn's is_valid_mobile and
+# _canonical, then has_network): a small cache makes that once.
+@lru_cache(maxsize=4096)
 def _classify(e164: str) -> bool | None:
     """Whether ASCII digits are a valid mobile number, exactly as phonenumbers would say, or None
     when parse() would do more than split off the country code (we do not guess then)."""
     if len(e164) < _FAST_MIN_DIGITS or not _is_digits(e164) or e164[0] == "0":
         return None
-    # Country codes are prefix-free, so the first assigned 1..3-digit prefix is the code.
-    for length in (1, 2, 3):
-        country = _country_code(e164[:length])
-        if country is not None:
-            break
-    else:
+    split = _split_country(e164[:3])
+    if split is None:
         return None
+    length, country = split
     national = e164[length:]
     if not 2 <= len(national) <= _FAST_MAX_NSN or not country.keeps_national_number(national):
         return None

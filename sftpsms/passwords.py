@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so both cases cost the same time.
-_DUMMY_HASH = _hasher.hash("no such account")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so both cases cost the same time. Made on
+    first use, not at import: hashing costs as much as a login, and start-up should not pay it."""
+    return _hasher.hash("no such account")
 
 
 def hash_password(password: str) -> str:
@@ -17,6 +24,6 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Slow on purpose (~0.1 s): call it off the event loop."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False

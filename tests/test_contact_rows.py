@@ -1,0 +1,138 @@
+"""The fast path of pass 2 stores exactly what the aggregate path stores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pytest
+
+from actors.contact_batch import build_batch
+from eventstore.contact_rows import batch_rows
+from eventstore.domain import ContactBatch, batch_id
+from eventstore.store import SmsStore, open_store
+from sftpsms.errors import ErrorCode
+from sftpsms.fileformat import Header
+from sftpsms.intake import Outcome, Plan
+
+FILE = UUID("0b7c5e8e-5d0f-4a53-9d53-0e1f6c1b2a77")
+OUTCOMES = [
+    Outcome(0, "27831234567", "C1", text="Hi Thandi, R120 due.", parts=1),
+    Outcome(1, "27831234568", None, text="Ünïcödé ok: €{}[]~" * 12, parts=2),
+    Outcome(2, None, "C3", code=ErrorCode.REQUIRED_PARAMETER_MISSING, detail="msisdn is missing"),
+    Outcome(3, "27831234569", "C4", code=ErrorCode.OPTOUT, detail="the number has opted out"),
+    Outcome(4, "abc", None, code=ErrorCode.NO_NETWORK, detail="not a phone number"),
+    Outcome(5, "27831234570", 'quote " and \\ back', text="line\nbreak", parts=1),
+]
+TIMESTAMPS = [
+    datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC),
+    datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC),  # no microseconds: isoformat drops them
+]
+
+
+def _plan(tmp_path: Path, *, scheduled: bool) -> Plan:
+    header = Header(
+        version=7, email=None, start=None, end=None, sender_id="ACME", check_optouts=True,
+        message_template=None, max_errors=None, warnings=(), contacts_key="Contacts",
+    )
+    return Plan(
+        header=header,
+        sender_id="ACME",
+        not_before=datetime(2026, 12, 1, 8, tzinfo=UTC) if scheduled else None,
+        expires_at=datetime(2026, 12, 1, 18, tzinfo=UTC) if scheduled else None,
+        spool=tmp_path / "spool.jsonl",
+    )
+
+
+def _rows(store: SmsStore) -> list[tuple[Any, ...]]:
+    with store.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+        cursor.execute("SELECT rowid, originator_id, originator_version, topic, state FROM stored_events")
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> Iterator[tuple[SmsStore, SmsStore]]:
+    slow, fast = open_store(tmp_path / "slow"), open_store(tmp_path / "fast")
+    yield slow, fast
+    slow.close()
+    fast.close()
+
+
+def _save_both(
+    stores: tuple[SmsStore, SmsStore], plan: Plan, timestamp: datetime, numbers: range
+) -> None:
+    slow, fast = stores
+    assert fast.writes_batch_rows
+    slow.save_batches(
+        [
+            build_batch(file_id=FILE, account="acme", number=n, plan=plan, outcomes=OUTCOMES, timestamp=timestamp)
+            for n in numbers
+        ]
+    )
+    fast.save_batch_rows(
+        [
+            batch_rows(
+                file=FILE,
+                account="acme",
+                number=n,
+                sender_id=plan.sender_id,
+                not_before=plan.not_before.isoformat() if plan.not_before else None,
+                expires_at=plan.expires_at.isoformat() if plan.expires_at else None,
+                timestamp=timestamp,
+                outcomes=(orjson.loads(o.to_line()) for o in OUTCOMES),  # as read from the spool
+                encode=fast.row_encoder(),
+            )
+            for n in numbers
+        ]
+    )
+
+
+@pytest.mark.parametrize("timestamp", TIMESTAMPS)
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_fast_rows_are_byte_identical_to_the_aggregate_path(
+    stores: tuple[SmsStore, SmsStore], tmp_path: Path, timestamp: datetime, scheduled: bool
+) -> None:
+    _save_both(stores, _plan(tmp_path, scheduled=scheduled), timestamp, range(3))
+    slow, fast = stores
+    expected = _rows(slow)
+    assert len(expected) == 3 * (len(OUTCOMES) + 2)
+    assert _rows(fast) == expected
+
+
+def test_fast_rows_read_back_as_the_same_aggregate_and_events(
+    stores: tuple[SmsStore, SmsStore], tmp_path: Path
+) -> None:
+    _save_both(stores, _plan(tmp_path, scheduled=True), TIMESTAMPS[0], range(2))
+    slow, fast = stores
+    for number in range(2):
+        from_slow, from_fast = slow.batch(build_id(number)), fast.batch(build_id(number))
+        assert isinstance(from_fast, ContactBatch)
+        assert vars(from_fast) == vars(from_slow)
+        assert (from_fast.queued, from_fast.parts, from_fast.optouts, from_fast.sealed) == (3, 4, 1, True)
+        assert list(fast.events.get(from_fast.id)) == list(slow.events.get(from_slow.id))
+    sealed = list(fast.sealed_batches(FILE, 2))
+    assert [len(s.errors) for s in sealed] == [3, 3]
+
+
+def test_fast_rows_of_a_stored_batch_are_skipped(stores: tuple[SmsStore, SmsStore], tmp_path: Path) -> None:
+    plan = _plan(tmp_path, scheduled=False)
+    _save_both(stores, plan, TIMESTAMPS[0], range(1))
+    _, fast = stores
+    again = [
+        batch_rows(
+            file=FILE, account="acme", number=n, sender_id="ACME", not_before=None, expires_at=None,
+            timestamp=TIMESTAMPS[0], outcomes=[], encode=fast.row_encoder(),
+        )
+        for n in (0, 1)
+    ]
+    before = len(_rows(fast))
+    assert fast.save_batch_rows(again) == 1
+    assert len(_rows(fast)) == before + 2  # only batch 1: opened and sealed
+
+
+def build_id(number: int) -> UUID:
+    return batch_id(FILE, number)

@@ -9,6 +9,8 @@ SFTP, ingested, dispatched to the simulator, receipts recorded. Figures come fro
    achieved rate of each over a --window (default 60 s) is compared with its configured rate.
 2. Maximum rate: one account without a limit of its own sends --burst messages (default 100 000)
    to the simulator from its Start on; messages/s from Start to the last MessageSubmitted.
+3. Receipt → webhook latency: scripts/bench_webhooks at 1 000 events/s (DeliveryReported events
+   through the event writer, the webhook sender POSTing to a receiver in another process).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -154,13 +157,19 @@ def maximum(scratch: Path, burst: int, lead: float) -> None:
     print(f"  busiest second: {busiest:,} messages")
 
 
+def webhooks(rate: int, seconds: int) -> None:
+    print(f"3. receipt → webhook latency at {rate:,} events/s for {seconds} s (scripts/bench_webhooks)", flush=True)
+    script = Path(__file__).resolve().parent / "bench_webhooks.py"
+    subprocess.run([sys.executable, str(script), "--rate", str(rate), "--seconds", str(seconds)], check=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=200_000, help="messages across the three accounts")
     parser.add_argument("--window", type=float, default=60.0, help="seconds over which rates are measured")
     parser.add_argument("--burst", type=int, default=100_000, help="messages for the maximum-rate run")
     parser.add_argument("--lead", type=float, default=40.0, help="seconds from upload to Start (ingest must finish)")
-    parser.add_argument("--only", choices=["fairness", "maximum"], help="run one part")
+    parser.add_argument("--only", choices=["fairness", "maximum", "webhooks"], help="run one part")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
@@ -169,6 +178,8 @@ def main() -> None:
             fairness(scratch, args.messages, args.window, args.lead)
         if args.only in (None, "maximum"):
             maximum(scratch, args.burst, args.lead)
+        if args.only in (None, "webhooks"):
+            webhooks(1000, 10)
     finally:
         if args.keep:
             print(f"data kept in {scratch}")

@@ -275,6 +275,28 @@ def test_start_in_the_future_holds_messages_back(service: Service) -> None:
         store.close()
 
 
+def test_start_is_kept_to_the_second(service: Service) -> None:
+    from uuid import UUID
+
+    start = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    body = v7(Start=start.strftime("%Y-%m-%d %H:%M:%S"), Message_Template="x", Contacts=[{"msisdn": MTN[2]}])
+    _, report = send(service, "acme", "on-the-second.json", body)
+    store = service.store()
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            events = store.events.get(dispatch_log_id(batch_id(UUID(report["file_id"]), 0)))
+            if submitted := [e for e in events if isinstance(e, DispatchLog.MessageSubmitted)]:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("not sent after its Start")
+    finally:
+        store.close()
+    lag = (datetime.fromisoformat(submitted[0].submitted_at) - start).total_seconds()
+    assert 0 <= lag < 1.0, lag
+
+
 def test_a_batch_waiting_for_its_start_does_not_hold_back_later_files(service: Service) -> None:
     start = (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%d %H:%M")
     send(service, "acme", "waits.json", v7(Start=start, Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))

@@ -14,17 +14,21 @@ A lost connection, an unanswered submit_sm or an unanswered enquire_link makes `
 GatewayUnavailable and `run` reconnect after a backoff that doubles up to a minute. A long
 message interrupted after some parts keeps its reference and accepted parts; submitting it again
 sends only the rest (an unanswered part may reach the handset twice: SMPP cannot tell).
+
+Restarts: every accepted part is written to a journal in `journal_dir` (actors/submit_journal.py)
+before `submit` goes on, so a message submitted again after a crash — its MessageSubmitted event
+not yet written — returns the ids the SMSC gave it, or resumes from its next part, instead of
+reaching the handset twice.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import trio
 from smpplib import consts, smpp
@@ -37,6 +41,7 @@ from actors.gateway import (
     GatewayUnavailable,
     OutboundMessage,
 )
+from actors.submit_journal import SubmitJournal
 from sftpsms.gatewayids import final_status
 from sftpsms.gateways import SmppGatewayConfig
 from sftpsms.gsm import DATA_CODING_UCS2, decode_gsm, encode_parts
@@ -47,8 +52,6 @@ log = logging.getLogger(__name__)
 MAX_PDU = 64 * 1024  # octets; a longer command_length is a broken peer, not a message
 READ_SIZE = 64 * 1024
 MAX_BACKOFF = 60.0  # seconds between reconnects at most
-REMEMBERED = 100_000  # message ids whose gateway ids are kept, so a re-submission is not resent
-PARTLY_SENT = 10_000  # long messages interrupted after some parts, resumed from the next part
 UNBIND_WAIT = 1.0  # seconds to say unbind when the gateway stops
 INTERFACE_VERSION = 0x34
 RETRY_LATER = frozenset({consts.SMPP_ESME_RTHROTTLED, consts.SMPP_ESME_RMSGQFUL})
@@ -146,6 +149,7 @@ class SmppGateway:
         config: SmppGatewayConfig,
         reports: trio.MemorySendChannel[GatewayReport],
         *,
+        journal_dir: Path,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.config = config
@@ -154,29 +158,32 @@ class SmppGateway:
         self._reports = reports
         self._clock = clock
         self._sequence = _Sequence()
-        self._reference = 0
         self._connection: _Connection | None = None
-        self._accepted: OrderedDict[UUID, tuple[str, ...]] = OrderedDict()
-        # A long message whose later parts failed (connection lost, throttled too long): its
-        # reference and the ids of the parts accepted, so a re-submission sends only the rest.
-        self._partly_sent: OrderedDict[UUID, tuple[int, list[str]]] = OrderedDict()
+        # What the SMSC accepted, message by message, across restarts: a re-submission of a done
+        # message returns its ids; one whose later parts failed (connection lost, throttled too
+        # long) sends only the rest, with the same reference.
+        self.journal = SubmitJournal(journal_dir, now=clock())
+        self._reference = self.journal.reference
         self.connects = 0  # successful binds, for operators and tests
         self.throttled = 0  # throttled submit_sm answers, retried
 
     # --- outbound ----------------------------------------------------------------------------
 
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
-        known = self._accepted.get(message.message_id)
-        if known is not None:
-            return known
-        reference, ids = self._partly_sent.pop(message.message_id, (-1, []))
-        if reference < 0:
+        progress = self.journal.get(message.message_id)
+        if progress is not None and progress.done:
+            return progress.ids
+        if progress is not None:
+            reference, ids = progress.reference, list(progress.ids)
+        else:
             self._reference = (self._reference + 1) % 256
-            reference = self._reference
+            reference, ids = self._reference, []
         try:
             coding, payloads = encode_parts(message.text, reference)
         except ValueError as error:
             raise GatewayRejected(self.name, str(error)) from None
+        if len(ids) >= len(payloads):  # the text was split differently before: start again
+            ids = []
         numeric = message.sender_id.isdigit()
         fields = {
             "service_type": "",
@@ -194,20 +201,13 @@ class SmppGateway:
             "data_coding": coding,
             "sm_default_msg_id": 0,
         }
-        try:
-            for payload in payloads[len(ids) :]:  # in order: part n+1 only after part n was accepted
-                ids.append(await self._submit_part(fields, payload))
-        except GatewayUnavailable:
-            if ids:
-                self._partly_sent[message.message_id] = (reference, ids)
-                if len(self._partly_sent) > PARTLY_SENT:
-                    self._partly_sent.popitem(last=False)
-            raise
-        result = tuple(ids)
-        self._accepted[message.message_id] = result
-        if len(self._accepted) > REMEMBERED:
-            self._accepted.popitem(last=False)
-        return result
+        for payload in payloads[len(ids) :]:  # in order: part n+1 only after part n was accepted
+            ids.append(await self._submit_part(fields, payload))
+            try:
+                self.journal.record(message.message_id, reference, len(payloads), tuple(ids), self._clock())
+            except OSError as error:  # the SMSC has the part: go on; only a restart could resend it now
+                log.error("gateway=%s code=SMPP_JOURNAL message=%s detail=%s", self.name, message.message_id, error)
+        return tuple(ids)
 
     async def _submit_part(self, fields: dict[str, Any], payload: bytes) -> str:
         backoff = self.config.throttle_backoff
@@ -254,38 +254,45 @@ class SmppGateway:
         the gateway as unavailable until it is bound).
 
         Resource handling: each connection is closed when its session ends; outstanding requests
-        fail with GatewayUnavailable then. The reports channel is closed when run ends.
+        fail with GatewayUnavailable then. The reports channel and the journal are closed when run
+        ends.
         """
+        with self._reports:
+            try:
+                await self._keep_connected(task_status)
+            finally:
+                self.journal.close()
+
+    async def _keep_connected(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
         backoff = self.config.reconnect_backoff
-        with self._reports:
-            while True:
-                try:
-                    connection = await self._connect()
-                except (OSError, trio.BrokenResourceError, trio.TooSlowError, GatewayUnavailable, _BindRefused) as error:
-                    log.warning("gateway=%s code=SMPP_CONNECT detail=%s retry_in=%.1fs", self.name, error, backoff)
-                else:
-                    backoff = self.config.reconnect_backoff
-                    self._connection = connection
-                    self.connects += 1
-                    if not started:
-                        task_status.started()
-                        started = True
-                    try:
-                        await self._serve(connection)
-                    finally:
-                        self._connection = None
-                        connection.fail_pending()
-                        with trio.CancelScope(shield=True, deadline=trio.current_time() + UNBIND_WAIT):
-                            if not connection.ended:  # we are leaving (cancelled, or no enquire_link answer)
-                                await self._unbind(connection)
-                            await connection.stream.aclose()
-                    log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
+        while True:
+            try:
+                connection = await self._connect()
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, GatewayUnavailable, _BindRefused) as error:
+                log.warning("gateway=%s code=SMPP_CONNECT detail=%s retry_in=%.1fs", self.name, error, backoff)
+            else:
+                backoff = self.config.reconnect_backoff
+                self._connection = connection
+                self.connects += 1
                 if not started:
                     task_status.started()
                     started = True
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                try:
+                    await self._serve(connection)
+                finally:
+                    self._connection = None
+                    connection.fail_pending()
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + UNBIND_WAIT):
+                        if not connection.ended:  # we are leaving (cancelled, or no enquire_link answer)
+                            await self._unbind(connection)
+                        await connection.stream.aclose()
+                log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
+            if not started:
+                task_status.started()
+                started = True
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _connect(self) -> _Connection:
         """A TCP connection with a bound transceiver session on it."""

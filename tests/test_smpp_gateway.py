@@ -79,9 +79,9 @@ async def smsc() -> AsyncIterator[Smsc]:
 
 
 @pytest.fixture
-async def harness(smsc: Smsc, nursery: trio.Nursery) -> Harness:
+async def harness(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> Harness:
     send, receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     return Harness(smsc, gateway, receive)
 
@@ -210,9 +210,9 @@ async def test_throttled_part_is_retried_before_the_next_part(harness: Harness) 
     assert "".join(submit["text"] for submit in submits) == LONG
 
 
-async def test_throttled_for_too_long_leaves_the_message_waiting(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_throttled_for_too_long_leaves_the_message_waiting(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, throttle_retries=2), send)
+    gateway = SmppGateway(_config(smsc, throttle_retries=2), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.command("throttle", count=5)
     with pytest.raises(GatewayUnavailable):
@@ -242,21 +242,21 @@ async def test_reconnects_after_the_smsc_drops_the_connection(harness: Harness) 
     assert ids == (harness.smsc.of("submit")[-1]["id"],)
 
 
-async def test_not_connected_is_unavailable(nursery: trio.Nursery) -> None:
+async def test_not_connected_is_unavailable(nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
     with trio.socket.socket() as probe:  # a port with nobody listening
         await probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = SmppGatewayConfig(name="smsc", host="127.0.0.1", port=port, reconnect_backoff=0.05)
-    gateway = SmppGateway(config, send)
+    gateway = SmppGateway(config, send, journal_dir=tmp_path)
     await nursery.start(gateway.run)  # started after the first attempt, though it failed
     with pytest.raises(GatewayUnavailable):
         await gateway.submit(_message())
 
 
-async def test_sends_enquire_link_and_answers_the_smscs(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_sends_enquire_link_and_answers_the_smscs(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, enquire_link=0.05), send)
+    gateway = SmppGateway(_config(smsc, enquire_link=0.05), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("enquire_link", 2)
     await smsc.command("enquire_link")
@@ -289,10 +289,10 @@ async def test_many_messages_through_the_window(harness: Harness) -> None:
     assert len({gateway_id for part_ids in ids for gateway_id in part_ids}) == count
 
 
-async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     await smsc.command("config", system_id="someone-else", password="pw")
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("bind", 2)  # refused, then tried again after the backoff
     assert gateway.connects == 0
@@ -301,10 +301,10 @@ async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc:
 
 
 async def test_an_unanswered_part_leaves_the_message_waiting_and_a_retry_sends_only_the_rest(
-    smsc: Smsc, nursery: trio.Nursery
+    smsc: Smsc, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, response_timeout=0.3), send)
+    gateway = SmppGateway(_config(smsc, response_timeout=0.3), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     message = _message(LONG)
     # Part 1 is answered, part 2 is not: the message waits; the retry goes on from part 2.
@@ -320,9 +320,9 @@ async def test_an_unanswered_part_leaves_the_message_waiting_and_a_retry_sends_o
     assert [header[4] for header in headers] == [1, 2, 3]
 
 
-async def test_stopping_the_gateway_unbinds(smsc: Smsc) -> None:
+async def test_stopping_the_gateway_unbinds(smsc: Smsc, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.run)
         await smsc.wait_for("bind")
@@ -330,10 +330,10 @@ async def test_stopping_the_gateway_unbinds(smsc: Smsc) -> None:
     await smsc.wait_for("unbind")
 
 
-async def test_an_unanswered_enquire_link_ends_the_session_and_it_reconnects(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_an_unanswered_enquire_link_ends_the_session_and_it_reconnects(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     await smsc.command("config", enquire_link=False)
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, enquire_link=0.1, response_timeout=0.2), send)
+    gateway = SmppGateway(_config(smsc, enquire_link=0.1, response_timeout=0.2), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("close")
     await smsc.wait_for("bind", 2)
@@ -348,3 +348,66 @@ async def test_intermediate_receipts_record_nothing(harness: Harness) -> None:
     receipt = await harness.report()
     assert isinstance(receipt, GatewayReceipt)
     assert receipt.gateway_id == gateway_id
+
+
+# --- restarts: the journal ------------------------------------------------------------------------
+
+
+async def _stopped_after(gateway: SmppGateway, work: Any) -> Any:
+    """Run a gateway, do `work` with it, stop it (as a restart would: its memory goes)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run)
+        result = await work()
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def test_a_new_gateway_on_the_same_journal_does_not_send_a_message_again(smsc: Smsc, tmp_path: Path) -> None:
+    short, long = _message(index=1), _message(LONG, index=2)
+
+    async def submit_both(gateway: SmppGateway) -> tuple[tuple[str, ...], ...]:
+        return await _stopped_after(gateway, lambda: _submit_all(gateway, short, long))
+
+    before = await submit_both(SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path))
+    after = await submit_both(SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path))
+    await smsc.sync()
+    assert after == before
+    assert len(smsc.of("submit")) == 4  # one short message, three parts: each sent once
+    assert before[0] == (smsc.of("submit")[0]["id"],)
+
+
+async def test_after_a_restart_an_interrupted_message_resumes_from_its_next_part(smsc: Smsc, tmp_path: Path) -> None:
+    message = _message(LONG)
+    await smsc.command("silence", count=1, after=1)  # part 1 answered, part 2 never
+    first = SmppGateway(_config(smsc, response_timeout=0.3), _reports(), journal_dir=tmp_path)
+
+    async def fail() -> None:
+        with pytest.raises(GatewayUnavailable, match="no answer"):
+            await first.submit(message)
+
+    await _stopped_after(first, fail)
+    second = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    ids = await _stopped_after(second, lambda: second.submit(message))
+    submits = await smsc.wait_for("submit", 3)
+    assert ids == tuple(submit["id"] for submit in submits)
+    headers = [bytes.fromhex(submit["udh"]) for submit in submits]
+    assert len({header[2] for header in headers}) == 1  # the same reference across the restart
+    assert [header[4] for header in headers] == [1, 2, 3]
+
+
+async def test_references_go_on_after_a_restart(smsc: Smsc, tmp_path: Path) -> None:
+    first = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    await _stopped_after(first, lambda: first.submit(_message(LONG, index=1)))
+    second = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    await _stopped_after(second, lambda: second.submit(_message(LONG, index=2)))
+    submits = await smsc.wait_for("submit", 6)
+    assert len({bytes.fromhex(submit["udh"])[2] for submit in submits}) == 2
+
+
+def _reports() -> trio.MemorySendChannel[GatewayReport]:
+    send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    return send
+
+
+async def _submit_all(gateway: SmppGateway, *messages: OutboundMessage) -> tuple[tuple[str, ...], ...]:
+    return tuple([await gateway.submit(message) for message in messages])

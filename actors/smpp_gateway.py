@@ -5,7 +5,10 @@ ours, on trio, because smpplib's client blocks. Outbound, `submit` sends a messa
 after the other, each a submit_sm that waits for its submit_sm_resp (matched by sequence number);
 the dispatcher runs `concurrency` sender tasks, so up to that many submit_sm are outstanding (the
 window). Inbound, deliver_sm PDUs become GatewayReceipt (esm_class says "delivery receipt") or
-GatewayReply (a mobile-originated message) on the reports channel, and are always answered.
+GatewayReply (a mobile-originated message) on the reports channel, and are always answered. The
+parts of a long reply (a user data header with an 8- or 16-bit reference, or sar_* TLVs) are held
+until the last one comes — or `reply_parts_timeout` passes, then what arrived is the reply — and
+become one GatewayReply whose id is a hash of its content, the same when the SMSC delivers it again.
 
 Error handling: a throttled part (ESME_RTHROTTLED, ESME_RMSGQFUL) is retried after a backoff
 before the next part is sent, so parts never go out of order; after `throttle_retries` the
@@ -23,7 +26,9 @@ reaching the handset twice.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +64,7 @@ ESM_UDHI = 0x40  # esm_class bit: short_message starts with a user data header
 ESM_TYPE_MASK = 0x3C  # esm_class message type bits
 ESM_DELIVERY_RECEIPT = 0x04
 RESPONSE_BIT = 0x80000000
+HELD_REPLIES = 1_000  # long replies whose parts are still coming; beyond, the oldest is delivered as is
 
 
 def utc_now() -> datetime:
@@ -164,6 +170,10 @@ class SmppGateway:
         # long) sends only the rest, with the same reference.
         self.journal = SubmitJournal(journal_dir, now=clock())
         self._reference = self.journal.reference
+        # Parts of long replies (mobile-originated), by (source, destination, reference, total), until
+        # the last part comes or `reply_parts_timeout` passes; kept across reconnects.
+        self._reply_parts: OrderedDict[tuple[str, str, int, int], _HeldReply] = OrderedDict()
+        self._reply_parts_arrived = trio.Event()
         self.connects = 0  # successful binds, for operators and tests
         self.throttled = 0  # throttled submit_sm answers, retried
 
@@ -255,11 +265,13 @@ class SmppGateway:
 
         Resource handling: each connection is closed when its session ends; outstanding requests
         fail with GatewayUnavailable then. The reports channel and the journal are closed when run
-        ends.
+        ends; parts of a long reply still held then are lost (the SMSC had its answers).
         """
         with self._reports:
             try:
-                await self._keep_connected(task_status)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._expire_reply_parts)
+                    await self._keep_connected(task_status)
             finally:
                 self.journal.close()
 
@@ -373,9 +385,12 @@ class SmppGateway:
                     waiter.response = pdu
                     waiter.done.set()
             elif pdu.command == "deliver_sm":
-                report = self._report(pdu, connection)
+                report = self._report(pdu)
                 if report is not None:
                     await self._reports.send(report)
+                while len(self._reply_parts) > HELD_REPLIES:  # parts of too many long replies: the oldest goes
+                    key, held = next(iter(self._reply_parts.items()))
+                    await self._deliver_incomplete(key, held)
                 await self._respond(connection, "deliver_sm_resp", sequence)
             elif pdu.command == "enquire_link":
                 await self._respond(connection, "enquire_link_resp", sequence)
@@ -400,8 +415,9 @@ class SmppGateway:
 
     # --- inbound -----------------------------------------------------------------------------
 
-    def _report(self, pdu: Any, connection: _Connection) -> GatewayReport | None:
-        """A receipt or a reply out of a deliver_sm; None (logged) for what is neither."""
+    def _report(self, pdu: Any) -> GatewayReport | None:
+        """A receipt or a reply out of a deliver_sm; None for a part of a long reply held until its
+        other parts come, and (logged) for what is neither."""
         esm_class = pdu.esm_class or 0
         payload: bytes = pdu.short_message or getattr(pdu, "message_payload", None) or b""
         if esm_class & ESM_TYPE_MASK == ESM_DELIVERY_RECEIPT:
@@ -425,24 +441,145 @@ class SmppGateway:
         if esm_class & ESM_TYPE_MASK:
             log.info("gateway=%s code=SMPP_DELIVER_IGNORED esm_class=%#x", self.name, esm_class)
             return None
-        if esm_class & ESM_UDHI and payload:
-            payload = payload[payload[0] + 1 :]  # one part of a long reply: its own text only
-        coding = (pdu.data_coding or 0) & 0x0F
+        part = _MoPart.of(pdu, payload)
+        if part.total <= 1:
+            return self._reply(part, [part])
+        key = (part.source, part.destination, part.reference, part.total)
+        held = self._reply_parts.get(key)
+        if held is None:
+            held = self._reply_parts[key] = _HeldReply(deadline=trio.current_time() + self.config.reply_parts_timeout)
+            self._reply_parts_arrived.set()
+        held.parts.setdefault(part.sequence, part)  # a part delivered twice counts once
+        if len(held.parts) < part.total:
+            return None
+        del self._reply_parts[key]
+        return self._reply(part, [held.parts[number] for number in sorted(held.parts)])
+
+    def _reply(self, last: _MoPart, parts: list[_MoPart]) -> GatewayReply:
+        """The reply of one or more parts (all, in order, or what arrived before the timeout).
+
+        SMPP v3.4 gives a mobile-originated message no id, and an SMSC redelivers one whose
+        deliver_sm_resp it did not get (a reconnect): its id is a hash of what stays the same then —
+        the addresses, the text, the SMSC's time fields when it fills them, the concatenation
+        reference — so a redelivered reply is recorded once. (The same text sent twice by one
+        number in reply to one message, by an SMSC that fills no time field, is recorded once too.)
+        """
+        first = parts[0]
+        coding = first.coding
+        data = b"".join(part.data for part in parts)
         if coding == DATA_CODING_UCS2:
-            text = payload.decode("utf-16-be", "replace")
+            text = data.decode("utf-16-be", "replace")
         elif coding in (0, 1):
-            text = decode_gsm(payload)
+            text = decode_gsm(data)
         else:
-            text = payload.decode("latin-1")
+            text = data.decode("latin-1")
+        stable = [
+            last.source,
+            last.destination,
+            text,
+            first.scheduled,
+            first.validity,
+            f"{first.reference}/{first.total}" if first.total > 1 else "",
+        ]
+        digest = hashlib.sha256("\x1f".join(stable).encode()).hexdigest()[:32]
         return GatewayReply(
             gateway=self.name,
-            # SMPP v3.4 gives an MO message no id: the session and sequence number name it.
-            reply_id=f"{connection.opened:%Y%m%d%H%M%S%f}-{pdu.sequence}",
-            msisdn=_text(pdu.source_addr).lstrip("+"),
-            to=_text(pdu.destination_addr),
+            reply_id=f"mo-{digest}",
+            msisdn=last.source.lstrip("+"),
+            to=last.destination,
             text=text,
             at=self._clock(),
         )
+
+    async def _expire_reply_parts(self) -> None:
+        """A long reply whose parts stop coming is delivered as what arrived, after
+        `reply_parts_timeout` seconds from its first part (in order of first parts: the oldest
+        is always the first to expire)."""
+        while True:
+            if not self._reply_parts:
+                await self._reply_parts_arrived.wait()
+                self._reply_parts_arrived = trio.Event()
+                continue
+            key, held = next(iter(self._reply_parts.items()))
+            if held.deadline > trio.current_time():
+                await trio.sleep_until(held.deadline)
+                continue
+            await self._deliver_incomplete(key, held)
+
+    async def _deliver_incomplete(self, key: tuple[str, str, int, int], held: _HeldReply) -> None:
+        del self._reply_parts[key]
+        parts = [held.parts[number] for number in sorted(held.parts)]
+        log.warning(
+            "gateway=%s code=SMPP_REPLY_INCOMPLETE msisdn=%s parts=%d of=%d",
+            self.name,
+            key[0],
+            len(parts),
+            key[3],
+        )
+        await self._reports.send(self._reply(parts[-1], parts))
+
+
+@dataclass(frozen=True)
+class _MoPart:
+    """One deliver_sm of a mobile-originated message, with its concatenation header read."""
+
+    source: str
+    destination: str
+    coding: int
+    data: bytes  # the text's octets, without the user data header
+    reference: int = 0
+    total: int = 1
+    sequence: int = 1
+    scheduled: str = ""
+    validity: str = ""
+
+    @classmethod
+    def of(cls, pdu: Any, payload: bytes) -> _MoPart:
+        reference, total, sequence = 0, 1, 1
+        data = payload
+        if (pdu.esm_class or 0) & ESM_UDHI and payload:
+            header, data = payload[1 : payload[0] + 1], payload[payload[0] + 1 :]
+            reference, total, sequence = _concatenation(header)
+        elif getattr(pdu, "sar_total_segments", None):
+            reference = pdu.sar_msg_ref_num or 0
+            total = pdu.sar_total_segments
+            sequence = pdu.sar_segment_seqnum or 1
+        if not 1 <= sequence <= total:
+            reference, total, sequence = 0, 1, 1  # nonsense numbering: a message of its own
+        return cls(
+            source=_text(pdu.source_addr),
+            destination=_text(pdu.destination_addr),
+            coding=(pdu.data_coding or 0) & 0x0F,
+            data=data,
+            reference=reference,
+            total=total,
+            sequence=sequence,
+            scheduled=_text(getattr(pdu, "schedule_delivery_time", None)),
+            validity=_text(getattr(pdu, "validity_period", None)),
+        )
+
+
+@dataclass
+class _HeldReply:
+    """The parts of a long reply that arrived so far, by sequence number."""
+
+    deadline: float  # trio time: deliver what arrived then
+    parts: dict[int, _MoPart] = field(default_factory=dict)
+
+
+def _concatenation(header: bytes) -> tuple[int, int, int]:
+    """(reference, total, sequence) from a user data header's concatenation element (IEI 0: 8-bit
+    reference, IEI 8: 16-bit); (0, 1, 1) when it has none."""
+    position = 0
+    while position + 2 <= len(header):
+        element, length = header[position], header[position + 1]
+        value = header[position + 2 : position + 2 + length]
+        if element == 0x00 and length == 3 and len(value) == 3:
+            return value[0], value[1], value[2]
+        if element == 0x08 and length == 4 and len(value) == 4:
+            return value[0] << 8 | value[1], value[2], value[3]
+        position += 2 + length
+    return 0, 1, 1
 
 
 def _text(value: bytes | str | None) -> str:

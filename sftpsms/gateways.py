@@ -79,6 +79,7 @@ class SmppGatewayConfig:
     source_addr_npi: int = 0
     dest_addr_ton: int = 1
     dest_addr_npi: int = 1
+    reply_parts_timeout: float = 60.0  # seconds to wait for the rest of a long reply, then deliver what came
 
 
 GatewayConfig = SimulatorGatewayConfig | HttpGatewayConfig | SmppGatewayConfig

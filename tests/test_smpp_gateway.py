@@ -411,3 +411,145 @@ def _reports() -> trio.MemorySendChannel[GatewayReport]:
 
 async def _submit_all(gateway: SmppGateway, *messages: OutboundMessage) -> tuple[tuple[str, ...], ...]:
     return tuple([await gateway.submit(message) for message in messages])
+
+
+# --- replies: long ones, and redelivered ones ------------------------------------------------------
+
+
+async def _mo(smsc: Smsc, text: str, **fields: Any) -> None:
+    await smsc.command("mo", **{"from": "447700900123", "to": "Acme", "text": text, **fields})
+
+
+@pytest.mark.parametrize(
+    "header",
+    [lambda seq: f"050003A702{seq:02x}", lambda seq: f"060804BEEF02{seq:02x}"],
+    ids=["8-bit-reference", "16-bit-reference"],
+)
+async def test_a_two_part_reply_becomes_one_reply(harness: Harness, header: Any) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Yes please, send me ", udh=header(1))
+    await harness.smsc.wait_for("deliver_sm_resp")  # answered at once, though held
+    await _mo(harness.smsc, "the brochure.", udh=header(2))
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert (reply.msisdn, reply.to, reply.text) == ("447700900123", "Acme", "Yes please, send me the brochure.")
+    await harness.smsc.wait_for("deliver_sm_resp", 2)
+    assert harness.reports.statistics().current_buffer_used == 0  # one reply, not one per part
+
+
+async def test_parts_of_a_reply_in_sar_fields_arriving_out_of_order_are_joined_in_order(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "the brochure.", sar={"ref": 7, "total": 2, "seq": 2})
+    await _mo(harness.smsc, "Yes please, send me ", sar={"ref": 7, "total": 2, "seq": 1})
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Yes please, send me the brochure."
+
+
+async def test_ucs2_parts_are_joined_before_decoding(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Да, пожалуйста, ", udh="050003110201", data_coding=8)
+    await _mo(harness.smsc, "пришлите.", udh="050003110202", data_coding=8)
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Да, пожалуйста, пришлите."
+
+
+async def test_parts_of_two_replies_with_different_references_stay_apart(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "A1 ", udh="050003010201")
+    await _mo(harness.smsc, "B1 ", udh="050003020201")
+    await _mo(harness.smsc, "B2", udh="050003020202")
+    await _mo(harness.smsc, "A2", udh="050003010202")
+    texts = [(await harness.report()).text for _ in range(2)]  # type: ignore[union-attr]
+    assert texts == ["B1 B2", "A1 A2"]
+
+
+async def test_a_reply_whose_last_part_never_comes_is_delivered_as_what_arrived(
+    smsc: Smsc, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    send, receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    gateway = SmppGateway(_config(smsc, reply_parts_timeout=0.2), send, journal_dir=tmp_path)
+    await nursery.start(gateway.run)
+    await smsc.wait_for("bind")
+    await _mo(smsc, "Yes please, ", udh="050003330301")
+    await _mo(smsc, "send me ", udh="050003330302")
+    with trio.fail_after(5):
+        reply = await receive.receive()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Yes please, send me "
+
+
+async def test_a_reply_redelivered_after_a_reconnect_keeps_its_id(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "STOP please")
+    first = await harness.report()
+    await harness.smsc.command("drop")
+    await harness.smsc.wait_for("bind", 2)
+    await _mo(harness.smsc, "STOP please")  # the SMSC did not see our answer: it delivers it again
+    again = await harness.report()
+    assert isinstance(first, GatewayReply) and isinstance(again, GatewayReply)
+    assert again.reply_id == first.reply_id
+    assert harness.gateway.connects == 2
+
+
+async def test_a_long_reply_redelivered_keeps_its_id(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    ids = []
+    for _ in range(2):
+        await _mo(harness.smsc, "Yes please, ", udh="050003440201")
+        await _mo(harness.smsc, "send it.", udh="050003440202")
+        reply = await harness.report()
+        assert isinstance(reply, GatewayReply)
+        ids.append(reply.reply_id)
+    assert ids[0] == ids[1]
+
+
+async def test_replies_that_differ_in_text_time_or_sender_get_different_ids(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "YES")
+    await _mo(harness.smsc, "NO")
+    await _mo(harness.smsc, "YES", schedule="261125104300000+")
+    await harness.smsc.command("mo", **{"from": "447700900999", "to": "Acme", "text": "YES"})
+    replies = [await harness.report() for _ in range(4)]
+    assert len({reply.reply_id for reply in replies if isinstance(reply, GatewayReply)}) == 4
+
+
+async def test_a_redelivered_reply_is_recorded_once(harness: Harness, tmp_path: Path) -> None:
+    message = _message()
+    ids = await harness.gateway.submit(message)
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Thanks")
+    await harness.smsc.command("drop")
+    await harness.smsc.wait_for("bind", 2)
+    await _mo(harness.smsc, "Thanks")
+    replies = [await harness.report() for _ in range(2)]
+    recent = RecentSubmissions()
+    recent.add(SubmissionRef.of(message, "smsc", ids[0]), ids)
+    recorder = ReportRecorder(recent, tmp_path / "readmodels.db", ("STOP",))
+    store = open_store(tmp_path / "data")
+    try:
+        matched = [(reply, recorder.match(reply)) for reply in replies]
+        assert all(ref is not None for _, ref in matched)
+        recorder.record(store, matched)
+        delivery = store.get(DeliveryLog, delivery_log_id(message.batch_id))
+        assert len(delivery.reply_ids) == 1
+    finally:
+        recorder.close()
+        store.close()
+
+
+async def test_too_many_unfinished_long_replies_deliver_the_oldest_as_it_is(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actors.smpp_gateway.HELD_REPLIES", 1)
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "First, part one. ", udh="050003550201")
+    await _mo(harness.smsc, "Second, part one. ", udh="050003560201")
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "First, part one. "
+    await _mo(harness.smsc, "And two.", udh="050003560202")
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Second, part one. And two."

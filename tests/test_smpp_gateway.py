@@ -25,7 +25,7 @@ from actors.submissions import RecentSubmissions, SubmissionRef
 from eventstore.domain import DeliveryLog, delivery_log_id
 from eventstore.store import open_store
 from sftpsms.gatewayids import match_keys
-from sftpsms.gateways import SmppGatewayConfig
+from sftpsms.gateways import GatewayConfigError, SmppGatewayConfig, parse_gateways
 from sftpsms.gsm import count_parts
 from tests.smsc_server import Smsc, running_smsc
 
@@ -402,6 +402,12 @@ async def test_references_go_on_after_a_restart(smsc: Smsc, tmp_path: Path) -> N
     await _stopped_after(second, lambda: second.submit(_message(LONG, index=2)))
     submits = await smsc.wait_for("submit", 6)
     assert len({bytes.fromhex(submit["udh"])[2] for submit in submits}) == 2
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "", "x" * 65])
+def test_a_gateway_name_that_could_leave_the_journal_folder_is_refused(name: str) -> None:
+    with pytest.raises(GatewayConfigError, match="a name is"):
+        parse_gateways({"gateways": {name: {"type": "smpp", "host": "127.0.0.1"}}})
 
 
 def _reports() -> trio.MemorySendChannel[GatewayReport]:

@@ -5,7 +5,10 @@ ours, on trio, because smpplib's client blocks. Outbound, `submit` sends a messa
 after the other, each a submit_sm that waits for its submit_sm_resp (matched by sequence number);
 the dispatcher runs `concurrency` sender tasks, so up to that many submit_sm are outstanding (the
 window). Inbound, deliver_sm PDUs become GatewayReceipt (esm_class says "delivery receipt") or
-GatewayReply (a mobile-originated message) on the reports channel, and are always answered.
+GatewayReply (a mobile-originated message) on the reports channel, and are always answered. The
+parts of a long reply (a user data header with an 8- or 16-bit reference, or sar_* TLVs) are held
+until the last one comes — or `reply_parts_timeout` passes, then what arrived is the reply — and
+become one GatewayReply whose id is a hash of its content, the same when the SMSC delivers it again.
 
 Error handling: a throttled part (ESME_RTHROTTLED, ESME_RMSGQFUL) is retried after a backoff
 before the next part is sent, so parts never go out of order; after `throttle_retries` the
@@ -14,17 +17,23 @@ A lost connection, an unanswered submit_sm or an unanswered enquire_link makes `
 GatewayUnavailable and `run` reconnect after a backoff that doubles up to a minute. A long
 message interrupted after some parts keeps its reference and accepted parts; submitting it again
 sends only the rest (an unanswered part may reach the handset twice: SMPP cannot tell).
+
+Restarts: every accepted part is written to a journal in `journal_dir` (actors/submit_journal.py)
+before `submit` goes on, so a message submitted again after a crash — its MessageSubmitted event
+not yet written — returns the ids the SMSC gave it, or resumes from its next part, instead of
+reaching the handset twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import trio
 from smpplib import consts, smpp
@@ -37,6 +46,7 @@ from actors.gateway import (
     GatewayUnavailable,
     OutboundMessage,
 )
+from actors.submit_journal import SubmitJournal
 from sftpsms.gatewayids import final_status
 from sftpsms.gateways import SmppGatewayConfig
 from sftpsms.gsm import DATA_CODING_UCS2, decode_gsm, encode_parts
@@ -47,8 +57,6 @@ log = logging.getLogger(__name__)
 MAX_PDU = 64 * 1024  # octets; a longer command_length is a broken peer, not a message
 READ_SIZE = 64 * 1024
 MAX_BACKOFF = 60.0  # seconds between reconnects at most
-REMEMBERED = 100_000  # message ids whose gateway ids are kept, so a re-submission is not resent
-PARTLY_SENT = 10_000  # long messages interrupted after some parts, resumed from the next part
 UNBIND_WAIT = 1.0  # seconds to say unbind when the gateway stops
 INTERFACE_VERSION = 0x34
 RETRY_LATER = frozenset({consts.SMPP_ESME_RTHROTTLED, consts.SMPP_ESME_RMSGQFUL})
@@ -56,6 +64,7 @@ ESM_UDHI = 0x40  # esm_class bit: short_message starts with a user data header
 ESM_TYPE_MASK = 0x3C  # esm_class message type bits
 ESM_DELIVERY_RECEIPT = 0x04
 RESPONSE_BIT = 0x80000000
+HELD_REPLIES = 1_000  # long replies whose parts are still coming; beyond, the oldest is delivered as is
 
 
 def utc_now() -> datetime:
@@ -146,6 +155,7 @@ class SmppGateway:
         config: SmppGatewayConfig,
         reports: trio.MemorySendChannel[GatewayReport],
         *,
+        journal_dir: Path,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.config = config
@@ -154,29 +164,36 @@ class SmppGateway:
         self._reports = reports
         self._clock = clock
         self._sequence = _Sequence()
-        self._reference = 0
         self._connection: _Connection | None = None
-        self._accepted: OrderedDict[UUID, tuple[str, ...]] = OrderedDict()
-        # A long message whose later parts failed (connection lost, throttled too long): its
-        # reference and the ids of the parts accepted, so a re-submission sends only the rest.
-        self._partly_sent: OrderedDict[UUID, tuple[int, list[str]]] = OrderedDict()
+        # What the SMSC accepted, message by message, across restarts: a re-submission of a done
+        # message returns its ids; one whose later parts failed (connection lost, throttled too
+        # long) sends only the rest, with the same reference.
+        self.journal = SubmitJournal(journal_dir, now=clock())
+        self._reference = self.journal.reference
+        # Parts of long replies (mobile-originated), by (source, destination, reference, total), until
+        # the last part comes or `reply_parts_timeout` passes; kept across reconnects.
+        self._reply_parts: OrderedDict[tuple[str, str, int, int], _HeldReply] = OrderedDict()
+        self._reply_parts_arrived = trio.Event()
         self.connects = 0  # successful binds, for operators and tests
         self.throttled = 0  # throttled submit_sm answers, retried
 
     # --- outbound ----------------------------------------------------------------------------
 
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
-        known = self._accepted.get(message.message_id)
-        if known is not None:
-            return known
-        reference, ids = self._partly_sent.pop(message.message_id, (-1, []))
-        if reference < 0:
+        progress = self.journal.get(message.message_id)
+        if progress is not None and progress.done:
+            return progress.ids
+        if progress is not None:
+            reference, ids = progress.reference, list(progress.ids)
+        else:
             self._reference = (self._reference + 1) % 256
-            reference = self._reference
+            reference, ids = self._reference, []
         try:
             coding, payloads = encode_parts(message.text, reference)
         except ValueError as error:
             raise GatewayRejected(self.name, str(error)) from None
+        if len(ids) >= len(payloads):  # the text was split differently before: start again
+            ids = []
         numeric = message.sender_id.isdigit()
         fields = {
             "service_type": "",
@@ -194,20 +211,13 @@ class SmppGateway:
             "data_coding": coding,
             "sm_default_msg_id": 0,
         }
-        try:
-            for payload in payloads[len(ids) :]:  # in order: part n+1 only after part n was accepted
-                ids.append(await self._submit_part(fields, payload))
-        except GatewayUnavailable:
-            if ids:
-                self._partly_sent[message.message_id] = (reference, ids)
-                if len(self._partly_sent) > PARTLY_SENT:
-                    self._partly_sent.popitem(last=False)
-            raise
-        result = tuple(ids)
-        self._accepted[message.message_id] = result
-        if len(self._accepted) > REMEMBERED:
-            self._accepted.popitem(last=False)
-        return result
+        for payload in payloads[len(ids) :]:  # in order: part n+1 only after part n was accepted
+            ids.append(await self._submit_part(fields, payload))
+            try:
+                self.journal.record(message.message_id, reference, len(payloads), tuple(ids), self._clock())
+            except OSError as error:  # the SMSC has the part: go on; only a restart could resend it now
+                log.error("gateway=%s code=SMPP_JOURNAL message=%s detail=%s", self.name, message.message_id, error)
+        return tuple(ids)
 
     async def _submit_part(self, fields: dict[str, Any], payload: bytes) -> str:
         backoff = self.config.throttle_backoff
@@ -254,38 +264,47 @@ class SmppGateway:
         the gateway as unavailable until it is bound).
 
         Resource handling: each connection is closed when its session ends; outstanding requests
-        fail with GatewayUnavailable then. The reports channel is closed when run ends.
+        fail with GatewayUnavailable then. The reports channel and the journal are closed when run
+        ends; parts of a long reply still held then are lost (the SMSC had its answers).
         """
+        with self._reports:
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._expire_reply_parts)
+                    await self._keep_connected(task_status)
+            finally:
+                self.journal.close()
+
+    async def _keep_connected(self, task_status: trio.TaskStatus[None]) -> None:
         started = False
         backoff = self.config.reconnect_backoff
-        with self._reports:
-            while True:
-                try:
-                    connection = await self._connect()
-                except (OSError, trio.BrokenResourceError, trio.TooSlowError, GatewayUnavailable, _BindRefused) as error:
-                    log.warning("gateway=%s code=SMPP_CONNECT detail=%s retry_in=%.1fs", self.name, error, backoff)
-                else:
-                    backoff = self.config.reconnect_backoff
-                    self._connection = connection
-                    self.connects += 1
-                    if not started:
-                        task_status.started()
-                        started = True
-                    try:
-                        await self._serve(connection)
-                    finally:
-                        self._connection = None
-                        connection.fail_pending()
-                        with trio.CancelScope(shield=True, deadline=trio.current_time() + UNBIND_WAIT):
-                            if not connection.ended:  # we are leaving (cancelled, or no enquire_link answer)
-                                await self._unbind(connection)
-                            await connection.stream.aclose()
-                    log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
+        while True:
+            try:
+                connection = await self._connect()
+            except (OSError, trio.BrokenResourceError, trio.TooSlowError, GatewayUnavailable, _BindRefused) as error:
+                log.warning("gateway=%s code=SMPP_CONNECT detail=%s retry_in=%.1fs", self.name, error, backoff)
+            else:
+                backoff = self.config.reconnect_backoff
+                self._connection = connection
+                self.connects += 1
                 if not started:
                     task_status.started()
                     started = True
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                try:
+                    await self._serve(connection)
+                finally:
+                    self._connection = None
+                    connection.fail_pending()
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + UNBIND_WAIT):
+                        if not connection.ended:  # we are leaving (cancelled, or no enquire_link answer)
+                            await self._unbind(connection)
+                        await connection.stream.aclose()
+                log.warning("gateway=%s code=SMPP_DISCONNECTED retry_in=%.1fs", self.name, backoff)
+            if not started:
+                task_status.started()
+                started = True
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     async def _connect(self) -> _Connection:
         """A TCP connection with a bound transceiver session on it."""
@@ -366,9 +385,12 @@ class SmppGateway:
                     waiter.response = pdu
                     waiter.done.set()
             elif pdu.command == "deliver_sm":
-                report = self._report(pdu, connection)
+                report = self._report(pdu)
                 if report is not None:
                     await self._reports.send(report)
+                while len(self._reply_parts) > HELD_REPLIES:  # parts of too many long replies: the oldest goes
+                    key, held = next(iter(self._reply_parts.items()))
+                    await self._deliver_incomplete(key, held)
                 await self._respond(connection, "deliver_sm_resp", sequence)
             elif pdu.command == "enquire_link":
                 await self._respond(connection, "enquire_link_resp", sequence)
@@ -393,8 +415,9 @@ class SmppGateway:
 
     # --- inbound -----------------------------------------------------------------------------
 
-    def _report(self, pdu: Any, connection: _Connection) -> GatewayReport | None:
-        """A receipt or a reply out of a deliver_sm; None (logged) for what is neither."""
+    def _report(self, pdu: Any) -> GatewayReport | None:
+        """A receipt or a reply out of a deliver_sm; None for a part of a long reply held until its
+        other parts come, and (logged) for what is neither."""
         esm_class = pdu.esm_class or 0
         payload: bytes = pdu.short_message or getattr(pdu, "message_payload", None) or b""
         if esm_class & ESM_TYPE_MASK == ESM_DELIVERY_RECEIPT:
@@ -418,24 +441,145 @@ class SmppGateway:
         if esm_class & ESM_TYPE_MASK:
             log.info("gateway=%s code=SMPP_DELIVER_IGNORED esm_class=%#x", self.name, esm_class)
             return None
-        if esm_class & ESM_UDHI and payload:
-            payload = payload[payload[0] + 1 :]  # one part of a long reply: its own text only
-        coding = (pdu.data_coding or 0) & 0x0F
+        part = _MoPart.of(pdu, payload)
+        if part.total <= 1:
+            return self._reply(part, [part])
+        key = (part.source, part.destination, part.reference, part.total)
+        held = self._reply_parts.get(key)
+        if held is None:
+            held = self._reply_parts[key] = _HeldReply(deadline=trio.current_time() + self.config.reply_parts_timeout)
+            self._reply_parts_arrived.set()
+        held.parts.setdefault(part.sequence, part)  # a part delivered twice counts once
+        if len(held.parts) < part.total:
+            return None
+        del self._reply_parts[key]
+        return self._reply(part, [held.parts[number] for number in sorted(held.parts)])
+
+    def _reply(self, last: _MoPart, parts: list[_MoPart]) -> GatewayReply:
+        """The reply of one or more parts (all, in order, or what arrived before the timeout).
+
+        SMPP v3.4 gives a mobile-originated message no id, and an SMSC redelivers one whose
+        deliver_sm_resp it did not get (a reconnect): its id is a hash of what stays the same then —
+        the addresses, the text, the SMSC's time fields when it fills them, the concatenation
+        reference — so a redelivered reply is recorded once. (The same text sent twice by one
+        number in reply to one message, by an SMSC that fills no time field, is recorded once too.)
+        """
+        first = parts[0]
+        coding = first.coding
+        data = b"".join(part.data for part in parts)
         if coding == DATA_CODING_UCS2:
-            text = payload.decode("utf-16-be", "replace")
+            text = data.decode("utf-16-be", "replace")
         elif coding in (0, 1):
-            text = decode_gsm(payload)
+            text = decode_gsm(data)
         else:
-            text = payload.decode("latin-1")
+            text = data.decode("latin-1")
+        stable = [
+            last.source,
+            last.destination,
+            text,
+            first.scheduled,
+            first.validity,
+            f"{first.reference}/{first.total}" if first.total > 1 else "",
+        ]
+        digest = hashlib.sha256("\x1f".join(stable).encode()).hexdigest()[:32]
         return GatewayReply(
             gateway=self.name,
-            # SMPP v3.4 gives an MO message no id: the session and sequence number name it.
-            reply_id=f"{connection.opened:%Y%m%d%H%M%S%f}-{pdu.sequence}",
-            msisdn=_text(pdu.source_addr).lstrip("+"),
-            to=_text(pdu.destination_addr),
+            reply_id=f"mo-{digest}",
+            msisdn=last.source.lstrip("+"),
+            to=last.destination,
             text=text,
             at=self._clock(),
         )
+
+    async def _expire_reply_parts(self) -> None:
+        """A long reply whose parts stop coming is delivered as what arrived, after
+        `reply_parts_timeout` seconds from its first part (in order of first parts: the oldest
+        is always the first to expire)."""
+        while True:
+            if not self._reply_parts:
+                await self._reply_parts_arrived.wait()
+                self._reply_parts_arrived = trio.Event()
+                continue
+            key, held = next(iter(self._reply_parts.items()))
+            if held.deadline > trio.current_time():
+                await trio.sleep_until(held.deadline)
+                continue
+            await self._deliver_incomplete(key, held)
+
+    async def _deliver_incomplete(self, key: tuple[str, str, int, int], held: _HeldReply) -> None:
+        del self._reply_parts[key]
+        parts = [held.parts[number] for number in sorted(held.parts)]
+        log.warning(
+            "gateway=%s code=SMPP_REPLY_INCOMPLETE msisdn=%s parts=%d of=%d",
+            self.name,
+            key[0],
+            len(parts),
+            key[3],
+        )
+        await self._reports.send(self._reply(parts[-1], parts))
+
+
+@dataclass(frozen=True)
+class _MoPart:
+    """One deliver_sm of a mobile-originated message, with its concatenation header read."""
+
+    source: str
+    destination: str
+    coding: int
+    data: bytes  # the text's octets, without the user data header
+    reference: int = 0
+    total: int = 1
+    sequence: int = 1
+    scheduled: str = ""
+    validity: str = ""
+
+    @classmethod
+    def of(cls, pdu: Any, payload: bytes) -> _MoPart:
+        reference, total, sequence = 0, 1, 1
+        data = payload
+        if (pdu.esm_class or 0) & ESM_UDHI and payload:
+            header, data = payload[1 : payload[0] + 1], payload[payload[0] + 1 :]
+            reference, total, sequence = _concatenation(header)
+        elif getattr(pdu, "sar_total_segments", None):
+            reference = pdu.sar_msg_ref_num or 0
+            total = pdu.sar_total_segments
+            sequence = pdu.sar_segment_seqnum or 1
+        if not 1 <= sequence <= total:
+            reference, total, sequence = 0, 1, 1  # nonsense numbering: a message of its own
+        return cls(
+            source=_text(pdu.source_addr),
+            destination=_text(pdu.destination_addr),
+            coding=(pdu.data_coding or 0) & 0x0F,
+            data=data,
+            reference=reference,
+            total=total,
+            sequence=sequence,
+            scheduled=_text(getattr(pdu, "schedule_delivery_time", None)),
+            validity=_text(getattr(pdu, "validity_period", None)),
+        )
+
+
+@dataclass
+class _HeldReply:
+    """The parts of a long reply that arrived so far, by sequence number."""
+
+    deadline: float  # trio time: deliver what arrived then
+    parts: dict[int, _MoPart] = field(default_factory=dict)
+
+
+def _concatenation(header: bytes) -> tuple[int, int, int]:
+    """(reference, total, sequence) from a user data header's concatenation element (IEI 0: 8-bit
+    reference, IEI 8: 16-bit); (0, 1, 1) when it has none."""
+    position = 0
+    while position + 2 <= len(header):
+        element, length = header[position], header[position + 1]
+        value = header[position + 2 : position + 2 + length]
+        if element == 0x00 and length == 3 and len(value) == 3:
+            return value[0], value[1], value[2]
+        if element == 0x08 and length == 4 and len(value) == 4:
+            return value[0] << 8 | value[1], value[2], value[3]
+        position += 2 + length
+    return 0, 1, 1
 
 
 def _text(value: bytes | str | None) -> str:

@@ -72,7 +72,7 @@ def build_gateway(
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
         return Simulator(settings.simulator_dir, reports, config)
     if isinstance(config, SmppGatewayConfig):
-        return SmppGateway(config, reports)
+        return SmppGateway(config, reports, journal_dir=settings.data_dir / "gateways" / config.name)
     assert isinstance(config, HttpGatewayConfig)
     return HttpGateway(config, reports)
 

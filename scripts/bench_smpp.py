@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,12 +21,17 @@ from tests.smsc_server import running_smsc  # noqa: E402
 
 
 async def bench(messages: int, parts: int, window: int) -> None:
+    with tempfile.TemporaryDirectory() as journal:
+        await _bench_in(journal, messages, parts, window)
+
+
+async def _bench_in(journal: str, messages: int, parts: int, window: int) -> None:
     text = ("Your statement is ready. " * 7)[:160] if parts == 1 else "x" * (153 * parts)
     async with running_smsc() as smsc, trio.open_nursery() as nursery:
         await smsc.command("config", events=False, receipts="none")
         send, receive = trio.open_memory_channel[GatewayReport](0)
         config = SmppGatewayConfig(name="smsc", host="127.0.0.1", port=smsc.port, window=window)
-        gateway = SmppGateway(config, send)
+        gateway = SmppGateway(config, send, journal_dir=Path(journal))
         await nursery.start(gateway.run)
         sent = 0
 

@@ -23,6 +23,7 @@ The embedded simulator always exists as `simulator` (a `[gateways.simulator]` ta
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -79,6 +80,7 @@ class SmppGatewayConfig:
     source_addr_npi: int = 0
     dest_addr_ton: int = 1
     dest_addr_npi: int = 1
+    reply_parts_timeout: float = 60.0  # seconds to wait for the rest of a long reply, then deliver what came
 
 
 GatewayConfig = SimulatorGatewayConfig | HttpGatewayConfig | SmppGatewayConfig
@@ -104,6 +106,9 @@ class GatewaySet:
         return sorted(self.gateways)
 
 
+NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def parse_gateways(document: dict[str, Any]) -> GatewaySet:
     """Validate a parsed TOML document; the simulator is added when not configured."""
     tables = document.get("gateways", {})
@@ -111,6 +116,8 @@ def parse_gateways(document: dict[str, Any]) -> GatewaySet:
         raise GatewayConfigError("[gateways] must be a table of gateway tables")
     gateways: dict[str, GatewayConfig] = {}
     for name, table in tables.items():
+        if not NAME.fullmatch(name):  # it names a folder (the SMPP journal) and a URL path (HTTP)
+            raise GatewayConfigError(f"gateway {name!r}: a name is letters, digits, '-' and '_'")
         if not isinstance(table, dict):
             raise GatewayConfigError(f"gateway {name}: must be a table")
         kind = table.get("type", SIMULATOR if name == SIMULATOR else None)

@@ -25,7 +25,7 @@ from actors.submissions import RecentSubmissions, SubmissionRef
 from eventstore.domain import DeliveryLog, delivery_log_id
 from eventstore.store import open_store
 from sftpsms.gatewayids import match_keys
-from sftpsms.gateways import SmppGatewayConfig
+from sftpsms.gateways import GatewayConfigError, SmppGatewayConfig, parse_gateways
 from sftpsms.gsm import count_parts
 from tests.smsc_server import Smsc, running_smsc
 
@@ -79,9 +79,9 @@ async def smsc() -> AsyncIterator[Smsc]:
 
 
 @pytest.fixture
-async def harness(smsc: Smsc, nursery: trio.Nursery) -> Harness:
+async def harness(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> Harness:
     send, receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     return Harness(smsc, gateway, receive)
 
@@ -210,9 +210,9 @@ async def test_throttled_part_is_retried_before_the_next_part(harness: Harness) 
     assert "".join(submit["text"] for submit in submits) == LONG
 
 
-async def test_throttled_for_too_long_leaves_the_message_waiting(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_throttled_for_too_long_leaves_the_message_waiting(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, throttle_retries=2), send)
+    gateway = SmppGateway(_config(smsc, throttle_retries=2), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.command("throttle", count=5)
     with pytest.raises(GatewayUnavailable):
@@ -242,21 +242,21 @@ async def test_reconnects_after_the_smsc_drops_the_connection(harness: Harness) 
     assert ids == (harness.smsc.of("submit")[-1]["id"],)
 
 
-async def test_not_connected_is_unavailable(nursery: trio.Nursery) -> None:
+async def test_not_connected_is_unavailable(nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
     with trio.socket.socket() as probe:  # a port with nobody listening
         await probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     config = SmppGatewayConfig(name="smsc", host="127.0.0.1", port=port, reconnect_backoff=0.05)
-    gateway = SmppGateway(config, send)
+    gateway = SmppGateway(config, send, journal_dir=tmp_path)
     await nursery.start(gateway.run)  # started after the first attempt, though it failed
     with pytest.raises(GatewayUnavailable):
         await gateway.submit(_message())
 
 
-async def test_sends_enquire_link_and_answers_the_smscs(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_sends_enquire_link_and_answers_the_smscs(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, enquire_link=0.05), send)
+    gateway = SmppGateway(_config(smsc, enquire_link=0.05), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("enquire_link", 2)
     await smsc.command("enquire_link")
@@ -289,10 +289,10 @@ async def test_many_messages_through_the_window(harness: Harness) -> None:
     assert len({gateway_id for part_ids in ids for gateway_id in part_ids}) == count
 
 
-async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     await smsc.command("config", system_id="someone-else", password="pw")
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("bind", 2)  # refused, then tried again after the backoff
     assert gateway.connects == 0
@@ -301,10 +301,10 @@ async def test_a_refused_bind_is_retried_and_the_gateway_stays_unavailable(smsc:
 
 
 async def test_an_unanswered_part_leaves_the_message_waiting_and_a_retry_sends_only_the_rest(
-    smsc: Smsc, nursery: trio.Nursery
+    smsc: Smsc, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, response_timeout=0.3), send)
+    gateway = SmppGateway(_config(smsc, response_timeout=0.3), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     message = _message(LONG)
     # Part 1 is answered, part 2 is not: the message waits; the retry goes on from part 2.
@@ -320,9 +320,9 @@ async def test_an_unanswered_part_leaves_the_message_waiting_and_a_retry_sends_o
     assert [header[4] for header in headers] == [1, 2, 3]
 
 
-async def test_stopping_the_gateway_unbinds(smsc: Smsc) -> None:
+async def test_stopping_the_gateway_unbinds(smsc: Smsc, tmp_path: Path) -> None:
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc), send)
+    gateway = SmppGateway(_config(smsc), send, journal_dir=tmp_path)
     async with trio.open_nursery() as nursery:
         await nursery.start(gateway.run)
         await smsc.wait_for("bind")
@@ -330,10 +330,10 @@ async def test_stopping_the_gateway_unbinds(smsc: Smsc) -> None:
     await smsc.wait_for("unbind")
 
 
-async def test_an_unanswered_enquire_link_ends_the_session_and_it_reconnects(smsc: Smsc, nursery: trio.Nursery) -> None:
+async def test_an_unanswered_enquire_link_ends_the_session_and_it_reconnects(smsc: Smsc, nursery: trio.Nursery, tmp_path: Path) -> None:
     await smsc.command("config", enquire_link=False)
     send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
-    gateway = SmppGateway(_config(smsc, enquire_link=0.1, response_timeout=0.2), send)
+    gateway = SmppGateway(_config(smsc, enquire_link=0.1, response_timeout=0.2), send, journal_dir=tmp_path)
     await nursery.start(gateway.run)
     await smsc.wait_for("close")
     await smsc.wait_for("bind", 2)
@@ -348,3 +348,214 @@ async def test_intermediate_receipts_record_nothing(harness: Harness) -> None:
     receipt = await harness.report()
     assert isinstance(receipt, GatewayReceipt)
     assert receipt.gateway_id == gateway_id
+
+
+# --- restarts: the journal ------------------------------------------------------------------------
+
+
+async def _stopped_after(gateway: SmppGateway, work: Any) -> Any:
+    """Run a gateway, do `work` with it, stop it (as a restart would: its memory goes)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(gateway.run)
+        result = await work()
+        nursery.cancel_scope.cancel()
+    return result
+
+
+async def test_a_new_gateway_on_the_same_journal_does_not_send_a_message_again(smsc: Smsc, tmp_path: Path) -> None:
+    short, long = _message(index=1), _message(LONG, index=2)
+
+    async def submit_both(gateway: SmppGateway) -> tuple[tuple[str, ...], ...]:
+        return await _stopped_after(gateway, lambda: _submit_all(gateway, short, long))
+
+    before = await submit_both(SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path))
+    after = await submit_both(SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path))
+    await smsc.sync()
+    assert after == before
+    assert len(smsc.of("submit")) == 4  # one short message, three parts: each sent once
+    assert before[0] == (smsc.of("submit")[0]["id"],)
+
+
+async def test_after_a_restart_an_interrupted_message_resumes_from_its_next_part(smsc: Smsc, tmp_path: Path) -> None:
+    message = _message(LONG)
+    await smsc.command("silence", count=1, after=1)  # part 1 answered, part 2 never
+    first = SmppGateway(_config(smsc, response_timeout=0.3), _reports(), journal_dir=tmp_path)
+
+    async def fail() -> None:
+        with pytest.raises(GatewayUnavailable, match="no answer"):
+            await first.submit(message)
+
+    await _stopped_after(first, fail)
+    second = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    ids = await _stopped_after(second, lambda: second.submit(message))
+    submits = await smsc.wait_for("submit", 3)
+    assert ids == tuple(submit["id"] for submit in submits)
+    headers = [bytes.fromhex(submit["udh"]) for submit in submits]
+    assert len({header[2] for header in headers}) == 1  # the same reference across the restart
+    assert [header[4] for header in headers] == [1, 2, 3]
+
+
+async def test_references_go_on_after_a_restart(smsc: Smsc, tmp_path: Path) -> None:
+    first = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    await _stopped_after(first, lambda: first.submit(_message(LONG, index=1)))
+    second = SmppGateway(_config(smsc), _reports(), journal_dir=tmp_path)
+    await _stopped_after(second, lambda: second.submit(_message(LONG, index=2)))
+    submits = await smsc.wait_for("submit", 6)
+    assert len({bytes.fromhex(submit["udh"])[2] for submit in submits}) == 2
+
+
+@pytest.mark.parametrize("name", ["../elsewhere", "a/b", "", "x" * 65])
+def test_a_gateway_name_that_could_leave_the_journal_folder_is_refused(name: str) -> None:
+    with pytest.raises(GatewayConfigError, match="a name is"):
+        parse_gateways({"gateways": {name: {"type": "smpp", "host": "127.0.0.1"}}})
+
+
+def _reports() -> trio.MemorySendChannel[GatewayReport]:
+    send, _receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    return send
+
+
+async def _submit_all(gateway: SmppGateway, *messages: OutboundMessage) -> tuple[tuple[str, ...], ...]:
+    return tuple([await gateway.submit(message) for message in messages])
+
+
+# --- replies: long ones, and redelivered ones ------------------------------------------------------
+
+
+async def _mo(smsc: Smsc, text: str, **fields: Any) -> None:
+    await smsc.command("mo", **{"from": "447700900123", "to": "Acme", "text": text, **fields})
+
+
+@pytest.mark.parametrize(
+    "header",
+    [lambda seq: f"050003A702{seq:02x}", lambda seq: f"060804BEEF02{seq:02x}"],
+    ids=["8-bit-reference", "16-bit-reference"],
+)
+async def test_a_two_part_reply_becomes_one_reply(harness: Harness, header: Any) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Yes please, send me ", udh=header(1))
+    await harness.smsc.wait_for("deliver_sm_resp")  # answered at once, though held
+    await _mo(harness.smsc, "the brochure.", udh=header(2))
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert (reply.msisdn, reply.to, reply.text) == ("447700900123", "Acme", "Yes please, send me the brochure.")
+    await harness.smsc.wait_for("deliver_sm_resp", 2)
+    assert harness.reports.statistics().current_buffer_used == 0  # one reply, not one per part
+
+
+async def test_parts_of_a_reply_in_sar_fields_arriving_out_of_order_are_joined_in_order(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "the brochure.", sar={"ref": 7, "total": 2, "seq": 2})
+    await _mo(harness.smsc, "Yes please, send me ", sar={"ref": 7, "total": 2, "seq": 1})
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Yes please, send me the brochure."
+
+
+async def test_ucs2_parts_are_joined_before_decoding(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Да, пожалуйста, ", udh="050003110201", data_coding=8)
+    await _mo(harness.smsc, "пришлите.", udh="050003110202", data_coding=8)
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Да, пожалуйста, пришлите."
+
+
+async def test_parts_of_two_replies_with_different_references_stay_apart(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "A1 ", udh="050003010201")
+    await _mo(harness.smsc, "B1 ", udh="050003020201")
+    await _mo(harness.smsc, "B2", udh="050003020202")
+    await _mo(harness.smsc, "A2", udh="050003010202")
+    texts = [(await harness.report()).text for _ in range(2)]  # type: ignore[union-attr]
+    assert texts == ["B1 B2", "A1 A2"]
+
+
+async def test_a_reply_whose_last_part_never_comes_is_delivered_as_what_arrived(
+    smsc: Smsc, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    send, receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
+    gateway = SmppGateway(_config(smsc, reply_parts_timeout=0.2), send, journal_dir=tmp_path)
+    await nursery.start(gateway.run)
+    await smsc.wait_for("bind")
+    await _mo(smsc, "Yes please, ", udh="050003330301")
+    await _mo(smsc, "send me ", udh="050003330302")
+    with trio.fail_after(5):
+        reply = await receive.receive()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Yes please, send me "
+
+
+async def test_a_reply_redelivered_after_a_reconnect_keeps_its_id(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "STOP please")
+    first = await harness.report()
+    await harness.smsc.command("drop")
+    await harness.smsc.wait_for("bind", 2)
+    await _mo(harness.smsc, "STOP please")  # the SMSC did not see our answer: it delivers it again
+    again = await harness.report()
+    assert isinstance(first, GatewayReply) and isinstance(again, GatewayReply)
+    assert again.reply_id == first.reply_id
+    assert harness.gateway.connects == 2
+
+
+async def test_a_long_reply_redelivered_keeps_its_id(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    ids = []
+    for _ in range(2):
+        await _mo(harness.smsc, "Yes please, ", udh="050003440201")
+        await _mo(harness.smsc, "send it.", udh="050003440202")
+        reply = await harness.report()
+        assert isinstance(reply, GatewayReply)
+        ids.append(reply.reply_id)
+    assert ids[0] == ids[1]
+
+
+async def test_replies_that_differ_in_text_time_or_sender_get_different_ids(harness: Harness) -> None:
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "YES")
+    await _mo(harness.smsc, "NO")
+    await _mo(harness.smsc, "YES", schedule="261125104300000+")
+    await harness.smsc.command("mo", **{"from": "447700900999", "to": "Acme", "text": "YES"})
+    replies = [await harness.report() for _ in range(4)]
+    assert len({reply.reply_id for reply in replies if isinstance(reply, GatewayReply)}) == 4
+
+
+async def test_a_redelivered_reply_is_recorded_once(harness: Harness, tmp_path: Path) -> None:
+    message = _message()
+    ids = await harness.gateway.submit(message)
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "Thanks")
+    await harness.smsc.command("drop")
+    await harness.smsc.wait_for("bind", 2)
+    await _mo(harness.smsc, "Thanks")
+    replies = [await harness.report() for _ in range(2)]
+    recent = RecentSubmissions()
+    recent.add(SubmissionRef.of(message, "smsc", ids[0]), ids)
+    recorder = ReportRecorder(recent, tmp_path / "readmodels.db", ("STOP",))
+    store = open_store(tmp_path / "data")
+    try:
+        matched = [(reply, recorder.match(reply)) for reply in replies]
+        assert all(ref is not None for _, ref in matched)
+        recorder.record(store, matched)
+        delivery = store.get(DeliveryLog, delivery_log_id(message.batch_id))
+        assert len(delivery.reply_ids) == 1
+    finally:
+        recorder.close()
+        store.close()
+
+
+async def test_too_many_unfinished_long_replies_deliver_the_oldest_as_it_is(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("actors.smpp_gateway.HELD_REPLIES", 1)
+    await harness.smsc.wait_for("bind")
+    await _mo(harness.smsc, "First, part one. ", udh="050003550201")
+    await _mo(harness.smsc, "Second, part one. ", udh="050003560201")
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "First, part one. "
+    await _mo(harness.smsc, "And two.", udh="050003560202")
+    reply = await harness.report()
+    assert isinstance(reply, GatewayReply)
+    assert reply.text == "Second, part one. And two."

@@ -12,6 +12,9 @@
 //   {"cmd": "silence", "count": 1, "after": 1}       after 1 more, 1 submit_sm gets no answer at all
 //   {"cmd": "drop"}                                  close every connection
 //   {"cmd": "mo", "from": "447700900001", "to": "Acme", "text": "STOP"}
+//        optional: "udh": "050003A70201" (hex user data header with its length octet: a part of a long reply),
+//        "sar": {"ref": 7, "total": 2, "seq": 1} (the same in sar_* TLVs), "data_coding": 8,
+//        "schedule": "261125104300000+" (schedule_delivery_time)
 //   {"cmd": "enquire_link"}                          ask each session whether it is alive
 //   {"cmd": "ping", "id": 7}                         answered with {"event": "pong", "id": 7}
 //
@@ -132,10 +135,18 @@ readline.createInterface({input: process.stdin}).on('line', (line) => {
       break;
     case 'mo':
       for (const session of sessions) {
-        session.deliver_sm({
+        const mo = {
           source_addr: command.from, destination_addr: command.to, esm_class: 0,
-          data_coding: 0, short_message: command.text,
-        }, (resp) => emit({event: 'deliver_sm_resp', status: resp.command_status}));
+          data_coding: command.data_coding || 0,
+          short_message: command.udh ? {udh: Buffer.from(command.udh, 'hex'), message: command.text} : command.text,
+        };
+        if (command.sar) {
+          mo.sar_msg_ref_num = command.sar.ref;
+          mo.sar_total_segments = command.sar.total;
+          mo.sar_segment_seqnum = command.sar.seq;
+        }
+        if (command.schedule) mo.schedule_delivery_time = command.schedule;
+        session.deliver_sm(mo, (resp) => emit({event: 'deliver_sm_resp', status: resp.command_status}));
       }
       break;
     case 'enquire_link':

@@ -38,8 +38,9 @@ from sftpsms.config import Settings
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
-MIN_REWRITE = 10.0  # seconds between rewrites of a big file's CSV while it is still changing
-BIG_FILE = 10_000  # messages; smaller files are rewritten every round
+MIN_REWRITE = 10.0  # seconds between rewrites of a big file's CSV while it is still changing...
+BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file's events); smaller
+MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
 READ_LIMIT = 5000
 FINAL = frozenset({"delivered", "failed", "expired"})
 COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at"]
@@ -155,9 +156,11 @@ async def run_delivery_csv(
             await store.run(follower.read)
             now = trio.current_time()
             for file_id in sorted(follower.pending):
-                big = follower.sizes.get(file_id, 0) > BIG_FILE
-                if big and now - follower.written.get(file_id, -MIN_REWRITE) < MIN_REWRITE:
-                    continue
+                size = follower.sizes.get(file_id, 0)
+                if size > BIG_FILE:
+                    interval = min(MAX_REWRITE, MIN_REWRITE * size / BIG_FILE)
+                    if now - follower.written.get(file_id, -interval) < interval:
+                        continue
                 final = await store.run(partial(follower.rewrite, file_id=file_id))
                 follower.written[file_id] = now
                 follower.pending.discard(file_id)

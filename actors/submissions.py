@@ -14,7 +14,7 @@ from typing import Any
 from uuid import UUID
 
 from actors.gateway import OutboundMessage
-from sftpsms.gatewayids import match_keys
+from sftpsms.gatewayids import lookup_keys, stored_key
 
 CAPACITY = 100_000  # submissions remembered in memory (~ minutes of sending at full rate)
 
@@ -75,8 +75,7 @@ class RecentSubmissions:
 
     def add(self, ref: SubmissionRef, gateway_ids: tuple[str, ...]) -> None:
         for gateway_id in gateway_ids:
-            for key in match_keys(gateway_id):
-                self._by_key[f"{ref.gateway}:{key}"] = ref
+            self._by_key[f"{ref.gateway}:{stored_key(gateway_id)}"] = ref
         self._by_msisdn[ref.msisdn] = ref
         self._by_msisdn.move_to_end(ref.msisdn)
         while len(self._by_key) > self.capacity * 2:
@@ -86,7 +85,7 @@ class RecentSubmissions:
 
     def find(self, gateway: str, gateway_id: str) -> SubmissionRef | None:
         """The submission a gateway id names, in any spelling; the exact spelling wins."""
-        for key in match_keys(gateway_id):
+        for key in lookup_keys(gateway_id):
             ref = self._by_key.get(f"{gateway}:{key}")
             if ref is not None:
                 return ref

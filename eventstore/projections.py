@@ -24,7 +24,7 @@ from eventsourcing.utils import get_topic
 from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes, message_id
 from eventstore.optouts import find_optouts
 from eventstore.store import SmsStore
-from sftpsms.gatewayids import match_keys
+from sftpsms.gatewayids import lookup_keys, stored_key
 
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
@@ -202,16 +202,26 @@ def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
     )
 
 
+# Dispatch log id → (batch, file, account): fixed once the log exists, and asked for by every one of
+# its MessageSubmitted events (a thousand per batch), so kept instead of queried each time.
+_dispatch_origins: dict[UUID, tuple[str, str, str]] = {}
+
+
 def _message_submitted(db: sqlite_utils.Database, e: DispatchLog.MessageSubmitted) -> None:
-    """Index the gateway's ids (under every spelling key) and the recipient's latest message, so
+    """Index the gateway's ids (sftpsms.gatewayids.stored_key) and the recipient's latest message, so
     receipts and replies that arrive long after the submission still find their message."""
-    found = db.execute(
-        "SELECT b.batch_id, b.file_id, b.account FROM dispatch_logs d JOIN batches b USING (batch_id) "
-        "WHERE d.id = ?",
-        [str(e.originator_id)],
-    ).fetchone()
-    if found is None:  # cannot happen: a batch is projected before it is dispatched
-        return
+    found = _dispatch_origins.get(e.originator_id)
+    if found is None:
+        found = db.execute(
+            "SELECT b.batch_id, b.file_id, b.account FROM dispatch_logs d JOIN batches b USING (batch_id) "
+            "WHERE d.id = ?",
+            [str(e.originator_id)],
+        ).fetchone()
+        if found is None:  # cannot happen: a batch is projected before it is dispatched
+            return
+        if len(_dispatch_origins) >= 4096:
+            _dispatch_origins.clear()
+        _dispatch_origins[e.originator_id] = found
     batch, file, account = found
     row = {
         "message_id": str(message_id(UUID(file), e.index)),
@@ -224,7 +234,7 @@ def _message_submitted(db: sqlite_utils.Database, e: DispatchLog.MessageSubmitte
         "gateway": e.gateway,
         "gateway_id": e.gateway_id,
     }
-    keys = {f"{e.gateway}:{key}" for gateway_id in e.gateway_ids for key in match_keys(gateway_id)}
+    keys = {f"{e.gateway}:{stored_key(gateway_id)}" for gateway_id in e.gateway_ids}
     db.conn.executemany(
         "INSERT OR REPLACE INTO gateway_ids (key, message_id, batch_id, file_id, idx, account, msisdn,"
         " customer_id, gateway, gateway_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -435,7 +445,7 @@ class ReadModels:
 
     def submission(self, gateway: str, gateway_id: str) -> dict[str, Any] | None:
         """The submitted message a gateway id names, in any spelling (sftpsms.gatewayids)."""
-        for key in match_keys(gateway_id):
+        for key in lookup_keys(gateway_id):
             rows = list(self.db.table("gateway_ids").rows_where("key = ?", [f"{gateway}:{key}"]))
             if rows:
                 return rows[0]

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,7 @@ def fairness(scratch: Path, total: int, window: float, lead: float) -> None:
         print(f"  {name:8} {rate:>10.1f} {achieved:>10.1f} {100 * (achieved - rate) / rate:>+7.2f} %")
 
 
-def maximum(scratch: Path, burst: int, lead: float) -> None:
+def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None) -> None:
     print(f"2. maximum rate to the simulator: {burst:,} messages, no account or service limit in the way")
     start = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     data = scratch / "max"
@@ -146,7 +147,17 @@ def maximum(scratch: Path, burst: int, lead: float) -> None:
         if datetime.now(UTC) > start:
             print("  warning: ingest finished after Start; raise --lead", flush=True)
         time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
+        profiler = None
+        if profile is not None:  # py-spy on PATH; collapsed stacks of the dispatching server
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw", "--idle",
+                 "-r", "200", "-o", str(profile)],
+                stdout=subprocess.DEVNULL,
+            )
         found = wait_for(data, burst, timeout=600)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
     times = found["bulk"]
     elapsed = (times[-1] - start).total_seconds()
     print(f"  {len(times):,} submitted in {elapsed:.2f} s from Start = {len(times) / elapsed:,.0f} msg/s   (target ≥ 5 000)")
@@ -170,6 +181,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=100_000, help="messages for the maximum-rate run")
     parser.add_argument("--lead", type=float, default=40.0, help="seconds from upload to Start (ingest must finish)")
     parser.add_argument("--only", choices=["fairness", "maximum", "webhooks"], help="run one part")
+    parser.add_argument("--profile", type=Path, help="record the maximum-rate run with py-spy into this file")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
@@ -177,7 +189,7 @@ def main() -> None:
         if args.only in (None, "fairness"):
             fairness(scratch, args.messages, args.window, args.lead)
         if args.only in (None, "maximum"):
-            maximum(scratch, args.burst, args.lead)
+            maximum(scratch, args.burst, args.lead, args.profile)
         if args.only in (None, "webhooks"):
             webhooks(1000, 10)
     finally:

@@ -1,9 +1,10 @@
 """Matching delivery receipts to messages: gateway ids in any spelling, SMSC status words.
 
 SMSCs are inconsistent about the id they return in submit_sm_resp and the one they write in the
-receipt: one is hex and the other decimal, letter case differs, leading zeros come and go. Each id
-is turned into a small set of keys; a receipt matches a submission when their key sets meet.
-The exact (case-folded, zero-stripped) spelling is always the first key, so an exact match wins.
+receipt: one is hex and the other decimal, letter case differs, leading zeros come and go. A
+submitted id is kept under one key (folded, zeros dropped); a receipt's id is looked up under up
+to three (its own spelling, and its value in the other base), the exact spelling first, so an exact
+match wins.
 """
 
 from __future__ import annotations
@@ -16,24 +17,30 @@ _DEC = frozenset(string.digits)
 MAX_NUMERIC_ID = 32
 
 
-def match_keys(gateway_id: str) -> tuple[str, ...]:
-    """The keys an id is known by: its folded spelling, then its value read as hex and as decimal
-    (each written in decimal), without repeats.
-
-    >>> match_keys("0A1B")
-    ('a1b', '2587')
-    >>> match_keys("2587")
-    ('2587', '9607')
-    """
+def stored_key(gateway_id: str) -> str:
+    """The one key a submitted id is kept under: folded to lower case, leading zeros dropped."""
     folded = gateway_id.strip().lower()
-    stripped = folded.lstrip("0") or ("0" if folded else "")
-    keys = [stripped]
-    if 0 < len(folded) <= MAX_NUMERIC_ID:
-        chars = set(folded)
-        if chars <= _HEX:
-            keys.append(str(int(folded, 16)))
+    return folded.lstrip("0") or ("0" if folded else "")
+
+
+def lookup_keys(gateway_id: str) -> tuple[str, ...]:
+    """The stored keys a receipt's id may name: its own spelling, then — when it reads as a number —
+    its value written the other way (hex read as hex and written in decimal; decimal read as
+    decimal and written in hex), so either side may use either base. Without repeats.
+
+    >>> lookup_keys("0A1B")
+    ('a1b', '2587')
+    >>> lookup_keys("2587")
+    ('2587', 'a1b', '9607')
+    """
+    key = stored_key(gateway_id)
+    keys = [key]
+    if 0 < len(key) <= MAX_NUMERIC_ID:
+        chars = set(key)
         if chars <= _DEC:
-            keys.append(str(int(folded, 10)))
+            keys.append(format(int(key, 10), "x"))
+        if chars <= _HEX:
+            keys.append(str(int(key, 16)))
     return tuple(dict.fromkeys(keys))
 
 

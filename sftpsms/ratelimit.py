@@ -5,16 +5,20 @@ from __future__ import annotations
 # Tokens this close to enough are enough: float sums of (elapsed × rate) land a hair short, and a
 # wait of 1e-15 s is a deadline the clock cannot tell from now, so a caller would spin on it.
 EPSILON = 1e-9
+# Seconds a caller may wake late without losing capacity. A bucket holding exactly one token would
+# lose whatever time passes between "a token is there" and the caller's taking it (a loop waking
+# 5 ms late sends 10/s as 9.5/s), so the default burst is one token plus this much refill.
+TOLERANCE = 0.1
 
 
 class TokenBucket:
-    """`rate` tokens per second, holding at most `burst`. Starts full."""
+    """`rate` tokens per second, holding at most `burst` (default 1 + TOLERANCE × rate). Starts full."""
 
     def __init__(self, rate: float, burst: float | None = None, now: float = 0.0) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate / 10)
+        self.burst = burst if burst is not None else 1.0 + rate * TOLERANCE
         self.tokens = self.burst
         self.stamp = now
 

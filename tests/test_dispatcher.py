@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from uuid import UUID, uuid5
 
+import pytest
 import trio
 from eventsourcing.application import AggregateNotFoundError
 
@@ -193,17 +194,23 @@ async def test_files_of_one_account_take_turns(tmp_path: Path, autojump_clock: t
     assert files[first : last + 1].count(big) <= 10
 
 
-async def test_each_account_gets_its_configured_rate(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+@pytest.fixture
+def scaled_clock() -> trio.testing.MockClock:
+    """Virtual time at 10x real time, without autojump: loading a batch on a thread takes a
+    bounded amount of virtual time here, where under autojump one account could send its whole
+    batch before another's batch had loaded."""
+    return trio.testing.MockClock(rate=10)
+
+
+async def test_each_account_gets_its_configured_rate(tmp_path: Path, scaled_clock: trio.testing.MockClock) -> None:
     gateway = RecordingGateway("simulator")
     async with dispatching(tmp_path, {"simulator": gateway}, send_rate=10_000.0, account_rate=5.0) as h:
         for name, rate in (("fast", 40.0), ("slow", 10.0), ("plain", None)):
             make_account(h.store, name)
             if rate:
                 h.store.set_send_rate(name, rate)
-            # One batch each, so no batch is loaded inside the window: loading is real work on a
-            # thread, and virtual time runs ahead of any thread (the dispatcher loads the next
-            # batch while the current one sends; in real time that takes milliseconds).
-            # Enough that none runs out within the window however late the window opens.
+            # One batch each, so no batch is loaded inside the window (loading is real work on a
+            # thread), enough that none runs out within it.
             queue_file(h.store, name, f"{name}.json", 8000, batch_size=8000)
         h.projector.poke()
         # The window opens once all three send (their batches are loaded).

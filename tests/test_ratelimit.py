@@ -46,3 +46,16 @@ def test_a_wait_is_zero_or_one_the_clock_can_measure() -> None:
     bucket.tokens = 0.9999999999999787
     wait = bucket.wait_time(1, now)
     assert wait == 0.0 or now + wait > now
+
+
+def test_a_caller_waking_late_within_the_tolerance_loses_no_capacity() -> None:
+    # A loop that always wakes 5 ms after it was told to still gets the configured rate over time:
+    # the refill it was late for is kept (up to the burst) instead of capped at one token.
+    bucket = TokenBucket(rate=10)
+    now, sent = 0.0, 0
+    while now < 60:
+        wait = bucket.wait_time(1, now)
+        now += wait + (0.005 if wait else 0)
+        bucket.take(1, now)
+        sent += 1
+    assert sent == pytest.approx(10 * 60, abs=3)

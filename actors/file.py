@@ -221,6 +221,7 @@ async def _fail(
     *,
     contacts: int = 0,
     contact_errors: list[dict[str, Any]] | None = None,
+    optouts: int = 0,
 ) -> None:
     now = context.clock()
     await context.store.run(
@@ -231,7 +232,8 @@ async def _fail(
             parse=code not in NOT_PARSE_CODES,
             now=now,
             contacts=contacts,
-            contact_errors=contact_errors,
+            contact_errors=sorted(contact_errors or [], key=lambda error: int(error["index"])),
+            optouts=optouts,
         )
     )
 
@@ -296,6 +298,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
             failure.detail,
             contacts=failure.plan.contacts,
             contact_errors=failure.plan.first_errors,
+            optouts=failure.plan.optouts,
         )
         return
     except FileRejected as rejection:
@@ -414,7 +417,7 @@ def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
         )
         email = summary.get("email") or account.email
     else:
-        optouts = sum(1 for e in file.failure_errors if e.get("code") == ErrorCode.OPTOUT)
+        optouts = file.failure_optouts or sum(1 for e in file.failure_errors if e.get("code") == ErrorCode.OPTOUT)
         report = build_report(
             file=file.name,
             account=file.account,

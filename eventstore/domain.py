@@ -421,6 +421,7 @@ class File(Aggregate):
         detail: str
         contacts: int
         contact_errors: list[dict[str, Any]]
+        optouts: int = 0  # opted-out contacts skipped before the file failed (absent in older events)
 
         def apply(self, aggregate: File) -> None:
             aggregate.status = "failed"
@@ -428,6 +429,7 @@ class File(Aggregate):
             aggregate.detail = self.detail
             aggregate.failure_contacts = self.contacts
             aggregate.failure_errors = self.contact_errors
+            aggregate.failure_optouts = self.optouts
 
     class FileRejected(FileFailed):
         """Failed before its content was judged: duplicate, credits, internal error."""
@@ -509,6 +511,7 @@ class File(Aggregate):
         self.failure_contacts = 0
         self.notified = False
         self.failure_errors: list[dict[str, Any]] = []
+        self.failure_optouts = 0
         self.outcome: str | None = None
         self.completed_at: str | None = None
 
@@ -548,6 +551,7 @@ class File(Aggregate):
         parse: bool,
         contacts: int = 0,
         contact_errors: list[dict[str, Any]] | None = None,
+        optouts: int = 0,
     ) -> None:
         if self.status != "received":
             raise DomainError(f"file {self.id} is {self.status}, cannot be rejected")
@@ -558,6 +562,7 @@ class File(Aggregate):
             detail=detail,
             contacts=contacts,
             contact_errors=list(contact_errors or [])[:MAX_ERRORS_IN_EVENT],
+            optouts=optouts,
         )
 
     def accept(self, **summary: Any) -> None:

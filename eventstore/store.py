@@ -447,6 +447,7 @@ class SmsStore(Application[UUID]):
         now: datetime,
         contacts: int = 0,
         contact_errors: list[dict[str, Any]] | None = None,
+        optouts: int = 0,
     ) -> File:
         """Fail a file as a whole: FileRejected / ParseFailed, FileCompleted, and the name freed."""
 
@@ -459,7 +460,7 @@ class SmsStore(Application[UUID]):
                 raise DomainError(f"file {file} is accepted and cannot fail as a whole now")
             if aggregate.status == "received":
                 aggregate.reject(
-                    code, detail, parse=parse, contacts=contacts, contact_errors=contact_errors
+                    code, detail, parse=parse, contacts=contacts, contact_errors=contact_errors, optouts=optouts
                 )
             aggregate.complete(now.isoformat())
             index = self.get(FileName, file_name_id(aggregate.account, aggregate.name))

@@ -283,6 +283,7 @@ class Tally:
     parts: int = 0
     optouts: int = 0
     errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, error) per rejection
+    optout_errors: list[dict[str, Any]] = field(default_factory=list)  # not errors, but reported with them
     lines: list[str] = field(default_factory=list)
 
 
@@ -305,6 +306,7 @@ def tally(outcomes: list[Outcome], header: Header, opted_out: Callable[[list[str
             batch.parts += outcome.parts
         elif outcome.is_optout:
             batch.optouts += 1
+            batch.optout_errors.append(outcome.error())
         else:
             batch.errors.append((position, outcome.error()))
         batch.lines.append(outcome.to_line())
@@ -328,6 +330,8 @@ def count(plan: Plan, header: Header, batch: Tally, out: IO[str]) -> None:
     plan.messages += batch.messages
     plan.parts += batch.parts
     plan.optouts += batch.optouts
+    # A file that fails (e.g. everyone opted out) reports its opt-outs as a processed one does.
+    plan.first_errors.extend(batch.optout_errors[: max(0, 1000 - len(plan.first_errors))])
     if batch.lines:
         out.write("\n".join(batch.lines))
         out.write("\n")

@@ -11,6 +11,8 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+from sftpsms.report import OPTOUT
+
 
 def compose_status_email(report: dict[str, Any], *, to: str, sender: str, now: datetime) -> EmailMessage:
     ok = report["status"] == "processed"
@@ -30,7 +32,7 @@ def compose_status_email(report: dict[str, Any], *, to: str, sender: str, now: d
         f"Contacts: {report['contacts']}",
         f"Messages queued: {report['messages_queued']}",
         f"Opt-outs skipped: {report['optouts_skipped']}",
-        f"Contact errors: {len(report['contact_errors']) - report['optouts_skipped']}",
+        f"Contact errors: {sum(1 for error in report['contact_errors'] if error.get('code') != OPTOUT)}",
         f"Parts: {report['parts']}",
         f"Credits used: {report['credits_used']}",
         "",

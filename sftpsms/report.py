@@ -8,6 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sftpsms.errors import ErrorCode
+
+OPTOUT = ErrorCode.OPTOUT  # listed with the contact errors, but not counted as one
+
 
 def build_report(
     *,
@@ -31,7 +35,7 @@ def build_report(
     if detail is None:
         detail = (
             f"{messages_queued} messages queued ({parts} parts), {optouts_skipped} opted out, "
-            f"{len(errors) - optouts_skipped} contact errors"
+            f"{sum(1 for error in errors if error.get('code') != OPTOUT)} contact errors"
         )
     return {
         "file": file,

@@ -186,6 +186,18 @@ def test_check_optouts_false_sends_to_opted_out_numbers(service: Service) -> Non
     assert folder == "Processed" and report["messages_queued"] == 1 and report["optouts_skipped"] == 0
 
 
+def test_a_file_where_everyone_opted_out_reports_its_optouts(service: Service) -> None:
+    service.cli("optout", "add", "acme", "27831240002", "27831240003")
+    body = v7(Message_Template="x", Contacts=[{"msisdn": "27831240002"}, {"msisdn": "0831240003"}, {"msisdn": "1"}])
+    folder, report = send(service, "acme", "all-opted-out.json", body)
+    assert folder == "Errors" and report["error_code"] == "EmptySend.NoValidMessages"
+    assert report["optouts_skipped"] == 2
+    assert [(e["index"], e["code"]) for e in report["contact_errors"]] == [
+        (0, "MSISDN.Optout"), (1, "MSISDN.Optout"), (2, "MSISDN.NoNetworkFound")
+    ]
+    assert report["detail"] == "no valid message to send: 1 contact errors, 2 opted out"
+
+
 def test_long_message_costs_its_parts(service: Service) -> None:
     before = balance(service, "acme")
     folder, report = send(service, "acme", "long.json", v7(Message_Template="a" * 161, Contacts=[{"msisdn": MTN[0]}]))
@@ -279,8 +291,10 @@ def test_start_is_kept_to_the_second(service: Service) -> None:
     from uuid import UUID
 
     start = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
-    body = v7(Start=start.strftime("%Y-%m-%d %H:%M:%S"), Message_Template="x", Contacts=[{"msisdn": MTN[2]}])
-    _, report = send(service, "acme", "on-the-second.json", body)
+    # A number no other test opts out (the service is shared by the module's tests).
+    body = v7(Start=start.strftime("%Y-%m-%d %H:%M:%S"), Message_Template="x", Contacts=[{"msisdn": "27831240001"}])
+    folder, report = send(service, "acme", "on-the-second.json", body)
+    assert folder == "Processed", report
     store = service.store()
     deadline = time.monotonic() + 20
     try:

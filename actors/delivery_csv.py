@@ -3,7 +3,8 @@ message (index, msisdn, customerId, message id, parts, submitted_at, status, sta
 while a file's messages are in flight and a last time once every one of them is final.
 
 A follower of the notification log: it notes which files' dispatch or delivery logs changed and
-rebuilds their CSV from the events (at most every MIN_REWRITE seconds per file while in flight).
+rebuilds their CSV from the events, in a thread of its own (a big file at most every 10 s per
+10 000 messages while in flight, up to 300 s).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from uuid import UUID
 import trio
 from eventsourcing.utils import get_topic
 
-from actors.writer import StoreClient
 from eventstore.domain import (
     ContactBatch,
     DeliveryLog,
@@ -54,6 +54,7 @@ TOPICS = [
         DeliveryLog.DeliveryReported,
     )
 ]
+STARTED_TOPICS = [TOPICS[0], TOPICS[3]]  # a log's first event names its file
 
 
 def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]], bool]:
@@ -104,11 +105,10 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @dataclass
 class _Follower:
     settings: Settings
-    store: StoreClient
     position: int = 0
 
     def __post_init__(self) -> None:
-        self.log_to_file: dict[UUID, UUID] = {}
+        self.log_to_file: dict[str, UUID] = {}  # dispatch / delivery log id (hex) → file
         self.pending: set[UUID] = set()
         self.final: set[UUID] = set()
         self.written: dict[UUID, float] = {}
@@ -116,18 +116,24 @@ class _Follower:
 
     def read(self, store: SmsStore) -> None:
         while True:
-            notifications = store.notifications(self.position, READ_LIMIT, TOPICS)
-            for notification in notifications:
-                self.position = notification.id
-                if notification.topic in (TOPICS[0], TOPICS[3]):
-                    event = store.mapper.to_domain_event(notification)
-                    self.log_to_file[UUID(str(event.originator_id))] = UUID(event.file_id)  # type: ignore[attr-defined]
-                else:
-                    file_id = self.log_to_file.get(UUID(str(notification.originator_id)))
-                    if file_id is not None and file_id not in self.final:
-                        self.pending.add(file_id)
-            if len(notifications) < READ_LIMIT:
+            changes = store.changes(self.position, READ_LIMIT, TOPICS, STARTED_TOPICS)
+            self.position = changes.position
+            for originator, _, state in changes.states:  # a log started: which file it belongs to
+                self.log_to_file[originator] = UUID(state["file_id"])
+            for originator in changes.originators:
+                file_id = self.log_to_file.get(originator)
+                if file_id is not None and file_id not in self.final:
+                    self.pending.add(file_id)
+            if changes.count < READ_LIMIT:
                 return
+
+    def interval(self, store: SmsStore, file_id: UUID) -> float:
+        """Seconds between rewrites of the file's CSV while it changes: 0 for a small file, longer
+        the bigger it is (a rewrite reads every event of the file)."""
+        size = self.sizes.get(file_id)
+        if size is None:
+            size = self.sizes[file_id] = int(store.file(file_id).summary.get("messages", 0))
+        return min(MAX_REWRITE, MIN_REWRITE * size / BIG_FILE) if size > BIG_FILE else 0.0
 
     def rewrite(self, store: SmsStore, file_id: UUID) -> bool:
         file = store.file(file_id)
@@ -144,24 +150,26 @@ class _Follower:
 async def run_delivery_csv(
     *,
     settings: Settings,
-    store: StoreClient,
+    store: SmsStore,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keep every processed file's delivery CSV current until cancelled. Errors are logged and
-    the round retried: the CSV is a view, rebuilt from the events each time."""
-    follower = _Follower(settings, store)
+    the round retried: the CSV is a view, rebuilt from the events each time.
+
+    It only reads the store, in a thread of its own (never the writer's: rebuilding a big file's
+    CSV takes seconds, which would hold up every write behind it). A big file is first written
+    one interval after its first change, then each interval, and a last time once final."""
+    follower = _Follower(settings)
     task_status.started()
     while True:
         try:
-            await store.run(follower.read)
+            await trio.to_thread.run_sync(follower.read, store)
             now = trio.current_time()
             for file_id in sorted(follower.pending):
-                size = follower.sizes.get(file_id, 0)
-                if size > BIG_FILE:
-                    interval = min(MAX_REWRITE, MIN_REWRITE * size / BIG_FILE)
-                    if now - follower.written.get(file_id, -interval) < interval:
-                        continue
-                final = await store.run(partial(follower.rewrite, file_id=file_id))
+                interval = await trio.to_thread.run_sync(follower.interval, store, file_id)
+                if interval and now - follower.written.setdefault(file_id, now) < interval:
+                    continue
+                final = await trio.to_thread.run_sync(partial(follower.rewrite, store, file_id))
                 follower.written[file_id] = now
                 follower.pending.discard(file_id)
                 if final:

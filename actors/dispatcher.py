@@ -32,7 +32,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -48,6 +47,8 @@ from actors.gateway import (
 )
 from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
+from eventstore import dispatch_rows
+from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import ContactBatch, DispatchLog, message_id
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
@@ -149,9 +150,14 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
     )
 
 
-def save_progress(store: SmsStore, events: list[Any], refunds: dict[tuple[str, str], int]) -> None:
-    """MessageSubmitted / MessageExpired / BatchDispatched events, then refunds for expired parts."""
-    if events:
+def save_progress(
+    store: SmsStore, events: list[Any], refunds: dict[tuple[str, str], int], rows: list[PendingRow] | None = None
+) -> None:
+    """MessageSubmitted / MessageExpired / BatchDispatched events (some as rows, see
+    eventstore.dispatch_rows), then refunds for expired parts."""
+    if rows:
+        store.save_rows(dispatch_rows.encode_rows(rows, events, store.mapper, store.row_encoder()))
+    elif events:
         store.save(*events)
     for (account, file_id), parts in refunds.items():
 
@@ -180,11 +186,16 @@ class Dispatcher:
         settings: Settings,
         recent: RecentSubmissions,
         reports: trio.MemorySendChannel[GatewayReport],
+        reader: SmsStore,
         gateway_rates: Mapping[str, float | None] | None = None,
     ) -> None:
+        """`store` takes the dispatcher's writes (through the event writer); `reader` is the store
+        itself, for loading batches in a thread of the dispatcher's own rather than in the
+        writer's queue, behind receipts and progress."""
         if settings.default_gateway not in gateways:
             raise ValueError(f"default gateway {settings.default_gateway!r} is not configured")
         self.store = store
+        self.reader = reader
         self.settings = settings
         self.recent = recent
         self.reports = reports
@@ -202,6 +213,10 @@ class Dispatcher:
         self.account_buckets: dict[str, TokenBucket] = {}
         self.dirty: dict[UUID, DispatchLog] = {}
         self.unsaved: list[Any] = []  # events collected for a flush that failed
+        # MessageSubmitted events built as rows (eventstore.dispatch_rows), where the store takes
+        # rows (decided in run()); else they are ordinary pending events of the dispatch logs.
+        self.fast_rows = False
+        self.rows: list[PendingRow] = []
         self.refunds: dict[tuple[str, str], int] = {}
         self.unflushed = 0
         self.last_flush = now
@@ -239,11 +254,12 @@ class Dispatcher:
     # ---- writing progress ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        if not self.dirty and not self.refunds and not self.unsaved:
+        if not self.dirty and not self.refunds and not self.unsaved and not self.rows:
             return
         # Collect the events here, on the trio side: sender tasks keep adding to these aggregates
         # while the writer thread saves.
         events = self.unsaved + [event for dispatch in self.dirty.values() for event in dispatch.collect_events()]
+        rows, self.rows = self.rows, []
         refunds = dict(self.refunds)
         self.dirty.clear()
         self.refunds.clear()
@@ -251,9 +267,10 @@ class Dispatcher:
         self.unflushed = 0
         self.last_flush = trio.current_time()
         try:
-            await self.store.run(lambda s: save_progress(s, events, refunds))
+            await self.store.run(lambda s: save_progress(s, events, refunds, rows))
         except BaseException:
             self.unsaved = events + self.unsaved
+            self.rows = rows + self.rows
             for key, parts in refunds.items():
                 self.refunds[key] = self.refunds.get(key, 0) + parts
             raise
@@ -281,7 +298,7 @@ class Dispatcher:
         try:
             while queue.batches and queue.loaded is None:
                 row = queue.batches[0]
-                batch = await self.store.run(partial(load_batch, row=row))
+                batch = await trio.to_thread.run_sync(load_batch, self.reader, row)
                 queue.batches.popleft()
                 if batch.log.finished:
                     continue
@@ -417,17 +434,36 @@ class Dispatcher:
 
     def _submitted(self, message: OutboundMessage, active: ActiveBatch, gateway: str, ids: tuple[str, ...]) -> None:
         active.in_flight -= 1
-        active.log.submitted(
-            message.index,
-            gateway,
-            ids,
-            message.parts,
-            datetime.now(UTC).isoformat(),
-            msisdn=message.msisdn,
-            customer_id=message.customer_id,
-        )
+        now = datetime.now(UTC)
+        if self.fast_rows:
+            row = dispatch_rows.submitted(
+                active.log,
+                index=message.index,
+                gateway=gateway,
+                gateway_ids=ids,
+                parts=message.parts,
+                at=now,
+                msisdn=message.msisdn,
+                customer_id=message.customer_id,
+            )
+            if row is not None:
+                self.rows.append(row)
+            # Still dirty: a new log's DispatchStarted is an ordinary pending event, and must be
+            # written in the same flush as its first row (rows sort after it by version).
+            self.dirty[active.log.id] = active.log
+        else:
+            active.log.submitted(
+                message.index,
+                gateway,
+                ids,
+                message.parts,
+                now.isoformat(),
+                msisdn=message.msisdn,
+                customer_id=message.customer_id,
+                timestamp=now,
+            )
+            self.dirty[active.log.id] = active.log
         self.recent.add(SubmissionRef.of(message, gateway, ids[0]), ids)
-        self.dirty[active.log.id] = active.log
         self.unflushed += 1
         self.sent += 1
         self.sent_by_account[message.account] = self.sent_by_account.get(message.account, 0) + 1
@@ -500,6 +536,7 @@ class Dispatcher:
                 with lane.receive:
                     for _ in range(max(1, int(getattr(lane.gateway, "concurrency", 1)))):
                         nursery.start_soon(self._sender, lane, lane.receive.clone())
+            self.fast_rows = await self.store.run(lambda s: s.writes_batch_rows)
             await self.refill()
             nursery.start_soon(self._refiller)
             nursery.start_soon(self._flusher)

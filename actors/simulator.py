@@ -35,6 +35,7 @@ class Simulator:
         self.config = config or SimulatorGatewayConfig()
         self.name = self.config.name
         self.seed = self.config.seed
+        self._seed = f"{self.seed}:".encode()
         self.delay = self.config.delay
         self._reports = reports
         self._due: list[tuple[float, int, GatewayReport]] = []
@@ -54,15 +55,25 @@ class Simulator:
     def close(self) -> None:
         os.close(self._fd)
 
-    def _hash(self, message: UUID, salt: str) -> int:
-        digest = hashlib.sha256(f"{self.seed}:{salt}:{message}".encode()).digest()
-        return int.from_bytes(digest[:8], "big")
+    def _rolls(self, message: UUID) -> tuple[int, int, int, int]:
+        """Four independent numbers drawn from the seed and the message id (one SHA-256: its
+        four 8-byte quarters): the gateway id, the status, whether it replies, the delay."""
+        digest = hashlib.sha256(self._seed + message.bytes).digest()
+        return (
+            int.from_bytes(digest[0:8], "big"),
+            int.from_bytes(digest[8:16], "big"),
+            int.from_bytes(digest[16:24], "big"),
+            int.from_bytes(digest[24:32], "big"),
+        )
 
     def gateway_id(self, message: UUID) -> str:
-        return f"{self._hash(message, 'id') % 10**12:012d}"
+        return f"{self._rolls(message)[0] % 10**12:012d}"
 
     def status(self, message: UUID) -> str:
-        roll = self._hash(message, "status") % 1000
+        return self._status(self._rolls(message)[1])
+
+    def _status(self, roll: int) -> str:
+        roll %= 1000
         if roll < self.config.failed_per_mille:
             return "failed"
         if roll < self.config.failed_per_mille + self.config.expired_per_mille:
@@ -70,7 +81,7 @@ class Simulator:
         return "delivered"
 
     def replies_to(self, message: UUID) -> bool:
-        return self._hash(message, "reply") % 1000 < self.config.reply_per_mille
+        return self._rolls(message)[2] % 1000 < self.config.reply_per_mille
 
     def _schedule(self, due: float, report: GatewayReport) -> None:
         self._counter += 1
@@ -82,11 +93,12 @@ class Simulator:
         if known is not None:
             self.duplicates += 1
             return (known,)
-        gateway_id = self.gateway_id(message.message_id)
+        id_roll, status_roll, reply_roll, delay_roll = self._rolls(message.message_id)
+        gateway_id = f"{id_roll % 10**12:012d}"
         # One write(2) per message: it survives a SIGKILL of the process (the kernel has it).
         os.write(self._fd, f"{message.message_id} {gateway_id}\n".encode())
         self.accepted[message.message_id] = gateway_id
-        spread = 0.5 + (self._hash(message.message_id, "delay") % 1000) / 1000
+        spread = 0.5 + (delay_roll % 1000) / 1000
         due = trio.current_time() + self.delay * spread
         at = datetime.now(UTC) + timedelta(seconds=self.delay * spread)
         self._schedule(
@@ -94,12 +106,12 @@ class Simulator:
             GatewayReceipt(
                 gateway=self.name,
                 gateway_id=gateway_id,
-                status=self.status(message.message_id),
+                status=self._status(status_roll),
                 at=at,
                 message_id=message.message_id,
             ),
         )
-        if self.replies_to(message.message_id):
+        if reply_roll % 1000 < self.config.reply_per_mille:
             self._schedule(
                 due + self.delay,
                 GatewayReply(

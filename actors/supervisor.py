@@ -174,9 +174,10 @@ async def run_service(
                 recent=recent,
                 reports=reports_send,
                 gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
+                reader=store,
             )
             await nursery.start(dispatcher.run)
-            await nursery.start(partial(run_delivery_csv, settings=settings, store=store_client.clone()))
+            await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
 
             await nursery.start(
                 partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)

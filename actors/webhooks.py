@@ -91,6 +91,11 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self.by_account: dict[UUID, dict[str, Subscription]] = {}
+        self._ids: dict[str, UUID] = {}  # account name → aggregate id (a uuid5 each time otherwise)
+
+    def __bool__(self) -> bool:
+        """Whether any account has a webhook."""
+        return any(self.by_account.values())
 
     def apply(self, event: Any) -> None:
         hooks = self.by_account.setdefault(UUID(str(event.originator_id)), {})
@@ -100,7 +105,12 @@ class Subscriptions:
             hooks.pop(event.url, None)
 
     def of(self, account: str) -> list[Subscription]:
-        return list(self.by_account.get(account_id(account), {}).values())
+        key = self._ids.get(account)
+        if key is None:
+            if len(self._ids) >= 10_000:
+                self._ids.clear()
+            key = self._ids[account] = account_id(account)
+        return list(self.by_account.get(key, {}).values())
 
 
 def deliveries_for(
@@ -325,6 +335,15 @@ class WebhookSender:
             after = notifications[-1].id
 
     def _read(self) -> list[tuple[Notification, Any]]:
+        if not self.subscriptions:
+            # Nobody has a webhook: nothing up to the log's end makes a POST, but a subscription
+            # on the way might. Read only those; from the first one on, everything again.
+            last = self.store.last_position()
+            found = self.store.notifications(self._read_position, 1, SUBSCRIPTION_TOPICS, stop=last)
+            if not found:
+                self._read_position = max(self._read_position, last)
+                return []
+            self._read_position = found[0].id - 1
         notifications = self.store.notifications(self._read_position, READ_LIMIT, TOPICS)
         return [(n, self.store.mapper.to_domain_event(n)) for n in notifications]
 
@@ -334,8 +353,8 @@ class WebhookSender:
             for notification, event in batch:
                 if notification.topic in SUBSCRIPTION_TOPICS:
                     self.subscriptions.apply(event)
-                else:
-                    for delivery in deliveries_for(notification, event, self.subscriptions.of(event.account)):
+                elif subscriptions := self.subscriptions.of(event.account):
+                    for delivery in deliveries_for(notification, event, subscriptions):
                         if (delivery.position, delivery.url) in self._settled:
                             continue  # settled before a restart
                         await self._room.acquire()

@@ -19,9 +19,18 @@ from uuid import UUID
 
 import sqlite_utils
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from eventstore.domain import Account, ApiKey, ContactBatch, DispatchLog, File, Routes, message_id
+from eventstore.domain import (
+    Account,
+    ApiKey,
+    ContactBatch,
+    DispatchLog,
+    File,
+    Routes,
+    message_id_text,
+)
 from eventstore.optouts import find_optouts
 from eventstore.store import SmsStore
 from sftpsms.gatewayids import lookup_keys, stored_key
@@ -204,47 +213,56 @@ def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
 
 # Dispatch log id → (batch, file, account): fixed once the log exists, and asked for by every one of
 # its MessageSubmitted events (a thousand per batch), so kept instead of queried each time.
-_dispatch_origins: dict[UUID, tuple[str, str, str]] = {}
+_dispatch_origins: dict[UUID, tuple[str, str, str, UUID]] = {}
 
 
-def _message_submitted(db: sqlite_utils.Database, e: DispatchLog.MessageSubmitted) -> None:
-    """Index the gateway's ids (sftpsms.gatewayids.stored_key) and the recipient's latest message, so
-    receipts and replies that arrive long after the submission still find their message."""
-    found = _dispatch_origins.get(e.originator_id)
-    if found is None:
-        found = db.execute(
-            "SELECT b.batch_id, b.file_id, b.account FROM dispatch_logs d JOIN batches b USING (batch_id) "
-            "WHERE d.id = ?",
-            [str(e.originator_id)],
-        ).fetchone()
-        if found is None:  # cannot happen: a batch is projected before it is dispatched
-            return
-        if len(_dispatch_origins) >= 4096:
-            _dispatch_origins.clear()
-        _dispatch_origins[e.originator_id] = found
-    batch, file, account = found
-    row = {
-        "message_id": str(message_id(UUID(file), e.index)),
-        "batch_id": batch,
-        "file_id": file,
-        "idx": e.index,
-        "account": account,
-        "msisdn": e.msisdn,
-        "customer_id": e.customer_id,
-        "gateway": e.gateway,
-        "gateway_id": e.gateway_id,
-    }
-    keys = {f"{e.gateway}:{stored_key(gateway_id)}" for gateway_id in e.gateway_ids}
-    db.conn.executemany(
-        "INSERT OR REPLACE INTO gateway_ids (key, message_id, batch_id, file_id, idx, account, msisdn,"
-        " customer_id, gateway, gateway_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(key, *row.values()) for key in keys],
-    )
-    db.conn.execute(
-        "INSERT OR REPLACE INTO last_sent (msisdn, message_id, batch_id, file_id, idx, account,"
-        " customer_id, gateway, gateway_id, submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [e.msisdn, *(v for k, v in row.items() if k != "msisdn"), e.submitted_at],
-    )
+class Submissions:
+    """MessageSubmitted, projected a page at a time: into `gateway_ids` (every id the gateway
+    returned, under sftpsms.gatewayids.stored_key) and `last_sent` (the recipient's latest
+    message), so receipts and replies that arrive long after the submission still find their
+    message. One of these per message sent: the rows are collected and written with one
+    executemany per table, and the events are read as plain state dicts where the store allows."""
+
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self.ids: list[tuple[Any, ...]] = []
+        self.last: list[tuple[Any, ...]] = []
+
+    def add(self, log_id: UUID, e: dict[str, Any]) -> None:
+        found = _dispatch_origins.get(log_id)
+        if found is None:
+            origin = self.db.execute(
+                "SELECT b.batch_id, b.file_id, b.account FROM dispatch_logs d JOIN batches b USING (batch_id) "
+                "WHERE d.id = ?",
+                [str(log_id)],
+            ).fetchone()
+            if origin is None:  # cannot happen: a batch is projected before it is dispatched
+                return
+            if len(_dispatch_origins) >= 4096:
+                _dispatch_origins.clear()
+            found = _dispatch_origins[log_id] = (*origin, UUID(origin[1]))
+        batch, file, account, file_uuid = found
+        index, gateway, msisdn = e["index"], e["gateway"], e["msisdn"]
+        message = message_id_text(file_uuid, index)
+        common = (message, batch, file, index, account)
+        for key in {f"{gateway}:{stored_key(gateway_id)}" for gateway_id in e["gateway_ids"]}:
+            self.ids.append((key, *common, msisdn, e["customer_id"], gateway, e["gateway_id"]))
+        self.last.append((msisdn, *common, e["customer_id"], gateway, e["gateway_id"], e["submitted_at"]))
+
+    def write(self) -> None:
+        if self.ids:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO gateway_ids (key, message_id, batch_id, file_id, idx, account, msisdn,"
+                " customer_id, gateway, gateway_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                self.ids,
+            )
+        if self.last:
+            self.db.conn.executemany(
+                "INSERT OR REPLACE INTO last_sent (msisdn, message_id, batch_id, file_id, idx, account,"
+                " customer_id, gateway, gateway_id, submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                self.last,
+            )
+        self.ids, self.last = [], []
 
 
 HANDLERS: dict[type[Any], list[Handler]] = {
@@ -270,10 +288,11 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     ContactBatch.BatchSealed: [_batch_sealed],
     DispatchLog.DispatchStarted: [_dispatch_started],
     DispatchLog.BatchDispatched: [_batch_dispatched],
-    DispatchLog.MessageSubmitted: [_message_submitted],
+    DispatchLog.MessageSubmitted: [],  # Submissions, a page at a time
     Account.SendRateSet: [_send_rate],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
+SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -392,16 +411,31 @@ class ReadModels:
         """Apply every relevant event up to `until` (default: the log's end). Returns the position."""
         if until is None:
             until = store.last_position()
+        if store.writes_batch_rows:  # states are plain transcoder output
+            decode = store.mapper.transcoder.decode
+
+            def state(notification: Notification) -> dict[str, Any]:
+                return decode(notification.state)  # type: ignore[no-any-return]
+        else:
+
+            def state(notification: Notification) -> dict[str, Any]:
+                return vars(store.mapper.to_domain_event(notification))
+
         while True:
             with self._immediate():
                 position = self.position()
                 if position >= until:
                     return position
                 notifications = store.notifications(position, READ_BATCH, TOPICS, stop=until)
+                submissions = Submissions(self.db)
                 for notification in notifications:
+                    if notification.topic == SUBMITTED_TOPIC:
+                        submissions.add(notification.originator_id, state(notification))  # type: ignore[arg-type]
+                        continue
                     event: DomainEventProtocol[Any] = store.mapper.to_domain_event(notification)
                     for handler in HANDLERS[type(event)]:
                         handler(self.db, event)
+                submissions.write()
                 # Fewer rows than asked for means nothing relevant is left up to `until`.
                 new_position = notifications[-1].id if len(notifications) == READ_BATCH else until
                 self.db.execute(

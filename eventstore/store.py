@@ -98,6 +98,22 @@ def store_env(data_dir: Path) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class Changes:
+    """What SmsStore.changes found: read up to `position`, `count` events, by these aggregates
+    (ids in hex, in no particular order), and the state of the events asked for in full."""
+
+    position: int
+    count: int
+    originators: list[str]
+    states: list[tuple[str, str, dict[str, Any]]]  # (originator, topic, state), in log order
+
+
+def _state(event: Any) -> dict[str, Any]:
+    """An event's stored state: its attributes but the originator's id and version."""
+    return {k: v for k, v in vars(event).items() if k not in ("originator_id", "originator_version")}
+
+
 def open_store(data_dir: Path) -> SmsStore:
     """The embedded store of a data directory (created if missing)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +158,28 @@ class SmsStore(Application[UUID]):
     ) -> Sequence[Notification]:
         return self.recorder.select_notifications(
             start=after, limit=limit, stop=stop, topics=topics, inclusive_of_start=False
+        )
+
+    def changes(
+        self, after: int, limit: int, topics: Sequence[str], state_topics: Sequence[str] = ()
+    ) -> Changes:
+        """Which aggregates have events of `topics` among the next `limit` of them after `after`,
+        with the (decoded) state of those of `state_topics`: for followers that need to know what
+        changed, not how. On SQLite the database answers it (no object per event); elsewhere it
+        is read from the notifications."""
+        recorder = self.recorder
+        decode = self.mapper.transcoder.decode
+        if self.writes_batch_rows and isinstance(recorder, BatchingSQLiteApplicationRecorder):
+            last, count, originators, states = recorder.select_changes(after, limit, topics, state_topics)
+            return Changes(last, count, originators, [(o, t, decode(state)) for o, t, state in states])
+        notifications = self.notifications(after, limit, topics)
+        wanted = set(state_topics)
+        return Changes(
+            notifications[-1].id if notifications else after,
+            len(notifications),
+            list(dict.fromkeys(UUID(str(n.originator_id)).hex for n in notifications)),
+            [(UUID(str(n.originator_id)).hex, n.topic, _state(self.mapper.to_domain_event(n)))
+             for n in notifications if n.topic in wanted],
         )
 
     def last_position(self) -> int:
@@ -518,6 +556,13 @@ class SmsStore(Application[UUID]):
             assert isinstance(recorder, BatchingSQLiteApplicationRecorder), "check writes_batch_rows first"
             recorder.insert_rows([row for batch in fresh for row in batch.rows])
         return len(fresh)
+
+    def save_rows(self, rows: Sequence[tuple[str, int, str, bytes]]) -> None:
+        """Insert ready-made stored-event rows in one transaction (eventstore.dispatch_rows;
+        only where `writes_batch_rows`). A taken (originator id, version) raises IntegrityError."""
+        recorder = self.recorder
+        assert isinstance(recorder, BatchingSQLiteApplicationRecorder), "check writes_batch_rows first"
+        recorder.insert_rows(rows)
 
     def batch_exists(self, file: UUID, number: int) -> bool:
         return self.exists(batch_id(file, number))

@@ -148,9 +148,9 @@ def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None)
             print("  warning: ingest finished after Start; raise --lead", flush=True)
         time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()))
         profiler = None
-        if profile is not None:  # py-spy on PATH; collapsed stacks of the dispatching server
+        if profile is not None:  # py-spy on PATH; collapsed stacks of the server while it holds the GIL
             profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw", "--idle",
+                ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw", "--gil",
                  "-r", "200", "-o", str(profile)],
                 stdout=subprocess.DEVNULL,
             )
@@ -165,7 +165,8 @@ def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None)
     for t in times:
         seconds[int((t - start).total_seconds())] += 1
     busiest = max(seconds.values())
-    print(f"  busiest second: {busiest:,} messages")
+    print(f"  busiest second: {busiest:,} messages; each second from Start:")
+    print("  " + " ".join(str(seconds.get(second, 0)) for second in range(max(seconds) + 1)))
 
 
 def webhooks(rate: int, seconds: int) -> None:

@@ -118,7 +118,7 @@ async def dispatching(tmp_path: Path, gateways: dict[str, RecordingGateway], **o
             rates = {name: getattr(g, "rate", None) for name, g in gateways.items()}
             dispatcher = Dispatcher(
                 store=client.clone(), gateways=gateways, settings=settings, recent=RecentSubmissions(),
-                reports=reports_send, gateway_rates=rates,
+                reports=reports_send, gateway_rates=rates, reader=store,
             )
             await nursery.start(dispatcher.run)
             yield Harness(store, dispatcher, reports_receive, projector)

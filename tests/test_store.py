@@ -153,3 +153,45 @@ def test_an_accepted_file_cannot_be_rejected(store: SmsStore) -> None:
     with pytest.raises(DomainError):
         store.reject_file(receipt.file_id, "InsufficientCredits", "x", parse=False, now=NOW)
     assert store.file(receipt.file_id).status == "accepted"
+
+
+def test_changes_name_the_changed_aggregates_the_same_on_both_recorders(tmp_path: Path) -> None:
+    # `changes` reads light rows on our SQLite recorder and falls back to notifications on any
+    # other (eventsourcing's own recorder here): both give the same answer.
+    from uuid import UUID
+
+    from eventsourcing.utils import get_topic
+
+    from eventstore.domain import DispatchLog
+    from eventstore.store import store_env
+
+    fast = open_store(tmp_path / "fast")
+    env = store_env(tmp_path / "slow")
+    del env["APPLICATION_RECORDER_TOPIC"]
+    (tmp_path / "slow").mkdir()
+    slow = SmsStore(env=env)
+    assert fast.writes_batch_rows and not slow.writes_batch_rows
+    started, submitted = get_topic(DispatchLog.DispatchStarted), get_topic(DispatchLog.MessageSubmitted)
+    answers = []
+    for store in (fast, slow):
+        make_account(store)
+        log = DispatchLog.start(batch=UUID(int=1), file=UUID(int=2), account="acme")
+        log.submitted(0, "sim", ["g0"], 1, "2026-12-02T10:00:00+00:00", msisdn="1", customer_id=None)
+        log.submitted(1, "sim", ["g1"], 1, "2026-12-02T10:00:01+00:00", msisdn="2", customer_id=None)
+        store.save(log)
+        answers.append((log.id.hex, store.changes(0, 100, [started, submitted], [started]), store.changes(0, 2, [submitted])))
+    (log_id, changes, limited), (_, slow_changes, slow_limited) = answers
+    assert (changes.count, changes.originators) == (3, [log_id])
+    ((originator, topic, state),) = changes.states
+    assert (originator, topic) == (log_id, started)
+    assert state["file_id"] == str(UUID(int=2)) and state["account"] == "acme"
+    assert (limited.count, limited.originators, limited.states) == (2, [log_id], [])
+    assert limited.position == changes.position
+    assert slow_changes.position > 0 and (slow_changes.count, slow_changes.originators) == (3, [log_id])
+    assert {k: v for k, v in slow_changes.states[0][2].items() if k != "timestamp"} == {
+        k: v for k, v in state.items() if k != "timestamp"
+    }
+    assert (slow_limited.count, slow_limited.position) == (2, slow_changes.position)
+    assert fast.changes(changes.position, 100, [started, submitted]).count == 0
+    fast.close()
+    slow.close()

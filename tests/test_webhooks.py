@@ -192,6 +192,24 @@ async def test_only_subscribed_kinds_are_posted(store: SmsStore, tmp_path: Path)
     assert replies.posts()[0].json()["data"]["text"] == "thanks"
 
 
+async def test_only_events_after_the_subscription_are_posted(store: SmsStore, tmp_path: Path) -> None:
+    # With no webhook anywhere the sender skips ahead without reading the deliveries; the first
+    # subscription puts it back to reading everything from there on.
+    create_account(store)
+    with running_receiver() as receiver:
+        async with running_sender(store, fast_settings(tmp_path)) as client:
+            source = Source.new(client)
+            await source.deliver(0)
+            await source.deliver(1)
+            await trio.sleep(0.5)  # the sender has read past them
+            add_webhook(store, receiver.url)
+            await source.deliver(2)
+            [post] = await posts(receiver, 1)
+            await trio.sleep(0.5)  # nothing else comes
+    assert post.json()["data"]["message_id"] == str(message_id(source.file, 2))
+    assert len(receiver.posts()) == 1
+
+
 async def test_receiver_failing_three_times_gets_the_event_once_as_a_success_after_four_attempts(
     store: SmsStore, tmp_path: Path
 ) -> None:

@@ -1,0 +1,81 @@
+"""MessageSubmitted events as stored-event rows: the dispatcher's fast path.
+
+At thousands of messages a second, `DispatchLog.submitted` (a domain-event object per message,
+mutated into the aggregate) and `save()` (the protocol checks, StoredEvent objects, originator-id
+conversions) are a third of the service's Python time. `submitted` here does to the aggregate
+what the event would do (next version, the index noted, modified_on) and keeps the event's state
+dict; `encode_rows` turns those and any ordinary pending events into the rows the SQLite recorder
+inserts. tests/test_dispatch_rows.py holds the two paths to byte-for-byte equality; the rows read
+back as ordinary MessageSubmitted events. Stores that compress, encrypt or run on PostgreSQL use
+the aggregate path (SmsStore.writes_batch_rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from eventsourcing.persistence import Mapper
+from eventsourcing.utils import get_topic
+
+from eventstore.contact_rows import Row
+from eventstore.domain import DispatchLog
+
+SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
+
+
+@dataclass(slots=True)
+class PendingRow:
+    """An event applied to its aggregate but not stored yet: its row without the encoding."""
+
+    originator: str  # the aggregate id in hex, as the SQLite recorder stores it
+    version: int
+    topic: str
+    state: dict[str, Any]
+
+
+def submitted(
+    log: DispatchLog,
+    *,
+    index: int,
+    gateway: str,
+    gateway_ids: Sequence[str],
+    parts: int,
+    at: datetime,
+    msisdn: str,
+    customer_id: str | None,
+) -> PendingRow | None:
+    """`log.submitted(...)` with `timestamp=at`, returning the event as a row-to-be instead of a
+    pending event object; None when the index was already submitted (as the method does nothing)."""
+    if index in log.submitted_indexes:
+        return None
+    gateway_id = gateway_ids[0] if gateway_ids else ""
+    # Key order as eventsourcing's mapper finds it in the event's __dict__: timestamp, then fields.
+    state = {
+        "timestamp": at,
+        "index": index,
+        "gateway": gateway,
+        "gateway_id": gateway_id,
+        "parts": parts,
+        "submitted_at": at.isoformat(),
+        "gateway_ids": list(gateway_ids),
+        "msisdn": msisdn,
+        "customer_id": customer_id,
+    }
+    version = log.version + 1
+    log.submitted_indexes[index] = gateway_id  # MessageSubmitted.apply
+    log.version = version
+    log.modified_on = at
+    return PendingRow(log.id.hex, version, SUBMITTED_TOPIC, state)
+
+
+def encode_rows(pending: Iterable[PendingRow], events: Iterable[Any], mapper: Mapper[Any], encode: Callable[[Any], bytes]) -> list[Row]:
+    """The rows of pending rows and domain events together, each aggregate's in version order."""
+    rows: list[Row] = [(p.originator, p.version, p.topic, encode(p.state)) for p in pending]
+    for event in events:
+        stored = mapper.to_stored_event(event)
+        rows.append((stored.originator_id.hex, stored.originator_version, stored.topic, stored.state))  # type: ignore[union-attr]
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return rows

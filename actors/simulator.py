@@ -1,8 +1,10 @@
 """The embedded simulator gateway: accepts messages, returns ids, and produces delivery receipts that
 are deterministic for a seed (status and delay derive from the seed and the message id).
 
-It remembers every message id it accepted in an append-only journal, so a message re-submitted after
-a crash is recognised and not "sent" twice — the property the restart tests check.
+It remembers the message ids it accepted in an append-only journal, so a message re-submitted after
+a crash is recognised and not "sent" twice — the property the restart tests check. Only the last
+REMEMBER of them count (a re-submission is of the messages whose MessageSubmitted a crash lost: a
+flush's worth); the journal is cut back to those when it opens at more than twice as many.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -18,6 +21,8 @@ import trio
 
 from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport, OutboundMessage
 from sftpsms.gateways import SimulatorGatewayConfig
+
+REMEMBER = 100_000  # accepted message ids kept (memory and journal)
 
 
 class Simulator:
@@ -43,14 +48,29 @@ class Simulator:
         self._wake = trio.Event()
         journal_dir.mkdir(parents=True, exist_ok=True)
         self.journal = journal_dir / "accepted.log"
-        self.accepted: dict[UUID, str] = {}
+        # message id (as an int: no object for the garbage collector to visit) → gateway id
+        self.accepted: dict[int, str] = {}
+        self._order: deque[int] = deque()
         self.duplicates = 0
         if self.journal.exists():
-            for line in self.journal.read_text().splitlines():
+            lines = self.journal.read_text().splitlines()
+            if len(lines) > 2 * REMEMBER:
+                lines = lines[-REMEMBER:]
+                fresh = self.journal.with_name(f".{self.journal.name}.tmp")
+                fresh.write_text("".join(f"{line}\n" for line in lines))
+                os.replace(fresh, self.journal)
+            for line in lines:
                 message, _, gateway_id = line.partition(" ")
                 if gateway_id:
-                    self.accepted[UUID(message)] = gateway_id
+                    self._remember(UUID(message).int, gateway_id)
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def _remember(self, message: int, gateway_id: str) -> None:
+        if message not in self.accepted:
+            self._order.append(message)
+        self.accepted[message] = gateway_id
+        while len(self._order) > REMEMBER:
+            self.accepted.pop(self._order.popleft(), None)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -89,7 +109,7 @@ class Simulator:
         self._wake.set()
 
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
-        known = self.accepted.get(message.message_id)
+        known = self.accepted.get(message.message_id.int)
         if known is not None:
             self.duplicates += 1
             return (known,)
@@ -97,7 +117,7 @@ class Simulator:
         gateway_id = f"{id_roll % 10**12:012d}"
         # One write(2) per message: it survives a SIGKILL of the process (the kernel has it).
         os.write(self._fd, f"{message.message_id} {gateway_id}\n".encode())
-        self.accepted[message.message_id] = gateway_id
+        self._remember(message.message_id.int, gateway_id)
         spread = 0.5 + (delay_roll % 1000) / 1000
         due = trio.current_time() + self.delay * spread
         at = datetime.now(UTC) + timedelta(seconds=self.delay * spread)

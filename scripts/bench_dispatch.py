@@ -96,6 +96,19 @@ def wait_for(data_dir: Path, count: int, timeout: float) -> dict[str, list[datet
         time.sleep(5)
 
 
+def gc_pauses(data_dir: Path) -> str:
+    """The server's logged garbage-collection pauses (sftpsms.gcwatch), in one line."""
+    log = data_dir / "server.log"
+    pauses = [
+        float(line.split(" paused the process ")[1].split(" ms")[0])
+        for line in (log.read_text().splitlines() if log.exists() else [])
+        if "garbage collection" in line
+    ]
+    if not pauses:
+        return "  garbage-collection pauses >= 50 ms: none"
+    return f"  garbage-collection pauses >= 50 ms: {len(pauses)}, longest {max(pauses):.0f} ms, {sum(pauses) / 1000:.1f} s in all"
+
+
 def fairness(scratch: Path, total: int, window: float, lead: float) -> None:
     rates = {"alpha": 1200.0, "beta": 800.0, "gamma": 400.0}
     weight = sum(rates.values())
@@ -130,6 +143,13 @@ def fairness(scratch: Path, total: int, window: float, lead: float) -> None:
         sent = sum(1 for t in found[name] if opened <= t < closed)
         achieved = sent / window
         print(f"  {name:8} {rate:>10.1f} {achieved:>10.1f} {100 * (achieved - rate) / rate:>+7.2f} %")
+    print("  each second of the window (alpha beta gamma):")
+    for second in range(int(window)):
+        low, high = opened + timedelta(seconds=second), opened + timedelta(seconds=second + 1)
+        counts_now = [sum(1 for t in found[name] if low <= t < high) for name in rates]
+        print(f"  {second:3d}: " + " ".join(f"{c:5d}" for c in counts_now), end="\n" if second % 4 == 3 else "  ")
+    print()
+    print(gc_pauses(data))
 
 
 def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None) -> None:
@@ -167,6 +187,7 @@ def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None)
     busiest = max(seconds.values())
     print(f"  busiest second: {busiest:,} messages; each second from Start:")
     print("  " + " ".join(str(seconds.get(second, 0)) for second in range(max(seconds) + 1)))
+    print(gc_pauses(data))
 
 
 def webhooks(rate: int, seconds: int) -> None:

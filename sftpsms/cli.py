@@ -26,6 +26,7 @@ from eventstore.domain import (
 )
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore, UnknownAccount, open_store
+from sftpsms import gcwatch
 from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.config import Settings
 from sftpsms.gateways import GatewayConfigError, load_gateways
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for noisy in ("asyncssh",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    gcwatch.watch()
     if args.demo:
         _ensure_demo(settings)
 
@@ -111,6 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_service, settings, portal)
+            gcwatch.settle()
             doors = f"sftp on {settings.sftp_host}:{running.sftp_port}"
             if running.ftp_port is not None:
                 doors += f", ftp on {settings.sftp_host}:{running.ftp_port}"

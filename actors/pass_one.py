@@ -26,6 +26,7 @@ in-process pass.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -397,6 +398,7 @@ def _work(job: dict[str, Any], parent: int) -> None:
 def serve(parent: int) -> None:
     """In the worker process: one part per line of stdin, until stdin ends (the server closed it,
     or is gone)."""
+    gc.freeze()  # the modules stay: collections walk only what a part allocates
     for line in sys.stdin.buffer:
         _work(json.loads(line), parent)
 

@@ -8,6 +8,7 @@ gateway side, the sweeper, and last the SFTP door, whose port is reported once i
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -234,6 +235,10 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
+            # What start-up built (modules, metadata, the actor tree) lives as long as the service:
+            # out of the collector's sight, a full collection during a big file takes ~2 ms, not
+            # the ~130 ms measured walking it all.
+            gc.freeze()
             task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port, http_port=http_port))
     finally:
         if pass_one is not None:

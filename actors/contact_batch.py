@@ -15,7 +15,6 @@ from itertools import islice
 from typing import IO
 from uuid import UUID
 
-import orjson
 import outcome
 import trio
 
@@ -73,7 +72,7 @@ class _SpoolGroups:
         self.request = request
         self.timestamp = timestamp
         self.number = 0
-        self._lines: IO[str] | None = None
+        self._lines: IO[bytes] | None = None
 
     def next_group(self, store: SmsStore) -> int:
         """Build and save the next group; returns how many contacts it held (0 at the end).
@@ -81,7 +80,7 @@ class _SpoolGroups:
         The rows are built directly (eventstore.contact_rows) where the store allows it; the
         aggregates of build_batch otherwise. Both store the same events."""
         if self._lines is None:
-            self._lines = self.request.plan.spool.open(encoding="utf-8")
+            self._lines = self.request.plan.spool.open("rb")
         direct = store.writes_batch_rows
         encode = store.row_encoder()
         request, plan = self.request, self.request.plan
@@ -105,7 +104,7 @@ class _SpoolGroups:
                         not_before=not_before,
                         expires_at=expires_at,
                         timestamp=self.timestamp,
-                        outcomes=map(orjson.loads, lines),
+                        lines=lines,
                         encode=encode,
                     )
                 )

@@ -28,7 +28,7 @@ import trio
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
 from actors.notifier import Notify
-from actors.pass_one import pass_one_checker
+from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
 from eventstore.domain import File, InsufficientBalance
@@ -109,6 +109,7 @@ class FileContext:
     notify: trio.MemorySendChannel[Notify]
     filed: trio.MemorySendChannel[FileFiled] | None = None
     clock: Clock = utc_now
+    pass_one: PassOneWorkers | None = None  # warm processes sharing pass 1 of big files
 
 
 async def run_file_worker(
@@ -272,7 +273,7 @@ def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: d
             max_parts=context.settings.max_parts,
             progress=lambda done: _progress(file, "validated", done),
             check_contacts=pass_one_checker(
-                context.settings.pass_one_processes,
+                context.pass_one,
                 parts=context.settings.spool_dir / str(file.id),
                 optouts=(context.settings.readmodels_db, policy.username),
             ),

@@ -1,12 +1,14 @@
 """The supervisor: one nursery holding the whole actor tree of a running service.
 
-Start order matters and is explicit: the writer first (everyone talks to the store through it),
-then the read-model follower, the file pipeline, recovery of files a crash left half-done, the
+Start order matters and is explicit: the pass-one worker processes (they import while the rest
+starts), the writer (everyone talks to the store through it), then the read-model follower, the
+file pipeline, recovery of files a crash left half-done, the
 gateway side, the sweeper, and last the SFTP door, whose port is reported once it listens.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from actors.gateway import Gateway, GatewayReport
 from actors.http_gateway import HttpGateway
 from actors.http_inbound import serve_http
 from actors.notifier import Notify, run_notifier
+from actors.pass_one import PassOneWorkers
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
 from actors.session import AccountGate
@@ -98,13 +101,20 @@ async def run_service(
     """Run the service until cancelled.
 
     Resource handling: every channel end is owned by exactly one actor, which closes it; the
-    originals are closed here after handing out clones. The event store closes on exit.
+    originals are closed here after handing out clones. The pass-one worker processes are stopped
+    and the event store closed on exit.
     Error handling: actors catch what belongs to one file, round or receipt and go on; an error
     escaping an actor is a bug and stops the service (the process supervisor restarts it and
     recovery resumes from the events).
     """
     store = open_store(settings.data_dir)
+    pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     try:
+        if pass_one is not None:
+            try:
+                await trio.to_thread.run_sync(pass_one.start)
+            except OSError as error:  # each big file tries again, or checks itself
+                log.warning("cannot start the pass-one workers (%s)", error)
         projector = Projector(store, settings.readmodels_db)
         in_flight = InFlight()
         async with trio.open_nursery() as nursery:
@@ -137,6 +147,7 @@ async def run_service(
                 notify=notify_send,
                 filed=filed,
                 clock=clock,
+                pass_one=pass_one,
             )
             with arrivals_receive:
                 for _ in range(settings.file_workers):
@@ -225,6 +236,13 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
+            # What start-up built (modules, metadata, the actor tree) lives as long as the service:
+            # out of the collector's sight, a full collection during a big file takes ~2 ms, not
+            # the ~130 ms measured walking it all.
+            gc.freeze()
             task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port, http_port=http_port))
     finally:
+        if pass_one is not None:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(pass_one.close)
         store.close()

@@ -334,22 +334,25 @@ class WebhookSender:
                 return
             after = notifications[-1].id
 
-    def _read(self) -> list[tuple[Notification, Any]]:
+    def _read(self) -> tuple[list[tuple[Notification, Any]], int | None]:
+        """The next relevant events, and how far the log was read when that was all of them (so
+        the next read starts there: rows of other topics, such as a big file's MessageQueued,
+        are scanned once, not again after every write)."""
+        stop = self.store.last_position()
         if not self.subscriptions:
-            # Nobody has a webhook: nothing up to the log's end makes a POST, but a subscription
-            # on the way might. Read only those; from the first one on, everything again.
-            last = self.store.last_position()
-            found = self.store.notifications(self._read_position, 1, SUBSCRIPTION_TOPICS, stop=last)
+            # Nobody has a webhook: nothing up to `stop` makes a POST, but a subscription on the
+            # way might. Read only those; from the first one on, everything again.
+            found = self.store.notifications(self._read_position, 1, SUBSCRIPTION_TOPICS, stop=stop)
             if not found:
-                self._read_position = max(self._read_position, last)
-                return []
+                return [], stop
             self._read_position = found[0].id - 1
-        notifications = self.store.notifications(self._read_position, READ_LIMIT, TOPICS)
-        return [(n, self.store.mapper.to_domain_event(n)) for n in notifications]
+        notifications = self.store.notifications(self._read_position, READ_LIMIT, TOPICS, stop=stop)
+        events = [(n, self.store.mapper.to_domain_event(n)) for n in notifications]
+        return events, stop if len(notifications) < READ_LIMIT else None
 
     async def _follow(self, lanes: Lanes) -> None:
         while True:
-            batch = await trio.to_thread.run_sync(self._read)
+            batch, read_to = await trio.to_thread.run_sync(self._read)
             for notification, event in batch:
                 if notification.topic in SUBSCRIPTION_TOPICS:
                     self.subscriptions.apply(event)
@@ -361,7 +364,8 @@ class WebhookSender:
                         self._open[delivery.position] = self._open.get(delivery.position, 0) + 1
                         lanes.add(delivery)
                 self._read_position = notification.id
-            if len(batch) < READ_LIMIT:
+            if read_to is not None:
+                self._read_position = max(self._read_position, read_to)
                 return
 
     async def _record(self, outcomes: trio.MemoryReceiveChannel[Settled], tracking: Tracking) -> None:

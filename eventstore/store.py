@@ -534,12 +534,14 @@ class SmsStore(Application[UUID]):
 
     @property
     def writes_batch_rows(self) -> bool:
-        """Whether `save_batch_rows` may be used: rows are plain transcoder output (no compressor,
-        no cipher) and the recorder inserts them directly."""
+        """Whether `save_batch_rows` may be used: rows are plain output of our JSON transcoder (no
+        compressor, no cipher; eventstore.contact_rows joins JSON bytes) and the recorder inserts
+        them directly."""
         mapper = self.mapper
         return (
             mapper.compressor is None
             and mapper.cipher is None
+            and isinstance(mapper.transcoder, OrjsonTranscoder)
             and isinstance(self.recorder, BatchingSQLiteApplicationRecorder)
         )
 

@@ -113,7 +113,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_service, settings, portal)
-            gcwatch.settle()
             doors = f"sftp on {settings.sftp_host}:{running.sftp_port}"
             if running.ftp_port is not None:
                 doors += f", ftp on {settings.sftp_host}:{running.ftp_port}"

@@ -42,10 +42,3 @@ def watch(slow: float = SLOW) -> PauseWatch:
     gc.callbacks.append(callback)
     return callback
 
-
-def settle() -> None:
-    """Once the service has started: collect, then move everything alive (modules, settings, the
-    actors' long-lived state) out of the collector's view, so full collections only visit what
-    came after."""
-    gc.collect()
-    gc.freeze()

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import orjson
 import pytest
 
 from actors.contact_batch import build_batch
@@ -83,7 +82,7 @@ def _save_both(
                 not_before=plan.not_before.isoformat() if plan.not_before else None,
                 expires_at=plan.expires_at.isoformat() if plan.expires_at else None,
                 timestamp=timestamp,
-                outcomes=(orjson.loads(o.to_line()) for o in OUTCOMES),  # as read from the spool
+                lines=[o.to_line().encode() + b"\n" for o in OUTCOMES],  # as read from the spool
                 encode=fast.row_encoder(),
             )
             for n in numbers
@@ -125,7 +124,7 @@ def test_fast_rows_of_a_stored_batch_are_skipped(stores: tuple[SmsStore, SmsStor
     again = [
         batch_rows(
             file=FILE, account="acme", number=n, sender_id="ACME", not_before=None, expires_at=None,
-            timestamp=TIMESTAMPS[0], outcomes=[], encode=fast.row_encoder(),
+            timestamp=TIMESTAMPS[0], lines=[], encode=fast.row_encoder(),
         )
         for n in (0, 1)
     ]

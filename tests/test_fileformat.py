@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sftpsms import fileformat
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 
@@ -397,3 +398,29 @@ def test_200k_contacts_stream_in_flat_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 200_000
     assert peak < 30 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"msisdn": "0831234567", "customerId": "C1", "values": {"value1": "a", "Value_2": "b", "other": 3}},
+        {"MSISDN": "0831234567", "message": "hi"},
+        {"msisdn": 27831234567, "values": {"value1": "a"}},  # a number: coerced
+        {"msisdn": "0831234567", "values": {"value1": 12.5, "value2": None}},
+        {"msisdn": "0831234567", "msisdn_": "0831234568"},  # the same key twice once folded
+        {"msisdn": "0831234567", "values": {"value1": "a", "VALUE1": "b"}},
+        {"msisdn": "0831234567", "values": ["a"]},
+        {"msisdn": "0831234567", "values": {}},
+        {"msisdn": None, "customerId": {"x": 1}},
+        {},
+    ],
+)
+def test_the_usual_contact_reads_as_the_fully_checked_one(item: dict[str, object]) -> None:
+    usual = fileformat._usual_contact(7, item)
+    assert usual is None or usual == fileformat._checked_contact(7, item)
+    assert fileformat._contact(7, item) == fileformat._checked_contact(7, item)
+
+
+def test_a_plain_contact_takes_the_usual_path() -> None:
+    item = {"msisdn": "0831234567", "customerId": "C1", "values": {"value1": "a", "other": "b"}}
+    assert fileformat._usual_contact(3, item) == RawContact(3, "0831234567", "C1", {"value1": "a"}, None)

@@ -414,3 +414,24 @@ async def test_replay_by_time_selects_the_events_in_the_range(
         replayed = receiver.posts()[len(first):]
     assert status == 0
     assert sorted(p.body for p in replayed) == sorted(p.body for p in first if p.json()["data"]["customer_id"] != "c0")
+
+
+async def test_rows_of_other_topics_are_read_past_once(store: SmsStore, tmp_path: Path) -> None:
+    """A big file's MessageQueued rows hold nothing to post: once read, the sender's position is
+    the log's end, so the next write does not make it scan them again."""
+    create_account(store)
+    async with trio.open_nursery() as nursery:
+        client, inbox = open_store_channel()
+        sender = WebhookSender(settings=fast_settings(tmp_path), store=store, writer=client.clone(), clock=utc_now)
+        await nursery.start(partial(run_writer, inbox, store=store, on_written=sender.poke))
+        await nursery.start(sender.run)
+        for _ in range(30):  # 30 events the sender does not post
+            await client.run(lambda s: s.add_credits(ACCOUNT, 1))
+        end = store.last_position()
+        with trio.fail_after(WAIT):
+            while True:
+                if sender.committed >= end:
+                    break
+                await trio.sleep(0.01)
+        assert sender.committed == end
+        nursery.cancel_scope.cancel()

@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -63,6 +64,7 @@ FLUSH_EVERY = 200  # messages between MessageSubmitted writes
 FLUSH_INTERVAL = 0.25  # seconds between them at most
 PENDING_BATCH_LOOKAHEAD = 500
 LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
+ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
 
 
@@ -469,40 +471,68 @@ class Dispatcher:
         self.sent_by_account[message.account] = self.sent_by_account.get(message.account, 0) + 1
         self.parts_by_account[message.account] = self.parts_by_account.get(message.account, 0) + message.parts
 
-    async def _sender(self, lane: Lane, receive: trio.MemoryReceiveChannel[tuple[OutboundMessage, ActiveBatch]]) -> None:
+    async def _sender(
+        self, lane: Lane, receive: trio.MemoryReceiveChannel[tuple[OutboundMessage, ActiveBatch]], *, drain: bool = False
+    ) -> None:
+        """Submit the lane's messages one by one. `drain` (a gateway with one sender task): take
+        everything waiting after each wake-up, instead of one message per trip through trio's
+        scheduler; with several tasks each takes one, so they share the work."""
         gateway = lane.gateway
         with receive:
-            async for message, active in receive:
-                try:
-                    ids = await gateway.submit(message)
-                    if not ids:
-                        raise GatewayRejected(gateway.name, "no message id in the answer")
-                except GatewayRejected as rejected:
-                    log.warning("gateway=%s message=%s rejected: %s", gateway.name, message.message_id, rejected.reason)
-                    rejected_id = f"rejected-{message.message_id}"
-                    self._submitted(message, active, gateway.name, (rejected_id,))
-                    await self.reports.send(
-                        GatewayReceipt(
-                            gateway=gateway.name,
-                            gateway_id=rejected_id,
-                            status="failed",
-                            at=datetime.now(UTC),
-                            error=rejected.reason[:200],
-                            message_id=message.message_id,
-                        )
-                    )
-                except (GatewayUnavailable, OSError, trio.TooSlowError) as error:
-                    active.in_flight -= 1
-                    active.messages.appendleft(message)
-                    clock = trio.current_time()
-                    if lane.paused_until <= clock:
-                        log.warning("gateway=%s unavailable, pausing %.0f s: %s", gateway.name, lane.pause, error)
-                        lane.paused_until = clock + lane.pause
-                        lane.pause = min(PAUSE_MAX, lane.pause * 2)
-                else:
-                    lane.pause = PAUSE_MIN
-                    self._submitted(message, active, gateway.name, ids)
-                self._wake.set()
+            async for first in receive:
+                batch = [first]
+                if drain:
+                    while True:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                for position, (message, active) in enumerate(batch):
+                    if not await self._submit(lane, gateway, message, active):
+                        # Unavailable: this one and the rest go back to the heads of their
+                        # batches, in their order, ahead of the messages never taken.
+                        for back, back_batch in reversed(batch[position:]):
+                            self._put_back(back, back_batch)
+                        break
+
+    async def _submit(self, lane: Lane, gateway: Gateway, message: OutboundMessage, active: ActiveBatch) -> bool:
+        """Submit one message; False when the gateway was unavailable (the lane is paused; the
+        caller puts the message back)."""
+        try:
+            ids = await gateway.submit(message)
+            if not ids:
+                raise GatewayRejected(gateway.name, "no message id in the answer")
+        except GatewayRejected as rejected:
+            log.warning("gateway=%s message=%s rejected: %s", gateway.name, message.message_id, rejected.reason)
+            rejected_id = f"rejected-{message.message_id}"
+            self._submitted(message, active, gateway.name, (rejected_id,))
+            await self.reports.send(
+                GatewayReceipt(
+                    gateway=gateway.name,
+                    gateway_id=rejected_id,
+                    status="failed",
+                    at=datetime.now(UTC),
+                    error=rejected.reason[:200],
+                    message_id=message.message_id,
+                )
+            )
+        except (GatewayUnavailable, OSError, trio.TooSlowError) as error:
+            clock = trio.current_time()
+            if lane.paused_until <= clock:
+                log.warning("gateway=%s unavailable, pausing %.0f s: %s", gateway.name, lane.pause, error)
+                lane.paused_until = clock + lane.pause
+                lane.pause = min(PAUSE_MAX, lane.pause * 2)
+            return False
+        else:
+            lane.pause = PAUSE_MIN
+            self._submitted(message, active, gateway.name, ids)
+        finally:
+            self._wake.set()
+        return True
+
+    def _put_back(self, message: OutboundMessage, active: ActiveBatch) -> None:
+        active.in_flight -= 1
+        active.messages.appendleft(message)
 
     async def _refiller(self) -> None:
         while True:
@@ -534,8 +564,9 @@ class Dispatcher:
         async with trio.open_nursery() as nursery:
             for lane in self.lanes.values():
                 with lane.receive:
-                    for _ in range(max(1, int(getattr(lane.gateway, "concurrency", 1)))):
-                        nursery.start_soon(self._sender, lane, lane.receive.clone())
+                    tasks = max(1, int(getattr(lane.gateway, "concurrency", 1)))
+                    for _ in range(tasks):
+                        nursery.start_soon(partial(self._sender, lane, lane.receive.clone(), drain=tasks == 1))
             self.fast_rows = await self.store.run(lambda s: s.writes_batch_rows)
             await self.refill()
             nursery.start_soon(self._refiller)
@@ -545,7 +576,12 @@ class Dispatcher:
             while True:
                 self._wake = trio.Event()  # before the round: what happens during it wakes the next
                 try:
-                    wait = self.step()
+                    # Several rounds before yielding to the senders: a trio checkpoint per
+                    # message was most of the loop's cost at thousands of messages a second.
+                    for _ in range(ROUNDS_PER_YIELD):
+                        wait = self.step()
+                        if wait is not None:
+                            break
                 except Exception:
                     log.exception("dispatch round failed; retrying")
                     await trio.sleep(1)

@@ -90,7 +90,8 @@ class FileQueue:
     # round never waits for the store.
     loaded: ActiveBatch | None = None
     loading: bool = False
-    # Loaded batches whose Start is still ahead: set aside so they do not hold back the rest.
+    # A loaded batch whose Start is still ahead, set aside: the file's later batches (same Start)
+    # are loaded only once it goes, so a big file scheduled for tomorrow holds one batch in memory.
     scheduled: list[ActiveBatch] = field(default_factory=list)
 
     @property
@@ -298,7 +299,7 @@ class Dispatcher:
         ahead)."""
         queue.loading = True
         try:
-            while queue.batches and queue.loaded is None:
+            while queue.batches and queue.loaded is None and not queue.scheduled:
                 row = queue.batches[0]
                 batch = await trio.to_thread.run_sync(load_batch, self.reader, row)
                 queue.batches.popleft()
@@ -319,7 +320,7 @@ class Dispatcher:
             self._load_wanted = trio.Event()
             for account in list(self.accounts.values()):
                 for queue in list(account.files.values()):
-                    if queue.loaded is None and queue.batches and not queue.loading:
+                    if queue.loaded is None and queue.batches and not queue.loading and not queue.scheduled:
                         try:
                             await self._load_next(queue)
                         except Exception:

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from uuid import UUID, uuid5
@@ -79,13 +79,13 @@ def make_account(store: SmsStore, name: str) -> None:
 
 
 def queue_file(store: SmsStore, account: str, name: str, count: int, *, prefix: str = "2783", parts: int = 1,
-               batch_size: int = 1000) -> UUID:
+               batch_size: int = 1000, not_before: str | None = None) -> UUID:
     """Sealed contact batches of `count` messages, as pass 2 leaves them."""
     file = uuid5(NAMESPACE, f"test-file:{account}:{name}")
     batches = []
     for number, start in enumerate(range(0, count, batch_size)):
         batch = ContactBatch.open(
-            file=file, account=account, number=number, sender_id="Acme", not_before=None, expires_at=None,
+            file=file, account=account, number=number, sender_id="Acme", not_before=not_before, expires_at=None,
             timestamp=NOW,
         )
         for index in range(start, min(count, start + batch_size)):
@@ -234,6 +234,21 @@ async def test_rates_count_parts_not_messages(tmp_path: Path, autojump_clock: tr
         await trio.sleep(30)
         in_window = sum(1 for t, _ in gateway.sent if start <= t < start + 30)
     assert abs(in_window / 30 - 10.0) < 0.3  # 30 parts/s of 3-part messages: 10 messages/s
+
+
+async def test_a_file_scheduled_for_later_holds_one_batch_in_memory(tmp_path: Path) -> None:
+    gateway = RecordingGateway("simulator")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    async with dispatching(tmp_path, {"simulator": gateway}, send_rate=1000.0, account_rate=1000.0) as h:
+        make_account(h.store, "acme")
+        file = queue_file(h.store, "acme", "tomorrow.json", 50, batch_size=10, not_before=later)
+        h.projector.poke()
+        await wait_until(lambda: any(q.scheduled for a in h.dispatcher.accounts.values() for q in a.files.values()))
+        await trio.sleep(1)  # time for the loader to (wrongly) load more
+        queue = h.dispatcher.accounts["acme"].files[str(file)]
+        assert len(queue.scheduled) == 1 and queue.loaded is None and queue.active is None
+        assert len(queue.batches) == 4 and not queue.loading
+        assert gateway.sent == []
 
 
 async def test_numbers_go_to_their_routes_gateway(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:

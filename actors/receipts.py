@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from uuid import UUID
@@ -29,6 +30,8 @@ from eventsourcing.application import AggregateNotFoundError
 from actors.gateway import GatewayReceipt, GatewayReport
 from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
+from eventstore import dispatch_rows
+from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import Account, DeliveryLog, delivery_log_id
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
@@ -62,6 +65,7 @@ class ReportRecorder:
     readmodels: ReadModels | None = None
     recorded: int = 0
     ignored: int = 0
+    _log_ids: dict[UUID, UUID] = field(default_factory=dict)  # batch id → its delivery log's id
 
     def _models(self) -> ReadModels:
         if self.readmodels is None:
@@ -92,7 +96,11 @@ class ReportRecorder:
         return SubmissionRef.from_row(row) if row else None
 
     def _delivery_log(self, store: SmsStore, ref: SubmissionRef) -> DeliveryLog:
-        key = delivery_log_id(ref.batch_id)
+        key = self._log_ids.get(ref.batch_id)
+        if key is None:
+            if len(self._log_ids) >= 4096:
+                self._log_ids.clear()
+            key = self._log_ids[ref.batch_id] = delivery_log_id(ref.batch_id)
         delivery = self.logs.get(key)
         if delivery is None:
             try:
@@ -113,6 +121,7 @@ class ReportRecorder:
         unmatched: list[GatewayReport] = []
         touched: dict[UUID, DeliveryLog | Account] = {}
         optouts: dict[str, set[str]] = {}
+        rows: list[PendingRow] | None = [] if store.writes_batch_rows else None
         for report, ref in matched:
             if ref is None:
                 ref = self._match_stored(report)
@@ -120,7 +129,24 @@ class ReportRecorder:
                 unmatched.append(report)
                 continue
             delivery = self._delivery_log(store, ref)
-            if isinstance(report, GatewayReceipt):
+            if isinstance(report, GatewayReceipt) and rows is not None:
+                row = dispatch_rows.reported(
+                    delivery,
+                    ref.index,
+                    message_id=ref.message_id,
+                    msisdn=ref.msisdn,
+                    customer_id=ref.customer_id,
+                    status=report.status,
+                    gateway=report.gateway,
+                    gateway_id=report.gateway_id,
+                    error=report.error,
+                    at=report.at.isoformat(),
+                    timestamp=datetime.now(UTC),
+                )
+                if row is not None:
+                    rows.append(row)
+                fresh = row is not None
+            elif isinstance(report, GatewayReceipt):
                 fresh = delivery.reported(
                     ref.index,
                     message_id=ref.message_id,
@@ -157,7 +183,13 @@ class ReportRecorder:
             account.add_optouts(sorted(numbers))
             touched[account.id] = account
         try:
-            store.save(*touched.values())
+            if rows:
+                # Rows and the ordinary events of the same group (a new log's DeliveryStarted,
+                # replies, opt-outs) in one transaction, each aggregate's in version order.
+                events = [event for aggregate in touched.values() for event in aggregate.collect_events()]
+                store.save_rows(dispatch_rows.encode_rows(rows, events, store.mapper, store.row_encoder()))
+            else:
+                store.save(*touched.values())
         except Exception:
             self.logs.clear()  # forget possibly half-applied state; reload from the store next time
             raise
@@ -193,6 +225,18 @@ async def run_receipts(
             if group:
                 with trio.move_on_after(GROUP_WAIT):
                     while len(group) < GROUP:
+                        try:
+                            # Whatever is waiting at once (a trip through trio's scheduler per
+                            # report capped recording), then wait for more.
+                            while len(group) < GROUP:
+                                group.append(inbox.receive_nowait())
+                        except trio.WouldBlock:
+                            pass
+                        except trio.EndOfChannel:
+                            ended = True
+                            break
+                        if len(group) >= GROUP:
+                            break
                         try:
                             group.append(await inbox.receive())
                         except trio.EndOfChannel:

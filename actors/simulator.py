@@ -23,6 +23,7 @@ from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport, Outbound
 from sftpsms.gateways import SimulatorGatewayConfig
 
 REMEMBER = 100_000  # accepted message ids kept (memory and journal)
+MAX_PENDING = 20_000  # reports not yet handed on; submit waits beyond this, as an SMSC's window would
 
 
 class Simulator:
@@ -46,6 +47,9 @@ class Simulator:
         self._due: list[tuple[float, int, GatewayReport]] = []
         self._counter = 0
         self._wake = trio.Event()
+        self.max_pending = MAX_PENDING
+        self._in_hand = 0  # the report being handed on (the receiver may make it wait)
+        self._room = trio.Event()  # set when pending reports drop below max_pending
         journal_dir.mkdir(parents=True, exist_ok=True)
         self.journal = journal_dir / "accepted.log"
         # message id (as an int: no object for the garbage collector to visit) → gateway id
@@ -103,12 +107,21 @@ class Simulator:
     def replies_to(self, message: UUID) -> bool:
         return self._rolls(message)[2] % 1000 < self.config.reply_per_mille
 
+    @property
+    def _pending(self) -> int:
+        return len(self._due) + self._in_hand
+
     def _schedule(self, due: float, report: GatewayReport) -> None:
         self._counter += 1
         heapq.heappush(self._due, (due, self._counter, report))
         self._wake.set()
 
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
+        """Accept a message and schedule its receipt (and reply). Waits while MAX_PENDING reports
+        are waiting to be handed on: when receipts are recorded more slowly than messages are
+        sent, sending slows down to match instead of the reports piling up in memory."""
+        while self._pending >= self.max_pending:
+            await self._room.wait()
         known = self.accepted.get(message.message_id.int)
         if known is not None:
             self.duplicates += 1
@@ -158,9 +171,20 @@ class Simulator:
                 due, _, report = self._due[0]
                 now = trio.current_time()
                 if due > now:
+                    await trio.lowlevel.checkpoint()  # reports handed on without waiting, then rest
+                    if self._due[0][0] <= trio.current_time():
+                        continue
                     with trio.move_on_after(due - now):
                         await self._wake.wait()
                     self._wake = trio.Event()
                     continue
                 heapq.heappop(self._due)
-                await self._reports.send(report)
+                try:
+                    self._reports.send_nowait(report)  # usually room: no trip through the scheduler
+                except trio.WouldBlock:
+                    self._in_hand = 1
+                    await self._reports.send(report)
+                    self._in_hand = 0
+                if self._pending < self.max_pending:
+                    self._room.set()
+                    self._room = trio.Event()

@@ -75,9 +75,22 @@ def _pack(ref: SubmissionRef) -> _Packed:
     )
 
 
+# Batch and file ids repeat (a thousand messages a batch): made into UUIDs once each.
+_uuids: dict[int, UUID] = {}
+
+
+def _uuid(value: int) -> UUID:
+    found = _uuids.get(value)
+    if found is None:
+        if len(_uuids) >= 4096:
+            _uuids.clear()
+        found = _uuids[value] = UUID(int=value)
+    return found
+
+
 def _unpack(packed: _Packed) -> SubmissionRef:
     message, batch, file, index, account, msisdn, customer_id, gateway, gateway_id = packed
-    return SubmissionRef(UUID(int=message), UUID(int=batch), UUID(int=file), index, account, msisdn, customer_id,
+    return SubmissionRef(UUID(int=message), _uuid(batch), _uuid(file), index, account, msisdn, customer_id,
                          gateway, gateway_id)
 
 
@@ -105,7 +118,10 @@ class RecentSubmissions:
 
     def find(self, gateway: str, gateway_id: str) -> SubmissionRef | None:
         """The submission a gateway id names, in any spelling; the exact spelling wins."""
-        for key in lookup_keys(gateway_id):
+        packed = self._by_key.get(f"{gateway}:{stored_key(gateway_id)}")  # the usual case, cheaply
+        if packed is not None:
+            return _unpack(packed)
+        for key in lookup_keys(gateway_id)[1:]:
             packed = self._by_key.get(f"{gateway}:{key}")
             if packed is not None:
                 return _unpack(packed)

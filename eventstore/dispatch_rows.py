@@ -1,12 +1,13 @@
-"""MessageSubmitted events as stored-event rows: the dispatcher's fast path.
+"""MessageSubmitted and DeliveryReported events as stored-event rows: the fast path of the
+dispatcher and of the receipts actor, one event each per message sent.
 
 At thousands of messages a second, `DispatchLog.submitted` (a domain-event object per message,
 mutated into the aggregate) and `save()` (the protocol checks, StoredEvent objects, originator-id
 conversions) are a third of the service's Python time. `submitted` here does to the aggregate
 what the event would do (next version, the index noted, modified_on) and keeps the event's state
 dict; `encode_rows` turns those and any ordinary pending events into the rows the SQLite recorder
-inserts. tests/test_dispatch_rows.py holds the two paths to byte-for-byte equality; the rows read
-back as ordinary MessageSubmitted events. Stores that compress, encrypt or run on PostgreSQL use
+inserts; `reported` does the same for DeliveryLog.reported. tests/test_dispatch_rows.py holds the
+two paths to byte-for-byte equality; the rows read back as ordinary events. Stores that compress, encrypt or run on PostgreSQL use
 the aggregate path (SmsStore.writes_batch_rows).
 """
 
@@ -16,14 +17,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import Mapper
 from eventsourcing.utils import get_topic
 
 from eventstore.contact_rows import Row
-from eventstore.domain import DispatchLog
+from eventstore.domain import DeliveryLog, DispatchLog
 
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
+REPORTED_TOPIC = get_topic(DeliveryLog.DeliveryReported)
 
 
 @dataclass(slots=True)
@@ -69,6 +72,45 @@ def submitted(
     log.version = version
     log.modified_on = at
     return PendingRow(log.id.hex, version, SUBMITTED_TOPIC, state)
+
+
+def reported(
+    log: DeliveryLog,
+    index: int,
+    *,
+    message_id: UUID,
+    msisdn: str,
+    customer_id: str | None,
+    status: str,
+    gateway: str,
+    gateway_id: str,
+    error: str | None,
+    at: str,
+    timestamp: datetime,
+) -> PendingRow | None:
+    """`log.reported(...)` with `timestamp`, as a row-to-be; None when the message has its status
+    already (the method then records nothing either)."""
+    if index in log.statuses:
+        return None
+    state = {
+        "timestamp": timestamp,
+        "index": index,
+        "message_id": str(message_id),
+        "account": log.account,
+        "file_id": log.file_id,
+        "msisdn": msisdn,
+        "customer_id": customer_id,
+        "status": status,
+        "gateway": gateway,
+        "gateway_id": gateway_id,
+        "error": error,
+        "at": at,
+    }
+    version = log.version + 1
+    log.statuses[index] = status  # DeliveryReported.apply
+    log.version = version
+    log.modified_on = timestamp
+    return PendingRow(log.id.hex, version, REPORTED_TOPIC, state)
 
 
 def encode_rows(pending: Iterable[PendingRow], events: Iterable[Any], mapper: Mapper[Any], encode: Callable[[Any], bytes]) -> list[Row]:

@@ -906,13 +906,16 @@ class DeliveryLog(Aggregate):
         gateway_id: str,
         error: str | None,
         at: str,
+        timestamp: datetime | None = None,
     ) -> bool:
         """One final status per message: the first final receipt decides; a repeated receipt, or
-        the receipt of another part of the same message, adds nothing. Returns whether recorded."""
+        the receipt of another part of the same message, adds nothing. Returns whether recorded.
+        (eventstore.dispatch_rows.reported is the same, building the stored row directly.)"""
         if index in self.statuses:
             return False
         self.trigger_event(
             self.DeliveryReported,
+            timestamp=timestamp,
             index=index,
             message_id=str(message_id),
             account=self.account,

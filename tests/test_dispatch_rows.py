@@ -135,3 +135,30 @@ def test_a_new_logs_start_is_stored_before_its_rows(stores: tuple[SmsStore, SmsS
         (1, "DispatchStarted"), (2, "MessageSubmitted"), (3, "MessageSubmitted")
     ]
     assert fast.get(DispatchLog, log.id).submitted_indexes == {1: "g1", 0: "g0"}
+
+
+def test_delivery_report_rows_are_byte_identical_to_the_aggregate_path(stores: tuple[SmsStore, SmsStore]) -> None:
+    from eventstore.domain import DeliveryLog
+
+    slow, fast = stores
+    logs = []
+    for store in (slow, fast):
+        log = DeliveryLog.start(batch=BATCH, file=FILE, account="acme")
+        store.save(log)
+        logs.append(store.get(DeliveryLog, log.id))
+    a, b = logs
+    rows = []
+    for n, (index, status, error) in enumerate([(0, "delivered", None), (2, "failed", "unknown subscriber ü"), (0, "failed", None)]):
+        at = AT + timedelta(seconds=n)
+        fields = dict(message_id=UUID(int=index), msisdn=f"2783{index}", customer_id=None if index else "c0",
+                      status=status, gateway="sim", gateway_id=f"g{index}", error=error, at=at.isoformat(), timestamp=at)
+        recorded = a.reported(index, **fields)  # type: ignore[arg-type]
+        row = dispatch_rows.reported(b, index, **fields)  # type: ignore[arg-type]
+        assert recorded == (row is not None) == (n < 2)  # the second receipt of message 0 adds nothing
+        if row is not None:
+            rows.append(row)
+    slow.save(a)
+    save_progress(fast, list(b.collect_events()), {}, rows)
+    assert _rows(fast) == _rows(slow) and len(_rows(slow)) == 3
+    assert vars(fast.get(DeliveryLog, b.id)) == vars(slow.get(DeliveryLog, a.id))
+    assert fast.get(DeliveryLog, b.id).statuses == {0: "delivered", 2: "failed"}

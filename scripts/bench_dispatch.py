@@ -7,7 +7,7 @@ SFTP, ingested, dispatched to the simulator, receipts recorded. Figures come fro
 1. Fairness and rates: three accounts with different configured rates get one file each (together
    --messages, default 200 000), all with the same Start so they begin in the same second; the
    achieved rate of each over a --window (default 60 s) is compared with its configured rate.
-2. Maximum rate: one account without a limit of its own sends --burst messages (default 100 000)
+2. Maximum rate: one account without a limit of its own sends --burst messages (default 300 000, long enough that the delivery receipts must keep up)
    to the simulator from its Start on; messages/s from Start to the last MessageSubmitted.
 3. Receipt → webhook latency: scripts/bench_webhooks at 1 000 events/s (DeliveryReported events
    through the event writer, the webhook sender POSTing to a receiver in another process).
@@ -221,7 +221,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=200_000, help="messages across the three accounts")
     parser.add_argument("--window", type=float, default=60.0, help="seconds over which rates are measured")
-    parser.add_argument("--burst", type=int, default=100_000, help="messages for the maximum-rate run")
+    parser.add_argument("--burst", type=int, default=300_000, help="messages for the maximum-rate run (long enough that receipts must keep up)")
     parser.add_argument("--lead", type=float, default=40.0, help="seconds from upload to Start (ingest must finish)")
     parser.add_argument("--only", choices=["fairness", "maximum", "webhooks"], help="run one part")
     parser.add_argument("--profile", type=Path, help="record the maximum-rate run with py-spy into this file")

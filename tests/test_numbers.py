@@ -207,6 +207,23 @@ def test_has_network_agrees_with_plain_phonenumbers_for_every_region() -> None:
     assert mismatches == []
 
 
+def test_a_regions_one_match_mobile_check_agrees_with_its_type_table() -> None:
+    rng = random.Random(11)
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+        checker = numbers._TypeChecker(metadata)
+        examples = [
+            str(getattr(metadata, name).example_number)
+            for name in ("mobile", "fixed_line", "toll_free", "premium_rate", "voip")
+            if getattr(metadata, name) is not None and getattr(metadata, name).example_number
+        ]
+        for national in examples + [str(rng.randrange(10 ** rng.randint(5, 12))) for _ in range(20)]:
+            assert checker.is_mobile(national) == (checker.classify(national) == numbers._MOBILE), (region, national)
+            checked += checker.is_mobile(national)
+    assert checked > 200  # mobiles were among them, not only refusals
+
+
 def test_is_valid_mobile_is_false_where_phonenumbers_cannot_parse() -> None:
     for e164 in ["", "1", "12", "0831234567", "999", "27" + "1" * 20]:
         assert not is_valid_mobile(e164) and not _plain(e164)

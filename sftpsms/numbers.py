@@ -358,6 +358,31 @@ def is_valid_mobile(e164: str) -> bool:
     return _slow_is_valid_mobile(e164) if fast is None else fast
 
 
+def own_mobile_test(region_code: str) -> Callable[[str], bool]:
+    """A quick test for the usual MSISDN of an account in `region_code`: plain ASCII digits that
+    start with the region's country code and are a valid mobile number. True promises that
+    `normalise_msisdn(raw, region_code) == raw` and that every NetworkDirectory has a network for
+    it (these are _classify's checks, run once with nothing cached: pass 1 met each number once and
+    paid for normalise_msisdn, two cache lookups and has_network, ~2.3 µs, where this is ~0.6 µs).
+    False promises nothing: take normalise_msisdn."""
+    region = _region(region_code)
+    split = None if region is None else _split_country((region.country + "00")[:3])
+    if region is None or split is None or split[0] != len(region.country):
+        return lambda _: False
+    code, country = region.country, split[1]
+    skip = len(code)
+    shortest = max(MIN_DIGITS, _FAST_MIN_DIGITS, skip + 2)
+    longest = min(MAX_DIGITS + 1, skip + _FAST_MAX_NSN)
+
+    def is_own_mobile(raw: str) -> bool:
+        if not (type(raw) is str and shortest <= len(raw) <= longest and raw.startswith(code) and raw.isascii() and raw.isdigit()):
+            return False
+        national = raw[skip:]
+        return country.keeps_national_number(national) and country.is_mobile(national)
+
+    return is_own_mobile
+
+
 class NetworkDirectory:
     """Which numbers can be sent to: route prefixes first, then libphonenumber's metadata."""
 

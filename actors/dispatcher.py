@@ -50,7 +50,7 @@ from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
 from eventstore import dispatch_rows
 from eventstore.dispatch_rows import PendingRow
-from eventstore.domain import ContactBatch, DispatchLog, message_id
+from eventstore.domain import DispatchLog, message_id
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
@@ -122,28 +122,26 @@ def _parse(value: str | None) -> datetime | None:
 
 def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
     batch_id = UUID(row["batch_id"])
-    batch = store.batch(batch_id)
+    batch = store.queued_batch(batch_id)
     dispatch = store.dispatch_log(batch)
     file_id = UUID(batch.file_id)
-    messages: deque[OutboundMessage] = deque()
-    for event in store.events.get(batch_id):
-        if isinstance(event, ContactBatch.MessageQueued) and event.index not in dispatch.submitted_indexes:
-            if event.index in dispatch.expired_indexes:
-                continue
-            messages.append(
-                OutboundMessage(
-                    message_id=message_id(file_id, event.index),
-                    batch_id=batch_id,
-                    file_id=file_id,
-                    index=event.index,
-                    account=batch.account,
-                    msisdn=event.msisdn,
-                    sender_id=batch.sender_id,
-                    text=event.text,
-                    parts=event.parts,
-                    customer_id=event.customer_id,
-                )
-            )
+    submitted, expired = dispatch.submitted_indexes, dispatch.expired_indexes
+    messages: deque[OutboundMessage] = deque(
+        OutboundMessage(
+            message_id=message_id(file_id, queued.index),
+            batch_id=batch_id,
+            file_id=file_id,
+            index=queued.index,
+            account=batch.account,
+            msisdn=queued.msisdn,
+            sender_id=batch.sender_id,
+            text=queued.text,
+            parts=queued.parts,
+            customer_id=queued.customer_id,
+        )
+        for queued in batch.messages
+        if queued.index not in submitted and queued.index not in expired
+    )
     return ActiveBatch(
         row=row,
         log=dispatch,

@@ -18,7 +18,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Notification, Transcoder
 
-from eventstore.contact_rows import BatchRows
+from eventstore.contact_rows import BatchRows, QueuedBatch, QueuedMessage, read_queued_batch
 from eventstore.domain import (
     ROUTES_ID,
     Account,
@@ -613,11 +613,36 @@ class SmsStore(Application[UUID]):
     def batch(self, batch: UUID) -> ContactBatch:
         return self.get(ContactBatch, batch)
 
-    def dispatch_log(self, batch: ContactBatch) -> DispatchLog:
+    def queued_batch(self, batch: UUID) -> QueuedBatch:
+        """A batch's opening fields and queued messages, for sending. Read from the stored rows
+        where they are plain JSON (eventstore.contact_rows.read_queued_batch), else through the
+        aggregate and its events. Raises AggregateNotFoundError for an unknown batch."""
+        if self.writes_batch_rows:
+            stored = self.recorder.select_events(batch)
+            if not stored:
+                raise AggregateNotFoundError(batch)
+            return read_queued_batch(batch, [(s.topic, s.state) for s in stored])
+        aggregate = self.batch(batch)
+        return QueuedBatch(
+            batch_id=batch,
+            file_id=aggregate.file_id,
+            account=aggregate.account,
+            sender_id=aggregate.sender_id,
+            not_before=aggregate.not_before,
+            expires_at=aggregate.expires_at,
+            messages=[
+                QueuedMessage(e.index, e.msisdn, e.customer_id, e.text, e.parts)
+                for e in self.events.get(batch)
+                if isinstance(e, ContactBatch.MessageQueued)
+            ],
+        )
+
+    def dispatch_log(self, batch: ContactBatch | QueuedBatch) -> DispatchLog:
+        batch_id = batch.id if isinstance(batch, ContactBatch) else batch.batch_id
         try:
-            return self.get(DispatchLog, dispatch_log_id(batch.id))
+            return self.get(DispatchLog, dispatch_log_id(batch_id))
         except AggregateNotFoundError:
-            return DispatchLog.start(batch=batch.id, file=UUID(batch.file_id), account=batch.account)
+            return DispatchLog.start(batch=batch_id, file=UUID(batch.file_id), account=batch.account)
 
     def record_dispatch(self, log: DispatchLog, account: Account | None = None) -> None:
         """Save a dispatch log's pending events (and a refunding account) in one transaction."""

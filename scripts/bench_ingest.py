@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--profile", type=Path, help="record the server with py-spy (collapsed stacks) into this file")
+    parser.add_argument(
+        "--gil", action="store_true", help="with --profile: only the server's thread holding the GIL (not the workers)"
+    )
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -158,9 +161,10 @@ def main() -> None:
             service.add_account("bench", credits=args.contacts * 2)
             profiler = None
             if args.profile is not None:
+                sampling = ["--gil"] if args.gil else ["--subprocesses", "--idle"]
                 profiler = subprocess.Popen(
                     ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw",
-                     "--subprocesses", "--idle", "-r", "200", "-o", str(args.profile)],
+                     *sampling, "-r", "200", "-o", str(args.profile)],
                     stdout=subprocess.DEVNULL,
                 )
                 time.sleep(1)

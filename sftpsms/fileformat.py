@@ -399,6 +399,7 @@ def _contact(index: int, item: object) -> RawContact:
 # once. Bounded, since a hostile file may invent new keys per contact (they then take the long way).
 FOLDED_SPELLINGS = 256
 _folded_spellings: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+_UNSEEN: Any = object()
 
 
 def _folded(keys: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -413,33 +414,80 @@ def _folded(keys: tuple[str, ...]) -> tuple[str, ...] | None:
     return found
 
 
-def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
-    """The contact as _checked_contact reads it, for the usual one: no key given twice, text fields
-    that are strings (or absent), values an object of strings. None: take the full checks."""
-    names = _folded(tuple(item))
+# Per spelling of a contact's keys: the keys that hold its msisdn, customer id, message and values
+# (None where absent), or None when two keys fold to the same name. Per spelling of its values'
+# keys: (key, name) of the value keys it uses, and whether those are all its keys, spelt as named.
+_ContactLayout = tuple[str | None, str | None, str | None, str | None]
+_contact_layouts: dict[tuple[str, ...], _ContactLayout | None] = {}
+_value_layouts: dict[tuple[str, ...], tuple[tuple[tuple[str, str], ...], bool] | None] = {}
+
+
+def _contact_layout(keys: tuple[str, ...]) -> _ContactLayout | None:
+    names = _folded(keys)
     if names is None:
         return None
-    fields = dict(zip(names, item.values(), strict=True))
-    msisdn, customer_id, message = fields.get("msisdn"), fields.get("customerid"), fields.get("message")
+    spelt = dict(zip(names, keys, strict=True))
+    return spelt.get("msisdn"), spelt.get("customerid"), spelt.get("message"), spelt.get("values")
+
+
+def _value_layout(keys: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], bool] | None:
+    names = _folded(keys)
+    if names is None:
+        return None
+    used = tuple((key, name) for key, name in zip(keys, names, strict=True) if name in CONTACT_VALUE_KEYS)
+    return used, all(key == name for key, name in used) and len(used) == len(keys)
+
+
+def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
+    """The contact as _checked_contact reads it, for the usual one: no key given twice, text fields
+    that are strings (or absent), values an object of strings. None: take the full checks.
+
+    Each spelling of the keys is folded once (bounded caches); a contact is then read by key, and
+    values spelt value1..value6, all strings, are kept as the very object ijson built."""
+    keys = tuple(item)
+    layout = _contact_layouts.get(keys, _UNSEEN)
+    if layout is _UNSEEN:
+        layout = _contact_layout(keys)
+        if len(_contact_layouts) < FOLDED_SPELLINGS:
+            _contact_layouts[keys] = layout
+    if layout is None:
+        return None
+    msisdn_key, customer_key, message_key, values_key = layout
+    get = item.get
+    msisdn, customer_id, message = get(msisdn_key), get(customer_key), get(message_key)
     if not (
         (msisdn is None or type(msisdn) is str)
         and (customer_id is None or type(customer_id) is str)
         and (message is None or type(message) is str)
     ):
         return None
-    given = fields.get("values")
+    given = get(values_key)
+    if given is None:
+        return RawContact(index, msisdn, customer_id, {}, message)
+    if type(given) is not dict:
+        return None
+    value_keys = tuple(given)
+    value_layout = _value_layouts.get(value_keys, _UNSEEN)
+    if value_layout is _UNSEEN:
+        value_layout = _value_layout(value_keys)
+        if len(_value_layouts) < FOLDED_SPELLINGS:
+            _value_layouts[value_keys] = value_layout
+    if value_layout is None:
+        return None
+    used, as_named = value_layout
+    if as_named:
+        for value in given.values():
+            if type(value) is not str:
+                break
+        else:
+            return RawContact(index, msisdn, customer_id, given, message)
     values: dict[str, str] = {}
-    if given is not None:
-        if type(given) is not dict:
-            return None
-        value_names = _folded(tuple(given))
-        if value_names is None:
-            return None
-        for name, value in zip(value_names, given.values(), strict=True):
-            if name in CONTACT_VALUE_KEYS and value is not None:
-                if type(value) is not str:
-                    return None
-                values[name] = value
+    for key, name in used:
+        value = given[key]
+        if value is not None:
+            if type(value) is not str:
+                return None
+            values[name] = value
     return RawContact(index, msisdn, customer_id, values, message)
 
 

@@ -21,7 +21,7 @@ import orjson
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 from sftpsms.gsm import count_parts, find_non_gsm
-from sftpsms.numbers import NetworkDirectory, normalise_msisdn
+from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
 from sftpsms.template import Template, TemplateInvalid
 
@@ -134,6 +134,7 @@ class ContactChecker:
         self.country = country
         self.networks = networks
         self.max_parts = max_parts
+        self.is_own_mobile = own_mobile_test(country)
 
     def check(self, raw: RawContact) -> Outcome:
         index, customer_id = raw.index, raw.customer_id
@@ -143,15 +144,16 @@ class ContactChecker:
             return Outcome(
                 index, None, customer_id, code=ErrorCode.REQUIRED_PARAMETER_MISSING, detail="msisdn is missing"
             )
-        msisdn = normalise_msisdn(raw.msisdn, self.country)
-        if msisdn is None:
-            return Outcome(
-                index, raw.msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="not a phone number"
-            )
-        if not self.networks.has_network(msisdn):
-            return Outcome(
-                index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="no network for this number"
-            )
+        msisdn = raw.msisdn
+        if not self.is_own_mobile(msisdn):  # else it is its own E.164 form, and has a network
+            normal = normalise_msisdn(msisdn, self.country)
+            if normal is None:
+                return Outcome(index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="not a phone number")
+            msisdn = normal
+            if not self.networks.has_network(msisdn):
+                return Outcome(
+                    index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="no network for this number"
+                )
         if raw.message is not None:
             text = raw.message
         elif self.template is not None:

@@ -195,6 +195,8 @@ class _TypeChecker:
         self.rows: dict[
             int, tuple[_Fullmatch, _Fullmatch | None, _Fullmatch | None, _Fullmatch | None]
         ] = {}
+        # classify(n) == _MOBILE in one fullmatch per length (see is_mobile).
+        self.mobile_rows: dict[int, _Fullmatch] = {}
         for length in range(2, _FAST_MAX_NSN + 1):
             general = _pattern_for_length(metadata.general_desc, length)
             if general is None:
@@ -211,6 +213,19 @@ class _TypeChecker:
                 _compiled(fixed).fullmatch if fixed else None,
                 _compiled(mobile).fullmatch if mobile else None,
             )
+            # classify() says _MOBILE exactly when the general pattern matches, no other type's
+            # does, and the mobile pattern matches (the fixed-line one where the region says the
+            # two are the same): as lookaheads, so a number is matched once instead of up to four
+            # times (a contact's number check was a third of pass 1).
+            kind = fixed if self.same else mobile
+            if kind is not None:
+                refuse_other = f"(?!(?:{other})\\Z)" if other else ""
+                self.mobile_rows[length] = _compiled(f"(?=(?:{general})\\Z){refuse_other}(?:{kind})").fullmatch
+
+    def is_mobile(self, national: str) -> bool:
+        """classify(national) == _MOBILE, in one regular-expression match."""
+        match = self.mobile_rows.get(len(national))
+        return match is not None and match(national) is not None
 
     def classify(self, national: str) -> int:
         row = self.rows.get(len(national))
@@ -257,7 +272,7 @@ class _CountryCode:
 
     def is_mobile(self, national: str) -> bool:
         if self.single is not None:
-            return self.single.classify(national) == _MOBILE
+            return self.single.is_mobile(national)
         # region_code_for_number: the first region whose leading digits match, or (for a region
         # without leading digits) whose type is not UNKNOWN; the type is then that region's.
         for leading_digits, checker in self.regions:
@@ -341,6 +356,31 @@ def is_valid_mobile(e164: str) -> bool:
     `n = phonenumbers.parse("+" + e164)` (False when parse raises), ~5x faster for plain digits."""
     fast = _classify(e164)
     return _slow_is_valid_mobile(e164) if fast is None else fast
+
+
+def own_mobile_test(region_code: str) -> Callable[[str], bool]:
+    """A quick test for the usual MSISDN of an account in `region_code`: plain ASCII digits that
+    start with the region's country code and are a valid mobile number. True promises that
+    `normalise_msisdn(raw, region_code) == raw` and that every NetworkDirectory has a network for
+    it (these are _classify's checks, run once with nothing cached: pass 1 met each number once and
+    paid for normalise_msisdn, two cache lookups and has_network, ~2.3 µs, where this is ~0.6 µs).
+    False promises nothing: take normalise_msisdn."""
+    region = _region(region_code)
+    split = None if region is None else _split_country((region.country + "00")[:3])
+    if region is None or split is None or split[0] != len(region.country):
+        return lambda _: False
+    code, country = region.country, split[1]
+    skip = len(code)
+    shortest = max(MIN_DIGITS, _FAST_MIN_DIGITS, skip + 2)
+    longest = min(MAX_DIGITS + 1, skip + _FAST_MAX_NSN)
+
+    def is_own_mobile(raw: str) -> bool:
+        if not (type(raw) is str and shortest <= len(raw) <= longest and raw.startswith(code) and raw.isascii() and raw.isdigit()):
+            return False
+        national = raw[skip:]
+        return country.keeps_national_number(national) and country.is_mobile(national)
+
+    return is_own_mobile
 
 
 class NetworkDirectory:

@@ -9,9 +9,10 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from eventsourcing.application import AggregateNotFoundError
 
 from actors.contact_batch import build_batch
-from eventstore.contact_rows import batch_rows
+from eventstore.contact_rows import QueuedMessage, batch_rows
 from eventstore.domain import ContactBatch, batch_id
 from eventstore.store import SmsStore, open_store
 from sftpsms.errors import ErrorCode
@@ -131,6 +132,43 @@ def test_fast_rows_of_a_stored_batch_are_skipped(stores: tuple[SmsStore, SmsStor
     before = len(_rows(fast))
     assert fast.save_batch_rows(again) == 1
     assert len(_rows(fast)) == before + 2  # only batch 1: opened and sealed
+
+
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_a_queued_batch_read_from_rows_holds_the_aggregates_fields_and_queued_messages(
+    stores: tuple[SmsStore, SmsStore], tmp_path: Path, scheduled: bool
+) -> None:
+    _save_both(stores, _plan(tmp_path, scheduled=scheduled), TIMESTAMPS[0], range(2))
+    _, fast = stores
+    for number in range(2):
+        aggregate = fast.batch(build_id(number))
+        read = fast.queued_batch(build_id(number))
+        assert read.batch_id == aggregate.id
+        assert (read.file_id, read.account, read.sender_id, read.not_before, read.expires_at) == (
+            aggregate.file_id, aggregate.account, aggregate.sender_id, aggregate.not_before, aggregate.expires_at,
+        )
+        assert read.messages == [
+            QueuedMessage(e.index, e.msisdn, e.customer_id, e.text, e.parts)
+            for e in fast.events.get(aggregate.id)
+            if isinstance(e, ContactBatch.MessageQueued)
+        ]
+        assert [m.index for m in read.messages] == [0, 1, 5]  # rejected and opted-out contacts are not sent
+
+
+def test_a_queued_batch_reads_the_same_through_the_aggregate_where_rows_are_not_plain_json(
+    stores: tuple[SmsStore, SmsStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _save_both(stores, _plan(tmp_path, scheduled=True), TIMESTAMPS[0], range(1))
+    _, fast = stores
+    from_rows = fast.queued_batch(build_id(0))
+    monkeypatch.setattr(SmsStore, "writes_batch_rows", property(lambda _: False))
+    assert fast.queued_batch(build_id(0)) == from_rows
+
+
+def test_an_unknown_queued_batch_is_not_found(stores: tuple[SmsStore, SmsStore]) -> None:
+    _, fast = stores
+    with pytest.raises(AggregateNotFoundError):
+        fast.queued_batch(build_id(7))
 
 
 def build_id(number: int) -> UUID:

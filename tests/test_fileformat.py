@@ -413,12 +413,25 @@ def test_200k_contacts_stream_in_flat_memory(tmp_path: Path) -> None:
         {"msisdn": "0831234567", "values": {}},
         {"msisdn": None, "customerId": {"x": 1}},
         {},
+        {"msisdn": "0831234567", "values": {"value1": "a", "value2": None}},  # spelt as named, a null
+        {"msisdn": "0831234567", "values": {"value1": "a", "value2": 7}},  # spelt as named, a number
+        {"msisdn": "0831234567", "values": {"value1": "a", "other": 7}},  # an unused key's number
+        {"msisdn": "0831234567", "values": None},
+        {"msisdn": "0831234567", "message": 5},
     ],
 )
 def test_the_usual_contact_reads_as_the_fully_checked_one(item: dict[str, object]) -> None:
     usual = fileformat._usual_contact(7, item)
     assert usual is None or usual == fileformat._checked_contact(7, item)
     assert fileformat._contact(7, item) == fileformat._checked_contact(7, item)
+
+
+def test_contacts_spelt_like_the_first_read_the_same_after_it() -> None:
+    first = {"msisdn": "0831234567", "customerId": "C1", "values": {"value1": "a", "value2": "b"}}
+    again = {"msisdn": "0831234568", "customerId": "C2", "values": {"value1": "c", "value2": None}}
+    assert fileformat._usual_contact(0, first) == RawContact(0, "0831234567", "C1", first["values"], None)  # type: ignore[arg-type]
+    assert fileformat._usual_contact(1, again) == fileformat._checked_contact(1, again)
+    assert fileformat._usual_contact(1, again).values == {"value1": "c"}  # type: ignore[union-attr]
 
 
 def test_a_plain_contact_takes_the_usual_path() -> None:

@@ -4,6 +4,7 @@ uploads, and messages expiring at End with their credits refunded."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,22 @@ def test_a_file_left_in_send_sms_while_stopped_is_picked_up_by_the_sweep(tmp_pat
     with running_service(data) as service:
         folder, report = service.wait_report("acme", "offline.json")
     assert folder == "Processed" and report["messages_queued"] == 1
+
+
+def test_a_processed_file_logs_the_seconds_of_each_phase(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with running_service(data) as service:
+        service.add_account("acme")
+        with service.paramiko("acme") as sftp, sftp.open("Send_SMS/timed.json", "w") as remote:
+            remote.write(json.dumps(BODY))
+        folder, _ = service.wait_report("acme", "timed.json")
+        log = service.log()
+    assert folder == "Processed"
+    assert re.search(
+        r"file=timed\.json account=acme contacts=1 phases: prepare=[\d.]+ pass1=[\d.]+ accept=[\d.]+ "
+        r"pass2=[\d.]+ complete=[\d.]+",
+        log,
+    ), log[-3000:]
 
 
 def test_a_cut_off_upload_left_too_long_is_filed_as_corrupt(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from phonenumbers import PhoneNumberType
 
 from sftpsms import numbers
-from sftpsms.numbers import NetworkDirectory, is_valid_mobile, normalise_msisdn
+from sftpsms.numbers import NetworkDirectory, is_valid_mobile, normalise_msisdn, own_mobile_test
 
 # The countries the brief names, NANP's other big member, and a few with multi-region codes
 # (+7 RU/KZ, +44 GB/GG/IM/JE, +39 IT/VA, +61 AU/CC/CX), carrier-code prefixes (BR, AR) or
@@ -205,6 +205,60 @@ def test_has_network_agrees_with_plain_phonenumbers_for_every_region() -> None:
     directory = NetworkDirectory()
     mismatches = [e164 for e164 in sample if directory.has_network(e164) != _plain(e164)]
     assert mismatches == []
+
+
+def test_a_regions_one_match_mobile_check_agrees_with_its_type_table() -> None:
+    rng = random.Random(11)
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+        checker = numbers._TypeChecker(metadata)
+        examples = [
+            str(getattr(metadata, name).example_number)
+            for name in ("mobile", "fixed_line", "toll_free", "premium_rate", "voip")
+            if getattr(metadata, name) is not None and getattr(metadata, name).example_number
+        ]
+        for national in examples + [str(rng.randrange(10 ** rng.randint(5, 12))) for _ in range(20)]:
+            assert checker.is_mobile(national) == (checker.classify(national) == numbers._MOBILE), (region, national)
+            checked += checker.is_mobile(national)
+    assert checked > 200  # mobiles were among them, not only refusals
+
+
+def test_an_own_country_mobile_is_its_own_normal_form_and_has_a_network_in_every_region() -> None:
+    rng = random.Random(13)
+    directory = NetworkDirectory()
+    answers = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        is_own_mobile = own_mobile_test(region)
+        for raw in _sample(rng, [region], 12):
+            if is_own_mobile(raw):
+                assert normalise_msisdn(raw, region) == raw, (region, raw)
+                assert directory.has_network(raw) and _plain(raw), (region, raw)
+            else:  # the long way must not find one the quick test missed, where that test applies
+                answers.append(normalise_msisdn(raw, region) == raw and is_valid_mobile(raw))
+            answers.append(is_own_mobile(raw))
+    assert sum(answers) > 0.2 * len(answers)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "27831234567",  # the usual one: True
+        "27 83 123 4567",  # separators: the long way
+        "+27831234567",
+        "0831234567",
+        "２７８３１２３４５６７",  # fullwidth digits are no E.164 digits
+        "27111234567",  # a Johannesburg fixed line
+        "27831234567890",  # too long for a mobile
+        "4479123456789",  # another country's mobile
+    ],
+)
+def test_own_mobile_test_takes_only_plain_digit_mobiles_of_the_own_country(raw: str) -> None:
+    assert own_mobile_test("ZA")(raw) == (raw == "27831234567")
+
+
+def test_own_mobile_test_is_false_for_a_region_without_metadata() -> None:
+    assert own_mobile_test("XX")("27831234567") is False
 
 
 def test_is_valid_mobile_is_false_where_phonenumbers_cannot_parse() -> None:

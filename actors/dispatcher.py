@@ -449,9 +449,6 @@ class Dispatcher:
             )
             if row is not None:
                 self.rows.append(row)
-            # Still dirty: a new log's DispatchStarted is an ordinary pending event, and must be
-            # written in the same flush as its first row (rows sort after it by version).
-            self.dirty[active.log.id] = active.log
         else:
             active.log.submitted(
                 message.index,
@@ -463,7 +460,9 @@ class Dispatcher:
                 customer_id=message.customer_id,
                 timestamp=now,
             )
-            self.dirty[active.log.id] = active.log
+        # Dirty on the row path too: a new log's DispatchStarted is an ordinary pending event and
+        # must be written in the same flush as its first row (rows sort after it by version).
+        self.dirty[active.log.id] = active.log
         self.recent.add(SubmissionRef.of(message, gateway, ids[0]), ids)
         self.unflushed += 1
         self.sent += 1

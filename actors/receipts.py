@@ -20,8 +20,9 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import trio
@@ -47,6 +48,10 @@ UNMATCHED_PATIENCE = 600.0  # seconds after which an unmatched report is logged 
 MAX_UNMATCHED = 100_000
 
 
+# A uuid5 per report otherwise; a batch's thousand receipts ask for the same one.
+_delivery_log_id = lru_cache(maxsize=4096)(delivery_log_id)
+
+
 @dataclass
 class _Held:
     report: GatewayReport
@@ -65,7 +70,6 @@ class ReportRecorder:
     readmodels: ReadModels | None = None
     recorded: int = 0
     ignored: int = 0
-    _log_ids: dict[UUID, UUID] = field(default_factory=dict)  # batch id → its delivery log's id
 
     def _models(self) -> ReadModels:
         if self.readmodels is None:
@@ -96,11 +100,7 @@ class ReportRecorder:
         return SubmissionRef.from_row(row) if row else None
 
     def _delivery_log(self, store: SmsStore, ref: SubmissionRef) -> DeliveryLog:
-        key = self._log_ids.get(ref.batch_id)
-        if key is None:
-            if len(self._log_ids) >= 4096:
-                self._log_ids.clear()
-            key = self._log_ids[ref.batch_id] = delivery_log_id(ref.batch_id)
+        key = _delivery_log_id(ref.batch_id)
         delivery = self.logs.get(key)
         if delivery is None:
             try:
@@ -129,35 +129,24 @@ class ReportRecorder:
                 unmatched.append(report)
                 continue
             delivery = self._delivery_log(store, ref)
-            if isinstance(report, GatewayReceipt) and rows is not None:
-                row = dispatch_rows.reported(
-                    delivery,
-                    ref.index,
-                    message_id=ref.message_id,
-                    msisdn=ref.msisdn,
-                    customer_id=ref.customer_id,
-                    status=report.status,
-                    gateway=report.gateway,
-                    gateway_id=report.gateway_id,
-                    error=report.error,
-                    at=report.at.isoformat(),
-                    timestamp=datetime.now(UTC),
-                )
-                if row is not None:
-                    rows.append(row)
-                fresh = row is not None
-            elif isinstance(report, GatewayReceipt):
-                fresh = delivery.reported(
-                    ref.index,
-                    message_id=ref.message_id,
-                    msisdn=ref.msisdn,
-                    customer_id=ref.customer_id,
-                    status=report.status,
-                    gateway=report.gateway,
-                    gateway_id=report.gateway_id,
-                    error=report.error,
-                    at=report.at.isoformat(),
-                )
+            if isinstance(report, GatewayReceipt):
+                fields: dict[str, Any] = {
+                    "message_id": ref.message_id,
+                    "msisdn": ref.msisdn,
+                    "customer_id": ref.customer_id,
+                    "status": report.status,
+                    "gateway": report.gateway,
+                    "gateway_id": report.gateway_id,
+                    "error": report.error,
+                    "at": report.at.isoformat(),
+                }
+                if rows is None:
+                    fresh = delivery.reported(ref.index, **fields)
+                else:
+                    row = dispatch_rows.reported(delivery, ref.index, **fields, timestamp=datetime.now(UTC))
+                    if row is not None:
+                        rows.append(row)
+                    fresh = row is not None
             else:
                 opt_out = is_opt_out(report.text, self.optout_words)
                 fresh = delivery.replied(

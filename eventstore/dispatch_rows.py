@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
@@ -67,11 +68,7 @@ def submitted(
         "msisdn": msisdn,
         "customer_id": customer_id,
     }
-    version = log.version + 1
-    log.submitted_indexes[index] = gateway_id  # MessageSubmitted.apply
-    log.version = version
-    log.modified_on = at
-    return PendingRow(log.id.hex, version, SUBMITTED_TOPIC, state)
+    return _applied(log, DispatchLog.MessageSubmitted, SUBMITTED_TOPIC, state)
 
 
 def reported(
@@ -106,11 +103,16 @@ def reported(
         "error": error,
         "at": at,
     }
-    version = log.version + 1
-    log.statuses[index] = status  # DeliveryReported.apply
-    log.version = version
-    log.modified_on = timestamp
-    return PendingRow(log.id.hex, version, REPORTED_TOPIC, state)
+    return _applied(log, DeliveryLog.DeliveryReported, REPORTED_TOPIC, state)
+
+
+def _applied(aggregate: Any, event_class: Any, topic: str, state: dict[str, Any]) -> PendingRow:
+    """What trigger_event does to the aggregate, without the event object: the event class's own
+    apply() (it reads only the event's fields), then the next version and modified_on."""
+    event_class.apply(SimpleNamespace(**state), aggregate)
+    aggregate.version += 1
+    aggregate.modified_on = state["timestamp"]
+    return PendingRow(aggregate.id.hex, aggregate.version, topic, state)
 
 
 def encode_rows(pending: Iterable[PendingRow], events: Iterable[Any], mapper: Mapper[Any], encode: Callable[[Any], bytes]) -> list[Row]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -75,17 +76,10 @@ def _pack(ref: SubmissionRef) -> _Packed:
     )
 
 
-# Batch and file ids repeat (a thousand messages a batch): made into UUIDs once each.
-_uuids: dict[int, UUID] = {}
-
-
+@lru_cache(maxsize=4096)
 def _uuid(value: int) -> UUID:
-    found = _uuids.get(value)
-    if found is None:
-        if len(_uuids) >= 4096:
-            _uuids.clear()
-        found = _uuids[value] = UUID(int=value)
-    return found
+    """Batch and file ids repeat (a thousand messages a batch): made into UUIDs once each."""
+    return UUID(int=value)
 
 
 def _unpack(packed: _Packed) -> SubmissionRef:

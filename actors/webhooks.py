@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -86,12 +86,15 @@ class Settled:
     outcome: WebhookOutcome
 
 
+# Account name → aggregate id: a uuid5 for every delivery event otherwise.
+_account_id = lru_cache(maxsize=10_000)(account_id)
+
+
 class Subscriptions:
     """Each account's webhooks, as of the log position read so far."""
 
     def __init__(self) -> None:
         self.by_account: dict[UUID, dict[str, Subscription]] = {}
-        self._ids: dict[str, UUID] = {}  # account name → aggregate id (a uuid5 each time otherwise)
 
     def __bool__(self) -> bool:
         """Whether any account has a webhook."""
@@ -105,12 +108,7 @@ class Subscriptions:
             hooks.pop(event.url, None)
 
     def of(self, account: str) -> list[Subscription]:
-        key = self._ids.get(account)
-        if key is None:
-            if len(self._ids) >= 10_000:
-                self._ids.clear()
-            key = self._ids[account] = account_id(account)
-        return list(self.by_account.get(key, {}).values())
+        return list(self.by_account.get(_account_id(account), {}).values())
 
 
 def deliveries_for(

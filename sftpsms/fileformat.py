@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 
 import ijson
 
@@ -400,18 +400,27 @@ def _contact(index: int, item: object) -> RawContact:
 FOLDED_SPELLINGS = 256
 _folded_spellings: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 _UNSEEN: Any = object()
+T = TypeVar("T")
+
+
+def _per_spelling(cache: dict[tuple[str, ...], Any], keys: tuple[str, ...], build: Callable[[tuple[str, ...]], T]) -> T:
+    """`build(keys)`, kept in `cache` while it holds fewer than FOLDED_SPELLINGS spellings."""
+    found = cache.get(keys, _UNSEEN)
+    if found is _UNSEEN:
+        found = build(keys)
+        if len(cache) < FOLDED_SPELLINGS:
+            cache[keys] = found
+    return found  # type: ignore[no-any-return]
+
+
+def _fold(keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    folded = tuple(normalise_key(key) for key in keys)
+    return folded if len(set(folded)) == len(folded) else None
 
 
 def _folded(keys: tuple[str, ...]) -> tuple[str, ...] | None:
     """The keys' normalised names, or None when two of them fold to the same name."""
-    names = _folded_spellings.get(keys, keys)
-    if names is not keys:
-        return names
-    folded = tuple(normalise_key(key) for key in keys)
-    found = folded if len(set(folded)) == len(folded) else None
-    if len(_folded_spellings) < FOLDED_SPELLINGS:
-        _folded_spellings[keys] = found
-    return found
+    return _per_spelling(_folded_spellings, keys, _fold)
 
 
 # Per spelling of a contact's keys: the keys that hold its msisdn, customer id, message and values
@@ -444,16 +453,11 @@ def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
 
     Each spelling of the keys is folded once (bounded caches); a contact is then read by key, and
     values spelt value1..value6, all strings, are kept as the very object ijson built."""
-    keys = tuple(item)
-    layout = _contact_layouts.get(keys, _UNSEEN)
-    if layout is _UNSEEN:
-        layout = _contact_layout(keys)
-        if len(_contact_layouts) < FOLDED_SPELLINGS:
-            _contact_layouts[keys] = layout
+    layout = _per_spelling(_contact_layouts, tuple(item), _contact_layout)
     if layout is None:
         return None
     msisdn_key, customer_key, message_key, values_key = layout
-    get = item.get
+    get = cast("dict[str | None, Any]", item).get  # an absent key is None, found nowhere: None
     msisdn, customer_id, message = get(msisdn_key), get(customer_key), get(message_key)
     if not (
         (msisdn is None or type(msisdn) is str)
@@ -466,12 +470,7 @@ def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
         return RawContact(index, msisdn, customer_id, {}, message)
     if type(given) is not dict:
         return None
-    value_keys = tuple(given)
-    value_layout = _value_layouts.get(value_keys, _UNSEEN)
-    if value_layout is _UNSEEN:
-        value_layout = _value_layout(value_keys)
-        if len(_value_layouts) < FOLDED_SPELLINGS:
-            _value_layouts[value_keys] = value_layout
+    value_layout = _per_spelling(_value_layouts, tuple(given), _value_layout)
     if value_layout is None:
         return None
     used, as_named = value_layout

@@ -382,6 +382,15 @@ def test_files_command_gives_a_failed_files_counts_as_its_report_does(service: S
     assert table[1].split()[:5] == ["short", "short.json", "failed", "InsufficientCredits", "4"]
 
 
+@pytest.mark.parametrize("document", ["README.md", "docs/file-format.md"])
+def test_the_sample_file_of_the_docs_is_processed(service: Service, document: str) -> None:
+    text = (Path(__file__).parent.parent / document).read_text()
+    sample = text.split("```json\n", 1)[1].split("```", 1)[0]
+    name = f"sample-{document.replace('/', '-')}.json"
+    folder, report = send(service, "acme", name, sample)
+    assert (folder, report["status"], report["messages_queued"]) == ("Processed", "processed", 2), report
+
+
 def test_status_email_is_written_to_the_outbox(service: Service) -> None:
     send(service, "acme", "mail.json", v7(Email="boss@example.com", Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
     deadline = time.monotonic() + 10

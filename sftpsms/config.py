@@ -100,8 +100,8 @@ class Settings:
         return self.data_dir / "accounts"
 
     def account_root(self, username: str) -> Path:
-        """The account's folder; raises `names.BadName` for a name that is not an account name
-        (an old store may hold one) or whose folder is a link: no name reaches outside its root."""
+        """The account's folder; raises `names.BadName` for a name that would reach outside
+        `accounts_dir` (`..`, a separator: an old store may hold one) or whose folder is a link."""
         return folders.account_root(self.accounts_dir, username)
 
     @property

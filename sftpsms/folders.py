@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sftpsms.names import BadName, check_account_name, check_file_name, quoted
+from sftpsms.names import BadName, check_file_name, quoted
 
 SEND = "Send_SMS"
 PROCESSED = "Processed"
@@ -64,11 +64,13 @@ def is_zip(name: str) -> bool:
 
 
 def account_root(accounts_dir: Path, username: str) -> Path:
-    """`accounts_dir/username`, only for a valid account name (so never `..`, `/` or empty) and only
-    when it is a real folder or not there yet: a link there is refused, never followed."""
-    check_account_name(username)
+    """`accounts_dir/username`, only when that stays inside `accounts_dir`: never for an empty name,
+    `.`, `..`, a separator or NUL (an old store may hold such a name; new ones are checked by
+    `names.check_account_name`), and never through a link. Raises BadName otherwise."""
+    if not username or username in (".", "..") or any(char in username for char in "/\\\0"):
+        raise BadName(f"account name {quoted(username)} cannot name a folder")
     root = accounts_dir / username
-    if root.is_symlink() or root.parent != accounts_dir:
+    if root.is_symlink() or root.resolve().parent != accounts_dir.resolve():
         raise BadName(f"the folder of account {quoted(username)} is not inside the accounts folder")
     return root
 

@@ -20,6 +20,10 @@ def test_account_root_refuses_names_that_leave_the_accounts_folder(tmp_path: Pat
             settings.account_root(name)
 
 
+def test_an_old_stores_odd_but_contained_name_keeps_its_folder(tmp_path: Path) -> None:
+    assert Settings(data_dir=tmp_path).account_root("sp ace") == tmp_path / "accounts" / "sp ace"
+
+
 def test_account_root_refuses_a_link(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
     settings.accounts_dir.mkdir()

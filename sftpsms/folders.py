@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sftpsms.names import BadName, check_file_name, quoted
+from sftpsms.names import BadName, check_file_name
 
 SEND = "Send_SMS"
 PROCESSED = "Processed"
@@ -68,10 +68,10 @@ def account_root(accounts_dir: Path, username: str) -> Path:
     `.`, `..`, a separator or NUL (an old store may hold such a name; new ones are checked by
     `names.check_account_name`), and never through a link. Raises BadName otherwise."""
     if not username or username in (".", "..") or any(char in username for char in "/\\\0"):
-        raise BadName(f"account name {quoted(username)} cannot name a folder")
+        raise BadName(f"account name {username!r} cannot name a folder")
     root = accounts_dir / username
     if root.is_symlink() or root.resolve().parent != accounts_dir.resolve():
-        raise BadName(f"the folder of account {quoted(username)} is not inside the accounts folder")
+        raise BadName(f"the folder of account {username!r} is not inside the accounts folder")
     return root
 
 
@@ -127,7 +127,7 @@ def filed_name(folder: Path, name: str, file_id: str, *, moving: bool) -> str:
             taken = True
         if not taken:
             return candidate
-    raise FileExistsError(f"no free name in {folder} for {quoted(name)}")
+    raise FileExistsError(f"no free name in {folder} for {name!r}")
 
 
 def outputs_name(folder: Path, name: str, file_id: str) -> str:

@@ -35,5 +35,7 @@ def test_a_file_name_over_255_bytes_is_refused() -> None:
 
 
 def test_quoted_escapes_newlines_and_shows_the_ends() -> None:
+    assert quoted("plain-name_1.json") == "plain-name_1.json"
     assert quoted("a\nb") == "'a\\nb'"
+    assert quoted("sp ace.json") == "'sp ace.json'"
     assert "\n" not in quoted("x\r\ny\x1b[31m")

@@ -425,7 +425,7 @@ def test_password_checks_beyond_the_queue_are_refused_as_busy(tmp_path: Path) ->
         def attempt(n: int) -> None:
             reasons.append(refusal(running, f"user{n}", "wrong"))
 
-        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(16)]
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(24)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -148,6 +148,8 @@ def _refuse_os_error(error: OSError) -> NoReturn:
         raise asyncssh.SFTPFileAlreadyExists("file exists") from None
     if error.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
         raise _denied("links are not followed") from None
+    if error.errno == errno.ENAMETOOLONG:
+        raise asyncssh.SFTPInvalidFilename("file name too long") from None
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         raise asyncssh.SFTPNoSpaceOnFilesystem("no space left") from None
     raise _denied(os.strerror(error.errno or errno.EACCES)) from None

@@ -30,8 +30,17 @@ def is_temporary(name: str) -> bool:
 
 
 def is_allowed(name: str) -> bool:
-    """A name that is processed once its upload is complete."""
-    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and not is_output_name(name)
+    """A name that is processed once its upload is complete (a name that `upload_refusal` refuses
+    never is, however it got into Send_SMS)."""
+    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and _storable(name)
+
+
+def _storable(name: str) -> bool:
+    try:
+        check_file_name(name)
+    except BadName:
+        return False
+    return len(name.encode("utf-8")) <= MAX_UPLOAD_NAME_BYTES and not is_output_name(name)
 
 
 def is_output_name(name: str) -> bool:

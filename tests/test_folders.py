@@ -51,8 +51,10 @@ def test_upload_refusal(name: str, reason: str | None) -> None:
     assert refusal is None if reason is None else reason in (refusal or "")
 
 
-def test_output_names_are_never_processed() -> None:
-    assert not folders.is_allowed("x.json.report.json")
+def test_refused_names_are_never_processed_however_they_got_there() -> None:
+    for name in ("x.json.report.json", "a" * 245 + ".json", "two\nlines.json"):
+        assert not folders.is_allowed(name)
+    assert folders.is_allowed("ok.JSON")
 
 
 def file_as(folder: Path, name: str, file_id: str, data: bytes) -> str:

@@ -621,6 +621,142 @@ def cmd_readmodels_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A progress line on stderr, at most once a second and only for runs that last."""
+
+    def __init__(self, what: str) -> None:
+        import time
+
+        self.what = what
+        self.clock = time.monotonic
+        self.started = self.last = self.clock()
+        self.shown = False
+
+    def update(self, text: str) -> None:
+        now = self.clock()
+        if now - self.last >= 1.0 and now - self.started >= 1.0:
+            self.last = now
+            self.shown = True
+            print(f"{self.what}: {text}", file=sys.stderr, flush=True)
+
+    def done(self, text: str) -> None:
+        if self.shown:
+            print(f"{self.what}: {text}", file=sys.stderr, flush=True)
+
+
+def _history_time(text: str | None, flag: str) -> str | None:
+    """An ISO date or time (UTC unless it says otherwise) as the history compares it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} takes an ISO date or time, e.g. 2026-11-01 or 2026-11-01T08:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def _catch_up_history(history: Any, store: SmsStore) -> None:
+    progress = _Progress("history")
+    until = store.last_position()
+    while True:
+        position, done = history.catch_up(store, until=until, max_pages=1)
+        if done:
+            break
+        progress.update(f"following the event log, {position:,} of {until:,}")
+    progress.done(f"caught up with the event log at {until:,}")
+
+
+HISTORY_TABLE = (
+    ("queued_at", 25), ("account", 12), ("file", 20), ("index", 7), ("msisdn", 15), ("customer_id", 12),
+    ("status", 9), ("parts", 5), ("final_at", 25), ("replies", 7),
+)
+HISTORY_CSV = (
+    "message_id", "account", "file", "file_id", "receipt", "index", "msisdn", "customer_id", "text", "parts",
+    "sender_id", "queued_at", "submitted_at", "gateway", "gateway_id", "status", "error", "final_at", "refunded",
+    "replies",
+)
+
+
+def _reply_text(replies: list[dict[str, Any]]) -> str:
+    return " | ".join(r["text"] + (" (opt-out)" if r["opt_out"] else "") for r in replies)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Stream the messages a query selects, a page at a time (memory stays flat on any range)."""
+    import csv
+
+    from eventstore.history import History, HistoryError, HistoryQuery
+
+    if args.msisdn is None and args.customer_id is None and args.file is None and args.account is None:
+        raise CliError("give at least one of --msisdn, --customer-id, --file and --account")
+    fmt = "json" if args.json else args.format
+    since, until = _history_time(args.since, "--since"), _history_time(args.until, "--until")
+    settings = _settings(args)
+    with _store(settings) as store:
+        country = store.account(args.account).country if args.account else args.country.upper()
+        msisdn = None
+        if args.msisdn is not None:
+            msisdn = normalise_msisdn(args.msisdn, country)
+            if msisdn is None:
+                raise CliError(f"{args.msisdn!r} is not a phone number")
+        history = History(settings.history_db)
+        try:
+            _catch_up_history(history, store)
+            file_ids: list[str | None] = [None]
+            if args.file is not None:
+                found = history.files(name=args.file, account=args.account)
+                owners = sorted({f["account"] for f in found})
+                if len(owners) > 1:
+                    raise CliError(f"several accounts have a file {args.file!r}: add --account ({', '.join(owners)})")
+                if not found:
+                    which = f" for account {args.account!r}" if args.account else ""
+                    raise CliError(f"no file named {args.file!r}{which}")
+                file_ids = [f["file_id"] for f in found]
+            out = sys.stdout
+            writer: Any = None
+            if fmt == "csv":
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(HISTORY_CSV)
+            elif fmt == "table":
+                print("  ".join(name.upper().ljust(width) for name, width in HISTORY_TABLE))
+            progress = _Progress("history")
+            count = 0
+            for file_id in file_ids:
+                query = HistoryQuery(
+                    msisdn=msisdn, customer_id=args.customer_id, file_id=file_id, account=args.account,
+                    since=since, until=until, status=args.status,
+                )
+                for message in history.iter_messages(query):
+                    if fmt == "json":
+                        out.write(json.dumps(message) + "\n")
+                    elif fmt == "csv":
+                        writer.writerow(
+                            [_reply_text(message["replies"]) if c == "replies" else message[c] for c in HISTORY_CSV]
+                        )
+                    else:
+                        cells = {**message, "replies": len(message["replies"])}
+                        out.write(
+                            "  ".join(
+                                str(cells[name] if cells[name] is not None else "-").ljust(width)
+                                for name, width in HISTORY_TABLE
+                            ).rstrip()
+                            + "\n"
+                        )
+                    count += 1
+                    if count % 1000 == 0:
+                        progress.update(f"{count:,} messages")
+            progress.done(f"{count:,} messages")
+            if fmt == "table" and count == 0:
+                print("(none)")
+        except HistoryError as error:
+            raise CliError(str(error)) from None
+        finally:
+            history.close()
+    return 0
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     print(json.dumps(data) if getattr(args, "json", False) else text)
 
@@ -788,6 +924,28 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--file", required=True, metavar="NAME")
     replay.add_argument("--receipt", type=int, help="which upload of that name (default the last)")
     replay.set_defaults(func=cmd_replay)
+
+    history = sub.add_parser(
+        "history",
+        parents=[common],
+        help="every message sent to a number, a customerId, in a file or by an account",
+        description="The message-level history: each message with its file, text, sender ID, when it was "
+        "queued, submitted and got its final status, the gateway and its id, the error, the refund of "
+        "an expired message, and its replies. Give at least one of --msisdn, --customer-id, --file and "
+        "--account (together they narrow each other). Times are ISO dates or times, UTC unless they say "
+        "otherwise; --since is inclusive, --until exclusive, both compared with when the message was "
+        "queued. Output streams (any range in flat memory); --format json writes one JSON object per line.",
+    )
+    history.add_argument("--msisdn", metavar="NUMBER", help="international (+27..., 0027...) or national (083...)")
+    history.add_argument("--customer-id", metavar="ID", help="the contact's customerId from the file")
+    history.add_argument("--file", metavar="NAME", help="a file's messages in contact order (every upload of the name)")
+    history.add_argument("--account", metavar="USER", help="an account's messages (its country reads national numbers)")
+    history.add_argument("--since", metavar="TIME", help="queued at or after TIME")
+    history.add_argument("--until", metavar="TIME", help="queued before TIME")
+    history.add_argument("--status", help="queued, submitted, delivered, failed or expired")
+    history.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default table)")
+    history.add_argument("--country", default="ZA", help="country of national numbers without --account (default ZA)")
+    history.set_defaults(func=cmd_history)
 
     readmodels = sub.add_parser("readmodels", help="read-model maintenance").add_subparsers(dest="action", required=True)
     rebuild = readmodels.add_parser("rebuild", parents=[common], help="drop and rebuild every read model from the events")

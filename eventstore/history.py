@@ -1,0 +1,537 @@
+"""The message-level history: every message of every file, with its submission, final status,
+refund and replies, followed from the notification log into its own SQLite database.
+
+It is a read model like eventstore.projections, kept apart for two reasons: its rows are a million
+per million-contact file, so it is written off the hot path (the projector catches it up when no
+file is being ingested, in pages of READ_BATCH notifications, never inside the catch-up a file
+actor waits for), and its own database file keeps its long write transactions from holding the
+lock of the read models the service decides on. Like every projection it writes its rows and its
+position in one `BEGIN IMMEDIATE` transaction, so several processes may catch it up at once.
+
+A message's key is `fkey << 32 | contact index`, where `fkey` numbers the files in the order the
+log received them: a file's messages are one range of the table's own key (a page of a file is a
+range scan), receipts and submissions update by key, and a rebuild numbers everything the same.
+
+The queries (`History.page`, `History.iter_messages`, `History.files`) return plain dicts and page
+by an opaque cursor, for the CLI today and a REST layer later.
+"""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
+
+from eventstore.domain import ContactBatch, DeliveryLog, DispatchLog, File, message_id_text
+from eventstore.store import SmsStore
+
+HISTORY_FILE = "history.db"
+TRACKING_NAME = "history"
+READ_BATCH = 20_000  # notifications per transaction: big pages amortise the commit
+FILE_SHIFT = 32  # a message's key is fkey << FILE_SHIFT | contact index
+INDEX_MASK = (1 << FILE_SHIFT) - 1
+CACHE_LIMIT = 4096  # ids → file keys kept between pages
+STATUSES = ("queued", "submitted", "delivered", "failed", "expired")
+MAX_PAGE = 10_000
+
+RECEIVED = get_topic(File.FileReceived)
+OPENED = get_topic(ContactBatch.BatchOpened)
+QUEUED = get_topic(ContactBatch.MessageQueued)
+DISPATCHING = get_topic(DispatchLog.DispatchStarted)
+SUBMITTED = get_topic(DispatchLog.MessageSubmitted)
+EXPIRED = get_topic(DispatchLog.MessageExpired)
+REPORTED = get_topic(DeliveryLog.DeliveryReported)
+REPLIED = get_topic(DeliveryLog.ReplyReceived)
+TOPICS = (RECEIVED, OPENED, QUEUED, DISPATCHING, SUBMITTED, EXPIRED, REPORTED, REPLIED)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    fkey INTEGER PRIMARY KEY, file_id TEXT NOT NULL UNIQUE, account TEXT NOT NULL, name TEXT NOT NULL,
+    receipt INTEGER NOT NULL, received_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS files_name ON files (name, account, receipt);
+CREATE INDEX IF NOT EXISTS files_account ON files (account, received_at);
+CREATE TABLE IF NOT EXISTS batches (batch TEXT PRIMARY KEY, fkey INTEGER NOT NULL, sender_id TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (log TEXT PRIMARY KEY, fkey INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY, account TEXT NOT NULL, msisdn TEXT NOT NULL, customer_id TEXT,
+    text TEXT NOT NULL, parts INTEGER NOT NULL, sender_id TEXT, queued_at TEXT NOT NULL,
+    submitted_at TEXT, gateway TEXT, gateway_id TEXT, status TEXT NOT NULL, error TEXT, final_at TEXT,
+    refunded INTEGER NOT NULL DEFAULT 0, replies INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS messages_msisdn ON messages (msisdn, queued_at);
+CREATE INDEX IF NOT EXISTS messages_customer ON messages (customer_id, queued_at) WHERE customer_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_account ON messages (account, queued_at);
+CREATE TABLE IF NOT EXISTS replies (
+    id INTEGER PRIMARY KEY, message INTEGER NOT NULL, account TEXT NOT NULL, msisdn TEXT NOT NULL,
+    text TEXT NOT NULL, at TEXT NOT NULL, opt_out INTEGER NOT NULL, gateway TEXT NOT NULL, reply_id TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS replies_message ON replies (message);
+"""
+
+INSERT_MESSAGE = (
+    "INSERT OR IGNORE INTO messages (id, account, msisdn, customer_id, text, parts, sender_id, queued_at, status)"
+    " VALUES (?,?,?,?,?,?,?,?,'queued')"
+)
+UPDATE_SUBMITTED = (
+    "UPDATE messages SET submitted_at = ?, gateway = ?, gateway_id = ?,"
+    " status = CASE status WHEN 'queued' THEN 'submitted' ELSE status END WHERE id = ?"
+)
+UPDATE_EXPIRED = (
+    "UPDATE messages SET status = 'expired', final_at = ?, refunded = ? WHERE id = ? AND status = 'queued'"
+)
+UPDATE_REPORTED = (
+    "UPDATE messages SET status = ?, error = ?, final_at = ?, gateway = coalesce(gateway, ?),"
+    " gateway_id = coalesce(gateway_id, ?) WHERE id = ?"
+)
+INSERT_REPLY = (
+    "INSERT INTO replies (message, account, msisdn, text, at, opt_out, gateway, reply_id) VALUES (?,?,?,?,?,?,?,?)"
+)
+COUNT_REPLY = "UPDATE messages SET replies = replies + 1 WHERE id = ?"
+
+COLUMNS = (
+    "m.id, f.file_id, f.name, f.receipt, m.account, m.msisdn, m.customer_id, m.text, m.parts, m.sender_id,"
+    " m.queued_at, m.submitted_at, m.gateway, m.gateway_id, m.status, m.error, m.final_at, m.refunded, m.replies"
+)
+
+
+class HistoryError(Exception):
+    """A query the history cannot answer: a bad cursor, an unknown status, a page too big."""
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which messages: at least one of msisdn, customer_id, file_id (a FileReceived id) and account,
+    combined with AND; `since` (inclusive) and `until` (exclusive) compare with the time the
+    message was queued (ISO-8601 UTC, as the events store it); `status` is one of STATUSES."""
+
+    msisdn: str | None = None
+    customer_id: str | None = None
+    file_id: str | None = None
+    account: str | None = None
+    since: str | None = None
+    until: str | None = None
+    status: str | None = None
+
+
+def message_key(fkey: int, index: int) -> int:
+    return fkey << FILE_SHIFT | index
+
+
+class History:
+    """The history database of one data directory. Open one per thread (sqlite3 connections are
+    used by the thread that made them)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the indexes of a big page stay in memory
+        if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'replies'").fetchone():
+            with self._immediate():
+                self._create_schema()
+        self._files: dict[str, int] = {}
+        self._batches: dict[str, tuple[int, str | None]] = {}
+        self._logs: dict[str, int] = {}
+        self._accounts: dict[int, str] = {}
+
+    def _create_schema(self) -> None:
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def _immediate(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ---- following the log -----------------------------------------------------------------
+
+    def position(self) -> int:
+        row = self.conn.execute("SELECT position FROM tracking WHERE name = ?", [TRACKING_NAME]).fetchone()
+        return int(row[0]) if row else 0
+
+    def catch_up(self, store: SmsStore, until: int | None = None, max_pages: int | None = None) -> tuple[int, bool]:
+        """Apply the log up to `until` (default: its end), at most `max_pages` pages of READ_BATCH
+        notifications (default: all). Returns the position reached and whether it is `until`."""
+        if until is None:
+            until = store.last_position()
+        plain = store.writes_batch_rows  # states are plain transcoder output: read them as JSON
+        pages = 0
+        while True:
+            with self._immediate():
+                position = self.position()
+                if position >= until:
+                    return position, True
+                if max_pages is not None and pages >= max_pages:
+                    return position, False
+                notifications = store.notifications(position, READ_BATCH, TOPICS, stop=until)
+                self._apply(store, notifications, plain)
+                # Fewer rows than asked for means nothing relevant is left up to `until`.
+                new_position = notifications[-1].id if len(notifications) == READ_BATCH else until
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO tracking (name, position) VALUES (?, ?)", [TRACKING_NAME, new_position]
+                )
+                pages += 1
+
+    def rebuild(self, store: SmsStore, until: int | None = None) -> int:
+        """Drop the history and follow the whole log again."""
+        with self._immediate():
+            for (table,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            ).fetchall():
+                self.conn.execute(f"DROP TABLE {table}")  # our own table names
+            self._create_schema()
+        self._files.clear()
+        self._batches.clear()
+        self._logs.clear()
+        return self.catch_up(store, until)[0]
+
+    def _apply(self, store: SmsStore, notifications: Sequence[Notification], plain: bool) -> None:
+        """One page: rows of each kind are collected and written with one executemany each, in an
+        order that keeps every message's own order (queued, then submitted, then its final status
+        and replies; each follows the one before it in the log)."""
+        inserts: list[tuple[Any, ...]] = []
+        submitted: list[tuple[Any, ...]] = []
+        expired: list[tuple[Any, ...]] = []
+        reported: list[tuple[Any, ...]] = []
+        replies: list[tuple[Any, ...]] = []
+        counts: list[tuple[int]] = []
+        loads = orjson.loads
+
+        def state(notification: Notification) -> dict[str, Any]:
+            if plain:
+                return loads(notification.state)  # type: ignore[no-any-return]
+            fields = dict(vars(store.mapper.to_domain_event(notification)))
+            fields["timestamp"] = fields["timestamp"].isoformat()
+            return fields
+
+        for n in notifications:
+            topic = n.topic
+            if topic == QUEUED:
+                batch = self._batch(_hex(n))
+                if batch is None:
+                    continue
+                fkey, sender_id = batch
+                e = state(n)
+                inserts.append(
+                    (
+                        fkey << FILE_SHIFT | e["index"],
+                        self._account_of(fkey),
+                        e["msisdn"],
+                        e["customer_id"],
+                        e["text"],
+                        e["parts"],
+                        sender_id,
+                        e["timestamp"],
+                    )
+                )
+            elif topic == SUBMITTED:
+                fkey_or_none = self._log(_hex(n))
+                if fkey_or_none is None:
+                    continue
+                e = state(n)
+                submitted.append((e["submitted_at"], e["gateway"], e["gateway_id"], fkey_or_none << FILE_SHIFT | e["index"]))
+            elif topic == REPORTED:
+                e = state(n)
+                fkey_or_none = self._file(e["file_id"])
+                if fkey_or_none is None:
+                    continue
+                key = fkey_or_none << FILE_SHIFT | e["index"]
+                reported.append((e["status"], e["error"], e["at"], e["gateway"], e["gateway_id"] or None, key))
+            elif topic == EXPIRED:
+                fkey_or_none = self._log(_hex(n))
+                if fkey_or_none is None:
+                    continue
+                e = state(n)
+                expired.append((e["at"], e["parts"], fkey_or_none << FILE_SHIFT | e["index"]))
+            elif topic == REPLIED:
+                e = state(n)
+                fkey_or_none = self._file(e["file_id"])
+                if fkey_or_none is None:
+                    continue
+                key = fkey_or_none << FILE_SHIFT | e["index"]
+                replies.append(
+                    (key, e["account"], e["msisdn"], e["text"], e["at"], int(e["opt_out"]), e["gateway"], e["reply_id"])
+                )
+                counts.append((key,))
+            elif topic == OPENED:
+                e = state(n)
+                fkey_or_none = self._file(e["file_id"])
+                if fkey_or_none is None:
+                    continue
+                batch_hex = _hex(n)
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO batches (batch, fkey, sender_id) VALUES (?,?,?)",
+                    [batch_hex, fkey_or_none, e["sender_id"]],
+                )
+                self._remember(self._batches, batch_hex, (fkey_or_none, e["sender_id"]))
+            elif topic == DISPATCHING:
+                e = state(n)
+                fkey_or_none = self._file(e["file_id"])
+                if fkey_or_none is None:
+                    continue
+                log_hex = _hex(n)
+                self.conn.execute("INSERT OR REPLACE INTO logs (log, fkey) VALUES (?,?)", [log_hex, fkey_or_none])
+                self._remember(self._logs, log_hex, fkey_or_none)
+            elif topic == RECEIVED:
+                e = state(n)
+                file_id = str(n.originator_id)
+                cursor = self.conn.execute(
+                    "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at) VALUES (?,?,?,?,?)",
+                    [file_id, e["account"], e["name"], e["receipt"], e["received_at"]],
+                )
+                if cursor.rowcount:
+                    self._remember(self._files, file_id, int(cursor.lastrowid or 0))
+        execute = self.conn.executemany
+        if inserts:
+            execute(INSERT_MESSAGE, inserts)
+        if submitted:
+            execute(UPDATE_SUBMITTED, submitted)
+        if expired:
+            execute(UPDATE_EXPIRED, expired)
+        if reported:
+            execute(UPDATE_REPORTED, reported)
+        if replies:
+            execute(INSERT_REPLY, replies)
+            execute(COUNT_REPLY, counts)
+
+    @staticmethod
+    def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
+
+    def _file(self, file_id: str) -> int | None:
+        found = self._files.get(file_id)
+        if found is None:
+            row = self.conn.execute("SELECT fkey FROM files WHERE file_id = ?", [file_id]).fetchone()
+            if row is None:
+                return None
+            found = int(row[0])
+            self._remember(self._files, file_id, found)
+        return found
+
+    def _batch(self, batch_hex: str) -> tuple[int, str | None] | None:
+        found = self._batches.get(batch_hex)
+        if found is None:
+            row = self.conn.execute("SELECT fkey, sender_id FROM batches WHERE batch = ?", [batch_hex]).fetchone()
+            if row is None:
+                return None
+            found = (int(row[0]), row[1])
+            self._remember(self._batches, batch_hex, found)
+        return found
+
+    def _log(self, log_hex: str) -> int | None:
+        found = self._logs.get(log_hex)
+        if found is None:
+            row = self.conn.execute("SELECT fkey FROM logs WHERE log = ?", [log_hex]).fetchone()
+            if row is None:
+                return None
+            found = int(row[0])
+            self._remember(self._logs, log_hex, found)
+        return found
+
+    def _account_of(self, fkey: int) -> str:
+        account = self._accounts.get(fkey)
+        if account is None:
+            row = self.conn.execute("SELECT account FROM files WHERE fkey = ?", [fkey]).fetchone()
+            account = str(row[0])
+            self._remember(self._accounts, fkey, account)
+        return account
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def files(
+        self, *, name: str | None = None, account: str | None = None, file_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Files the history knows (every receipt), oldest first."""
+        where, args = [], []
+        for column, value in (("name", name), ("account", account), ("file_id", file_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT fkey, file_id, account, name, receipt, received_at FROM files"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.conn.execute(sql + " ORDER BY fkey", args).fetchall()
+        return [
+            {"file_id": r[1], "account": r[2], "name": r[3], "receipt": r[4], "received_at": r[5]} for r in rows
+        ]
+
+    def page(self, query: HistoryQuery, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """One page of messages: `{"messages": [...], "next": cursor or None}`. A file's messages
+        come in contact order, any other query's in the order they were queued."""
+        if not 0 < limit <= MAX_PAGE:
+            raise HistoryError(f"a page holds 1 to {MAX_PAGE} messages")
+        if query.status is not None and query.status not in STATUSES:
+            raise HistoryError(f"a status is one of {', '.join(STATUSES)}")
+        where: list[str] = []
+        args: list[Any] = []
+        by_file = query.file_id is not None
+        if by_file:
+            row = self.conn.execute("SELECT fkey FROM files WHERE file_id = ?", [query.file_id]).fetchone()
+            if row is None:
+                return {"messages": [], "next": None}
+            where.append("m.id BETWEEN ? AND ?")
+            args += [message_key(int(row[0]), 0), message_key(int(row[0]), INDEX_MASK)]
+            index = ""
+        elif query.msisdn is not None:
+            index = "INDEXED BY messages_msisdn"
+        elif query.customer_id is not None:
+            index = "INDEXED BY messages_customer"
+        elif query.account is not None:
+            index = "INDEXED BY messages_account"
+        else:
+            raise HistoryError("ask for a number, a customerId, a file or an account")
+        for column, value in (
+            ("m.msisdn", query.msisdn),
+            ("m.customer_id", query.customer_id),
+            ("m.account", query.account),
+            ("m.status", query.status),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.since is not None:
+            where.append("m.queued_at >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("m.queued_at < ?")
+            args.append(query.until)
+        if cursor is not None:
+            after = _decode_cursor(cursor)
+            if by_file:
+                where.append("m.id > ?")
+                args.append(after[1])
+            else:
+                where.append("(m.queued_at, m.id) > (?, ?)")
+                args += after
+        order = "m.id" if by_file else "m.queued_at, m.id"
+        sql = (
+            f"SELECT {COLUMNS} FROM messages m {index} JOIN files f ON f.fkey = m.id >> {FILE_SHIFT}"  # noqa: S608
+            f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+        )
+        rows = self.conn.execute(sql, [*args, limit + 1]).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        messages = [_message(row) for row in rows]
+        self._add_replies(messages, [int(row[0]) for row in rows if row[18]])
+        last = rows[-1] if rows else None
+        next_cursor = _encode_cursor(last[10], last[0]) if more and last is not None else None
+        return {"messages": messages, "next": next_cursor}
+
+    def iter_messages(self, query: HistoryQuery, page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Every message of the query, a page at a time (memory stays flat on any range)."""
+        cursor: str | None = None
+        while True:
+            page = self.page(query, page_size, cursor)
+            yield from page["messages"]
+            cursor = page["next"]
+            if cursor is None:
+                return
+
+    def _add_replies(self, messages: list[dict[str, Any]], keys: list[int]) -> None:
+        """Each message's replies, oldest first (one query for the page)."""
+        by_key: dict[int, list[dict[str, Any]]] = {}
+        if keys:
+            marks = ",".join("?" * len(keys))
+            for key, text, at, opt_out in self.conn.execute(
+                f"SELECT message, text, at, opt_out FROM replies WHERE message IN ({marks}) ORDER BY id",  # noqa: S608
+                keys,
+            ):
+                by_key.setdefault(key, []).append({"text": text, "at": at, "opt_out": bool(opt_out)})
+        for message in messages:
+            message["replies"] = by_key.get(message.pop("_key"), [])
+
+
+def _hex(notification: Notification) -> str:
+    originator = notification.originator_id
+    return originator.hex if isinstance(originator, UUID) else UUID(originator).hex
+
+
+def _message(row: Sequence[Any]) -> dict[str, Any]:
+    key = int(row[0])
+    return {
+        "_key": key,
+        "message_id": message_id_text(UUID(row[1]), key & INDEX_MASK),
+        "account": row[4],
+        "file": row[2],
+        "file_id": row[1],
+        "receipt": row[3],
+        "index": key & INDEX_MASK,
+        "msisdn": row[5],
+        "customer_id": row[6],
+        "text": row[7],
+        "parts": row[8],
+        "sender_id": row[9],
+        "queued_at": row[10],
+        "submitted_at": row[11],
+        "gateway": row[12],
+        "gateway_id": row[13],
+        "status": row[14],
+        "error": row[15],
+        "final_at": row[16],
+        "refunded": row[17],
+        "replies": [],
+    }
+
+
+def _encode_cursor(queued_at: str, key: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([queued_at, key])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> list[Any]:
+    try:
+        value = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise HistoryError("not a cursor this history gave out") from None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)):
+        raise HistoryError("not a cursor this history gave out")
+    return value
+
+
+def table_digests(conn: sqlite3.Connection, skip: Sequence[str] = ("tracking",)) -> dict[str, tuple[int, str]]:
+    """Each table's row count and SHA-256 over its rows in key order: two databases with the same
+    content give the same digests (for `readmodels rebuild --verify`). Streams the rows."""
+    import hashlib
+
+    digests: dict[str, tuple[int, str]] = {}
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
+    for table in tables:
+        if table in skip:
+            continue
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # our own table names
+        keys = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0]
+        columns = sorted(row[1] for row in info)  # by name: the same content whatever the column order
+        order = ", ".join(f'"{k}"' for k in keys) if keys else "rowid"
+        digest = hashlib.sha256()
+        count = 0
+        selected = ", ".join(f'"{c}"' for c in columns)
+        for row in conn.execute(f'SELECT {selected} FROM "{table}" ORDER BY {order}'):  # noqa: S608
+            digest.update(orjson.dumps(list(row)))
+            digest.update(b"\n")
+            count += 1
+        digests[table] = (count, digest.hexdigest())
+    return digests

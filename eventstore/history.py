@@ -32,6 +32,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from eventstore.domain import ContactBatch, DeliveryLog, DispatchLog, File, message_id_text
+from eventstore.recorder import BatchingSQLiteApplicationRecorder
 from eventstore.store import SmsStore
 
 HISTORY_FILE = "history.db"
@@ -64,41 +65,81 @@ CREATE TABLE IF NOT EXISTS batches (batch TEXT PRIMARY KEY, fkey INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS logs (log TEXT PRIMARY KEY, fkey INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, account TEXT NOT NULL, msisdn TEXT NOT NULL, customer_id TEXT,
-    text TEXT NOT NULL, parts INTEGER NOT NULL, sender_id TEXT, queued_at TEXT NOT NULL,
-    submitted_at TEXT, gateway TEXT, gateway_id TEXT, status TEXT NOT NULL, error TEXT, final_at TEXT,
-    refunded INTEGER NOT NULL DEFAULT 0, replies INTEGER NOT NULL DEFAULT 0);
+    text TEXT NOT NULL, parts INTEGER NOT NULL, sender_id TEXT, queued_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_msisdn ON messages (msisdn, queued_at);
 CREATE INDEX IF NOT EXISTS messages_customer ON messages (customer_id, queued_at) WHERE customer_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_account ON messages (account, queued_at);
+CREATE TABLE IF NOT EXISTS sent (id INTEGER PRIMARY KEY, submitted_at TEXT, gateway TEXT, gateway_id TEXT);
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY, status TEXT NOT NULL, error TEXT, final_at TEXT, refunded INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS replies (
     id INTEGER PRIMARY KEY, message INTEGER NOT NULL, account TEXT NOT NULL, msisdn TEXT NOT NULL,
     text TEXT NOT NULL, at TEXT NOT NULL, opt_out INTEGER NOT NULL, gateway TEXT NOT NULL, reply_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS replies_message ON replies (message);
 """
 
+# A message's row is written once; what happens to it later goes into narrow tables keyed like it
+# (`sent`, `outcomes`, `replies`), so following the log only ever appends (no row is rewritten).
+INSERT_FILE = "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at) VALUES (?,?,?,?,?)"
+INSERT_BATCH = "INSERT OR REPLACE INTO batches (batch, fkey, sender_id) VALUES (?,?,?)"
+INSERT_LOG = "INSERT OR REPLACE INTO logs (log, fkey) VALUES (?,?)"
 INSERT_MESSAGE = (
-    "INSERT OR IGNORE INTO messages (id, account, msisdn, customer_id, text, parts, sender_id, queued_at, status)"
-    " VALUES (?,?,?,?,?,?,?,?,'queued')"
+    "INSERT OR IGNORE INTO messages (id, account, msisdn, customer_id, text, parts, sender_id, queued_at)"
+    " VALUES (?,?,?,?,?,?,?,?)"
 )
-UPDATE_SUBMITTED = (
-    "UPDATE messages SET submitted_at = ?, gateway = ?, gateway_id = ?,"
-    " status = CASE status WHEN 'queued' THEN 'submitted' ELSE status END WHERE id = ?"
-)
-UPDATE_EXPIRED = (
-    "UPDATE messages SET status = 'expired', final_at = ?, refunded = ? WHERE id = ? AND status = 'queued'"
-)
-UPDATE_REPORTED = (
-    "UPDATE messages SET status = ?, error = ?, final_at = ?, gateway = coalesce(gateway, ?),"
-    " gateway_id = coalesce(gateway_id, ?) WHERE id = ?"
-)
+INSERT_SENT = "INSERT OR IGNORE INTO sent (id, submitted_at, gateway, gateway_id) VALUES (?,?,?,?)"
+# The first final status decides (as DeliveryLog.reported does); an expiry is final too.
+INSERT_OUTCOME = "INSERT OR IGNORE INTO outcomes (id, status, error, final_at, refunded) VALUES (?,?,?,?,?)"
 INSERT_REPLY = (
     "INSERT INTO replies (message, account, msisdn, text, at, opt_out, gateway, reply_id) VALUES (?,?,?,?,?,?,?,?)"
 )
-COUNT_REPLY = "UPDATE messages SET replies = replies + 1 WHERE id = ?"
 
+# The same rows in SQL, for a store whose events are plain JSON in an SQLite file this process can
+# ATTACH (eventstore.recorder): a window of the log is projected without a Python object per event.
+# `{events}` is the attached events table; each statement takes (after, until, topic).
+_WINDOW = "SELECT rowid AS position, originator_id AS o, CAST(state AS TEXT) AS j FROM {events}" \
+    " WHERE rowid > ? AND rowid <= ? AND topic = ? ORDER BY rowid"
+_UUID = "substr(o,1,8)||'-'||substr(o,9,4)||'-'||substr(o,13,4)||'-'||substr(o,17,4)||'-'||substr(o,21)"
+SQL_STEPS = (
+    (RECEIVED, "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at)"
+     f" SELECT {_UUID}, j->>'account', j->>'name', j->>'receipt', j->>'received_at' FROM ({_WINDOW})"),
+    (OPENED, "INSERT OR REPLACE INTO batches (batch, fkey, sender_id)"
+     f" SELECT o, f.fkey, j->>'sender_id' FROM ({_WINDOW}) JOIN files f ON f.file_id = j->>'file_id'"
+     " ORDER BY position"),
+    (DISPATCHING, "INSERT OR REPLACE INTO logs (log, fkey)"
+     f" SELECT o, f.fkey FROM ({_WINDOW}) JOIN files f ON f.file_id = j->>'file_id' ORDER BY position"),
+    (QUEUED, "INSERT OR IGNORE INTO messages (id, account, msisdn, customer_id, text, parts, sender_id, queued_at)"
+     f" SELECT b.fkey << {FILE_SHIFT} | (j->>'index'), f.account, j->>'msisdn', j->>'customer_id', j->>'text',"
+     f" j->>'parts', b.sender_id, j->>'timestamp' FROM ({_WINDOW}) JOIN batches b ON b.batch = o"
+     " JOIN files f ON f.fkey = b.fkey ORDER BY position"),
+    (SUBMITTED, "INSERT OR IGNORE INTO sent (id, submitted_at, gateway, gateway_id)"
+     f" SELECT l.fkey << {FILE_SHIFT} | (j->>'index'), j->>'submitted_at', j->>'gateway', j->>'gateway_id'"
+     f" FROM ({_WINDOW}) JOIN logs l ON l.log = o ORDER BY position"),
+    (EXPIRED, "INSERT OR IGNORE INTO outcomes (id, status, error, final_at, refunded)"
+     f" SELECT l.fkey << {FILE_SHIFT} | (j->>'index'), 'expired', NULL, j->>'at', j->>'parts'"
+     f" FROM ({_WINDOW}) JOIN logs l ON l.log = o ORDER BY position"),
+    (REPORTED, "INSERT OR IGNORE INTO outcomes (id, status, error, final_at, refunded)"
+     f" SELECT f.fkey << {FILE_SHIFT} | (j->>'index'), j->>'status', j->>'error', j->>'at', 0"
+     f" FROM ({_WINDOW}) JOIN files f ON f.file_id = j->>'file_id' ORDER BY position"),
+    (REPLIED, "INSERT INTO replies (message, account, msisdn, text, at, opt_out, gateway, reply_id)"
+     f" SELECT f.fkey << {FILE_SHIFT} | (j->>'index'), j->>'account', j->>'msisdn', j->>'text', j->>'at',"
+     f" j->>'opt_out', j->>'gateway', j->>'reply_id' FROM ({_WINDOW}) JOIN files f ON f.file_id = j->>'file_id'"
+     " ORDER BY position"),
+)
+SQL_WINDOW = 50_000  # log positions per transaction on the SQL path
+# Each step scans its window once; the five topics of a few events per thousand messages are
+# copied out in one scan first and read from that copy (half the scans of the log).
+HEAVY = (QUEUED, SUBMITTED, REPORTED)
+RARE = tuple(topic for topic in TOPICS if topic not in HEAVY)
+
+STATUS = "coalesce(o.status, CASE WHEN s.id IS NULL THEN 'queued' ELSE 'submitted' END)"
 COLUMNS = (
     "m.id, f.file_id, f.name, f.receipt, m.account, m.msisdn, m.customer_id, m.text, m.parts, m.sender_id,"
-    " m.queued_at, m.submitted_at, m.gateway, m.gateway_id, m.status, m.error, m.final_at, m.refunded, m.replies"
+    f" m.queued_at, s.submitted_at, s.gateway, s.gateway_id, {STATUS}, o.error, o.final_at,"
+    " coalesce(o.refunded, 0), EXISTS (SELECT 1 FROM replies r WHERE r.message = m.id)"
+)
+JOINS = (
+    f"JOIN files f ON f.fkey = m.id >> {FILE_SHIFT} LEFT JOIN sent s ON s.id = m.id LEFT JOIN outcomes o ON o.id = m.id"
 )
 
 
@@ -136,8 +177,10 @@ class History:
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the indexes of a big page stay in memory
         if not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'replies'").fetchone():
-            with self._immediate():
-                self._create_schema()
+            self.conn.execute("BEGIN IMMEDIATE")  # nothing is attached yet
+            self._create_schema()
+            self.conn.execute("COMMIT")
+        self._attached: str | None = None  # the events file attached as `log`, for the SQL path
         self._files: dict[str, int] = {}
         self._batches: dict[str, tuple[int, str | None]] = {}
         self._logs: dict[str, int] = {}
@@ -152,9 +195,12 @@ class History:
         self.conn.close()
 
     @contextmanager
-    def _immediate(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
+    def _writing(self) -> Iterator[None]:
+        """A write transaction on the history alone. (BEGIN IMMEDIATE would also take the write
+        lock of an attached events file: its first statement, a write, takes the history's.)"""
+        self.conn.execute("BEGIN")
         try:
+            self.conn.execute("INSERT OR IGNORE INTO tracking (name, position) VALUES (?, 0)", [TRACKING_NAME])
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -167,52 +213,91 @@ class History:
         row = self.conn.execute("SELECT position FROM tracking WHERE name = ?", [TRACKING_NAME]).fetchone()
         return int(row[0]) if row else 0
 
-    def catch_up(self, store: SmsStore, until: int | None = None, max_pages: int | None = None) -> tuple[int, bool]:
-        """Apply the log up to `until` (default: its end), at most `max_pages` pages of READ_BATCH
-        notifications (default: all). Returns the position reached and whether it is `until`."""
+    def catch_up(
+        self, store: SmsStore, until: int | None = None, max_pages: int | None = None, *, sql: bool = True
+    ) -> tuple[int, bool]:
+        """Apply the log up to `until` (default: its end), at most `max_pages` pages (default: all;
+        a page is SQL_WINDOW log positions, or READ_BATCH relevant notifications where the events
+        cannot be read in SQL). Returns the position reached and whether it is `until`. `sql=False`
+        takes the general path even where the SQL one works (the tests compare the two)."""
         if until is None:
             until = store.last_position()
+        in_sql = sql and self._attach(store)
         plain = store.writes_batch_rows  # states are plain transcoder output: read them as JSON
         pages = 0
         while True:
-            with self._immediate():
+            with self._writing():
                 position = self.position()
                 if position >= until:
                     return position, True
                 if max_pages is not None and pages >= max_pages:
                     return position, False
-                notifications = store.notifications(position, READ_BATCH, TOPICS, stop=until)
-                self._apply(store, notifications, plain)
-                # Fewer rows than asked for means nothing relevant is left up to `until`.
-                new_position = notifications[-1].id if len(notifications) == READ_BATCH else until
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO tracking (name, position) VALUES (?, ?)", [TRACKING_NAME, new_position]
-                )
+                if in_sql:
+                    new_position = min(until, position + SQL_WINDOW)
+                    self._apply_sql(position, new_position)
+                else:
+                    notifications = store.notifications(position, READ_BATCH, TOPICS, stop=until)
+                    self._apply(store, notifications, plain)
+                    # Fewer rows than asked for means nothing relevant is left up to `until`.
+                    new_position = notifications[-1].id if len(notifications) == READ_BATCH else until
+                self.conn.execute("UPDATE tracking SET position = ? WHERE name = ?", [new_position, TRACKING_NAME])
                 pages += 1
+
+    def _attach(self, store: SmsStore) -> bool:
+        """Attach the store's SQLite file read-only when its events are plain JSON rows there."""
+        recorder = store.recorder
+        if not (store.writes_batch_rows and isinstance(recorder, BatchingSQLiteApplicationRecorder)):
+            return False
+        database = recorder.database_file
+        if database is None or not Path(database).exists():
+            return False
+        if self._attached != database:
+            if self._attached is not None:
+                self.conn.execute("DETACH DATABASE log")
+            uri = Path(database).resolve().as_uri() + "?mode=ro"
+            self.conn.execute("ATTACH DATABASE ? AS log", [uri])
+            self._attached = database
+            self._events = f"log.{recorder.events_table_name}"
+        return True
+
+    def _apply_sql(self, after: int, until: int) -> None:
+        conn = self.conn
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS rare (rowid INTEGER PRIMARY KEY, originator_id TEXT, topic TEXT, state TEXT)"
+        )
+        conn.execute("DELETE FROM temp.rare")
+        conn.execute(
+            f"INSERT INTO temp.rare SELECT rowid, originator_id, topic, CAST(state AS TEXT) FROM {self._events}"  # noqa: S608
+            f" WHERE rowid > ? AND rowid <= ? AND topic IN ({','.join('?' * len(RARE))})",
+            [after, until, *RARE],
+        )
+        for topic, statement in SQL_STEPS:
+            source = self._events if topic in HEAVY else "temp.rare"
+            conn.execute(statement.format(events=source), [after, until, topic])
 
     def rebuild(self, store: SmsStore, until: int | None = None) -> int:
         """Drop the history and follow the whole log again."""
-        with self._immediate():
+        with self._writing():
             for (table,) in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                "SELECT name FROM main.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             ).fetchall():
-                self.conn.execute(f"DROP TABLE {table}")  # our own table names
+                self.conn.execute(f"DROP TABLE main.{table}")  # our own table names
             self._create_schema()
+            self.conn.execute("INSERT OR IGNORE INTO tracking (name, position) VALUES (?, 0)", [TRACKING_NAME])
         self._files.clear()
         self._batches.clear()
         self._logs.clear()
+        self._accounts.clear()
         return self.catch_up(store, until)[0]
 
     def _apply(self, store: SmsStore, notifications: Sequence[Notification], plain: bool) -> None:
-        """One page: rows of each kind are collected and written with one executemany each, in an
-        order that keeps every message's own order (queued, then submitted, then its final status
-        and replies; each follows the one before it in the log)."""
-        inserts: list[tuple[Any, ...]] = []
-        submitted: list[tuple[Any, ...]] = []
-        expired: list[tuple[Any, ...]] = []
-        reported: list[tuple[Any, ...]] = []
+        """One page of notifications: the rows of each kind are collected and written with one
+        executemany each, in the order of SQL_STEPS (each message's own events follow each other
+        in that order in the log: queued, submitted, final status, replies)."""
+        messages: list[tuple[Any, ...]] = []
+        sent: list[tuple[Any, ...]] = []
+        outcomes: list[tuple[Any, ...]] = []
         replies: list[tuple[Any, ...]] = []
-        counts: list[tuple[int]] = []
         loads = orjson.loads
 
         def state(notification: Notification) -> dict[str, Any]:
@@ -230,7 +315,7 @@ class History:
                     continue
                 fkey, sender_id = batch
                 e = state(n)
-                inserts.append(
+                messages.append(
                     (
                         fkey << FILE_SHIFT | e["index"],
                         self._account_of(fkey),
@@ -244,73 +329,55 @@ class History:
                 )
             elif topic == SUBMITTED:
                 fkey_or_none = self._log(_hex(n))
-                if fkey_or_none is None:
-                    continue
-                e = state(n)
-                submitted.append((e["submitted_at"], e["gateway"], e["gateway_id"], fkey_or_none << FILE_SHIFT | e["index"]))
+                if fkey_or_none is not None:
+                    e = state(n)
+                    key = fkey_or_none << FILE_SHIFT | e["index"]
+                    sent.append((key, e["submitted_at"], e["gateway"], e["gateway_id"]))
             elif topic == REPORTED:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
-                if fkey_or_none is None:
-                    continue
-                key = fkey_or_none << FILE_SHIFT | e["index"]
-                reported.append((e["status"], e["error"], e["at"], e["gateway"], e["gateway_id"] or None, key))
+                if fkey_or_none is not None:
+                    key = fkey_or_none << FILE_SHIFT | e["index"]
+                    outcomes.append((key, e["status"], e["error"], e["at"], 0))
             elif topic == EXPIRED:
                 fkey_or_none = self._log(_hex(n))
-                if fkey_or_none is None:
-                    continue
-                e = state(n)
-                expired.append((e["at"], e["parts"], fkey_or_none << FILE_SHIFT | e["index"]))
+                if fkey_or_none is not None:
+                    e = state(n)
+                    outcomes.append((fkey_or_none << FILE_SHIFT | e["index"], "expired", None, e["at"], e["parts"]))
             elif topic == REPLIED:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
-                if fkey_or_none is None:
-                    continue
-                key = fkey_or_none << FILE_SHIFT | e["index"]
-                replies.append(
-                    (key, e["account"], e["msisdn"], e["text"], e["at"], int(e["opt_out"]), e["gateway"], e["reply_id"])
-                )
-                counts.append((key,))
+                if fkey_or_none is not None:
+                    key = fkey_or_none << FILE_SHIFT | e["index"]
+                    replies.append(
+                        (key, e["account"], e["msisdn"], e["text"], e["at"], int(e["opt_out"]), e["gateway"], e["reply_id"])
+                    )
             elif topic == OPENED:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
-                if fkey_or_none is None:
-                    continue
-                batch_hex = _hex(n)
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO batches (batch, fkey, sender_id) VALUES (?,?,?)",
-                    [batch_hex, fkey_or_none, e["sender_id"]],
-                )
-                self._remember(self._batches, batch_hex, (fkey_or_none, e["sender_id"]))
+                if fkey_or_none is not None:
+                    batch_hex = _hex(n)
+                    self.conn.execute(INSERT_BATCH, [batch_hex, fkey_or_none, e["sender_id"]])
+                    self._remember(self._batches, batch_hex, (fkey_or_none, e["sender_id"]))
             elif topic == DISPATCHING:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
-                if fkey_or_none is None:
-                    continue
-                log_hex = _hex(n)
-                self.conn.execute("INSERT OR REPLACE INTO logs (log, fkey) VALUES (?,?)", [log_hex, fkey_or_none])
-                self._remember(self._logs, log_hex, fkey_or_none)
+                if fkey_or_none is not None:
+                    log_hex = _hex(n)
+                    self.conn.execute(INSERT_LOG, [log_hex, fkey_or_none])
+                    self._remember(self._logs, log_hex, fkey_or_none)
             elif topic == RECEIVED:
                 e = state(n)
-                file_id = str(n.originator_id)
-                cursor = self.conn.execute(
-                    "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at) VALUES (?,?,?,?,?)",
-                    [file_id, e["account"], e["name"], e["receipt"], e["received_at"]],
-                )
+                file_id = str(UUID(_hex(n)))
+                cursor = self.conn.execute(INSERT_FILE, [file_id, e["account"], e["name"], e["receipt"], e["received_at"]])
                 if cursor.rowcount:
                     self._remember(self._files, file_id, int(cursor.lastrowid or 0))
         execute = self.conn.executemany
-        if inserts:
-            execute(INSERT_MESSAGE, inserts)
-        if submitted:
-            execute(UPDATE_SUBMITTED, submitted)
-        if expired:
-            execute(UPDATE_EXPIRED, expired)
-        if reported:
-            execute(UPDATE_REPORTED, reported)
-        if replies:
-            execute(INSERT_REPLY, replies)
-            execute(COUNT_REPLY, counts)
+        for statement, rows in (
+            (INSERT_MESSAGE, messages), (INSERT_SENT, sent), (INSERT_OUTCOME, outcomes), (INSERT_REPLY, replies)
+        ):
+            if rows:
+                execute(statement, rows)
 
     @staticmethod
     def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
@@ -404,7 +471,7 @@ class History:
             ("m.msisdn", query.msisdn),
             ("m.customer_id", query.customer_id),
             ("m.account", query.account),
-            ("m.status", query.status),
+            (STATUS, query.status),
         ):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -425,7 +492,7 @@ class History:
                 args += after
         order = "m.id" if by_file else "m.queued_at, m.id"
         sql = (
-            f"SELECT {COLUMNS} FROM messages m {index} JOIN files f ON f.fkey = m.id >> {FILE_SHIFT}"  # noqa: S608
+            f"SELECT {COLUMNS} FROM messages m {index} {JOINS}"  # noqa: S608
             f" WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         )
         rows = self.conn.execute(sql, [*args, limit + 1]).fetchall()

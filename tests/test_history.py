@@ -197,27 +197,29 @@ def test_bad_cursor_status_and_page_size_are_refused(store: SmsStore, tmp_path: 
         history.page(HistoryQuery())
 
 
-def test_catch_up_in_steps_and_rebuild_give_identical_content(
+def test_sql_and_general_paths_in_any_steps_and_a_rebuild_give_identical_content(
     store: SmsStore, tmp_path: Path, populated: dict[str, UUID]
 ) -> None:
     import eventstore.history as module
 
-    stepped = History(tmp_path / "stepped.db")
-    original = module.READ_BATCH
-    module.READ_BATCH = 3  # pages end in the middle of every kind of event
-    try:
-        position, done = stepped.catch_up(store, max_pages=1)
-        assert not done
-        assert stepped.position() == position
-        assert stepped.catch_up(store)[1]
-    finally:
-        module.READ_BATCH = original
     whole = History(tmp_path / "whole.db")
-    whole.catch_up(store)
-    assert table_digests(stepped.conn) == table_digests(whole.conn)
+    whole.catch_up(store)  # the SQL path over the attached events file, in one window
+    expected = table_digests(whole.conn)
+    assert expected["messages"][0] == 5 and expected["outcomes"][0] == 3 and expected["replies"][0] == 2
+    original = module.READ_BATCH, module.SQL_WINDOW
+    module.READ_BATCH = module.SQL_WINDOW = 3  # pages end in the middle of every kind of event
+    try:
+        for name, sql in (("general", False), ("sql", True)):
+            stepped = History(tmp_path / f"{name}.db")
+            position, done = stepped.catch_up(store, max_pages=1, sql=sql)
+            assert not done
+            assert stepped.position() == position
+            assert stepped.catch_up(store, sql=sql)[1]
+            assert table_digests(stepped.conn) == expected, name
+    finally:
+        module.READ_BATCH, module.SQL_WINDOW = original
     whole.rebuild(store)
-    assert table_digests(stepped.conn) == table_digests(whole.conn)
-    assert table_digests(whole.conn)["messages"][0] == 5
+    assert table_digests(whole.conn) == expected
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

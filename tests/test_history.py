@@ -264,3 +264,37 @@ def test_cli_history_refuses_bad_input_without_traceback(
         assert code == 2, argv
         assert message in err, (argv, err)
         assert "Traceback" not in err
+
+
+async def test_the_projector_follows_the_history_only_while_no_file_is_being_ingested(
+    store: SmsStore, tmp_path: Path, populated: dict[str, UUID], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trio
+
+    from actors import projector as module
+    from actors.projector import Projector
+
+    monkeypatch.setattr(module, "HISTORY_INTERVAL", 0.01)
+    monkeypatch.setattr(module, "HISTORY_DEFER_MAX", 1.0)
+    projector = Projector(store, tmp_path / "readmodels.db", tmp_path / "history.db")
+    history = History(tmp_path / "history.db")
+
+    async def caught_up(within: float) -> bool:
+        with trio.move_on_after(within):
+            while history.position() < store.last_position():
+                await trio.sleep(0.01)
+            return True
+        return False
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(projector.run)
+        assert await caught_up(5)
+        # A file arrives and stays open (being ingested): what comes meanwhile waits.
+        open_file = store.receive_file(account="acme", name="busy.json", size=1, fingerprint="x", now=NOW)
+        await projector.catch_up()
+        send_file(store, "c.json", [("27831119999", None)])
+        assert not await caught_up(0.5)
+        assert await caught_up(5)  # ... but not longer than HISTORY_DEFER_MAX
+        store.reject_file(open_file.file_id, "File.Corrupt", "not JSON", parse=True, now=NOW)
+        nursery.cancel_scope.cancel()
+    assert [m["file"] for m in history.iter_messages(HistoryQuery(msisdn="27831119999"))] == ["c.json"]

@@ -172,7 +172,8 @@ class History:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        # As a URI, so that the events file is attached read-only whatever SQLite's build default.
+        self.conn = sqlite3.connect(path.resolve().as_uri(), isolation_level=None, timeout=30, uri=True)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the indexes of a big page stay in memory

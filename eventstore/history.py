@@ -3,14 +3,21 @@ refund and replies, followed from the notification log into its own SQLite datab
 
 It is a read model like eventstore.projections, kept apart for two reasons: its rows are a million
 per million-contact file, so it is written off the hot path (the projector catches it up when no
-file is being ingested, in pages of READ_BATCH notifications, never inside the catch-up a file
+file is being ingested, a window of the log per transaction, never inside the catch-up a file
 actor waits for), and its own database file keeps its long write transactions from holding the
 lock of the read models the service decides on. Like every projection it writes its rows and its
-position in one `BEGIN IMMEDIATE` transaction, so several processes may catch it up at once.
+position in one write transaction, re-reading the position inside it, so several processes may
+catch it up at once.
 
 A message's key is `fkey << 32 | contact index`, where `fkey` numbers the files in the order the
 log received them: a file's messages are one range of the table's own key (a page of a file is a
-range scan), receipts and submissions update by key, and a rebuild numbers everything the same.
+range scan), its submission, final status and replies are rows of narrow tables under the same
+key (following the log only appends), and a rebuild numbers everything the same.
+
+Two paths write the same rows (tests/test_history.py holds them to identical digests): where the
+store's events are plain JSON in an SQLite file, that file is attached read-only and each window
+is projected by a few INSERT ... SELECT statements (no Python object per event; the target is
+100 000 messages/s); elsewhere the notifications are read and applied a page at a time.
 
 The queries (`History.page`, `History.iter_messages`, `History.files`) return plain dicts and page
 by an opaque cursor, for the CLI today and a REST layer later.
@@ -205,6 +212,8 @@ class History:
             yield
         except BaseException:
             self.conn.execute("ROLLBACK")
+            for cache in (self._files, self._batches, self._logs, self._accounts):
+                cache.clear()  # they may hold keys of the rows rolled back
             raise
         self.conn.execute("COMMIT")
 

@@ -349,6 +349,9 @@ def verify_bundle(
         else:
             if listed.get("count") != fresh["count"]:
                 problems.append(f"the events give {fresh['count']} rows, the manifest says {listed.get('count')}")
+            for key in ("first_position", "last_position"):
+                if listed.get(key) != fresh[key]:
+                    problems.append(f"the events give {key} {fresh[key]}, the manifest says {listed.get(key)}")
             for file_name, expected in fresh["files"].items():
                 recorded = (listed.get("files") or {}).get(file_name) or {}
                 on_disk = _file_digest(bundle / file_name)
@@ -359,4 +362,9 @@ def verify_bundle(
                 elif on_disk != recorded.get("sha256"):
                     problems.append(f"{file_name}: the file's SHA-256 is not the manifest's (changed after export)")
         results[name] = {"match": not problems, "problems": problems}
+    if manifest.get("positions") != derived["positions"]:
+        results["positions"] = {
+            "match": False,
+            "problems": [f"the events cover {derived['positions']}, the manifest says {manifest.get('positions')}"],
+        }
     return results

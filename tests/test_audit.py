@@ -231,3 +231,34 @@ def test_replay_all_reports_each_file_yes_no_or_missing(workload: Service, tmp_p
     assert workload.cli("replay", "--all", "--account", "acme").returncode == 0
     unknown = workload.cli("replay", "--all", "--account", "nobody")
     assert unknown.returncode == 2 and "no account" in unknown.stderr
+
+
+def test_verify_catches_a_changed_manifest_and_a_missing_part(tmp_path: Path) -> None:
+    from eventstore.audit import export_bundle, verify_bundle
+    from eventstore.store import open_store
+    from tests.test_history import report, send_file, submit
+
+    now = datetime.now(UTC)  # events are in the month of their timestamp: the receipt's is now
+    store = open_store(tmp_path / "data")
+    try:
+        store.create_account(username="acme", password_hash="x", email=None, country="ZA", created_at=now)
+        store.add_credits("acme", 10)
+        file = send_file(store, "a.json", [("27831110000", "C1"), ("27831110001", None)], at=now)
+        submit(store, file, [0, 1], now)
+        report(store, file, 0, "delivered", now)
+        bundle = tmp_path / "bundle"
+        manifest = export_bundle(store, "acme", month(), bundle)
+        assert manifest["parts"]["messages"]["count"] == 2 and manifest["parts"]["receipts"]["count"] == 1
+        assert all(result["match"] for result in verify_bundle(store, bundle).values())
+        assert export_bundle(store, "acme", "2020-01", tmp_path / "old")["positions"] == {"first": None, "last": None}
+        text = (bundle / "manifest.json").read_text()
+        changed = json.loads(text)
+        changed["positions"]["last"] += 1
+        changed["parts"]["submissions"]["count"] = 1
+        (bundle / "manifest.json").write_text(json.dumps(changed))
+        (bundle / "replies.jsonl").unlink()
+        results = verify_bundle(store, bundle)
+        assert {name for name, result in results.items() if not result["match"]} == {"positions", "submissions", "replies"}
+        assert results["replies"]["problems"] == ["replies.jsonl: missing"]
+    finally:
+        store.close()

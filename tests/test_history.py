@@ -281,7 +281,7 @@ async def test_the_projector_follows_the_history_only_while_no_file_is_being_ing
 
     async def caught_up(within: float) -> bool:
         with trio.move_on_after(within):
-            while history.position() < store.last_position():
+            while history.position() < store.last_position():  # noqa: ASYNC110 - a position in another database
                 await trio.sleep(0.01)
             return True
         return False

@@ -13,10 +13,8 @@ Every step is idempotent, so `recover` can run any file left in work/ to its end
 
 from __future__ import annotations
 
-import errno
 import logging
 import shutil
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -32,6 +30,7 @@ import trio
 from eventsourcing.application import AggregateNotFoundError
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
+from actors.faults import is_disk_full
 from actors.notifier import Notify
 from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
@@ -103,6 +102,7 @@ class InFlight:
         self.unrecorded: dict[UUID, str] = {}  # attempts paused whose end could not be recorded yet
         self.held: set[UUID] = set()  # accepted files held after too many failures (logged once)
         self.unknown: set[UUID] = set()  # work/ entries the store does not know (logged once)
+        self.broken: set[UUID] = set()  # files whose recovery raised (logged once)
 
     def claim_file(self, file_id: UUID) -> bool:
         if file_id in self._files:
@@ -162,7 +162,7 @@ async def run_file_worker(
             try:
                 await process_arrival(arrived, context)
             except Exception as error:
-                if is_transient(error):  # the sweep offers it again
+                if is_disk_full(error):  # the sweep offers it again
                     log.warning("file=%s account=%s not picked up, the disk is full (%s)", arrived.name, arrived.account, error)
                 else:
                     log.exception("file=%s account=%s code=InternalServerError", arrived.name, arrived.account)
@@ -187,7 +187,7 @@ def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
     folder = settings.work_dir / str(file_id)
     suffix = next((s for s in filing.SUFFIXES if name.lower().endswith(s)), "")
     path = folder / (WORK_UPLOAD + suffix)
-    if filing.is_fileable(name) and not path.exists():
+    if not path.exists() and "/" not in name and name not in (".", ".."):
         legacy = folder / name
         try:
             if legacy.exists():
@@ -326,22 +326,6 @@ async def run_stoppable(work: Callable[[StopFlag], Plan], *, budget: float) -> P
     return result[0].unwrap()
 
 
-def is_transient(error: BaseException) -> bool:
-    """A full disk or quota: never the file's fault. The file waits in work/ and is tried again."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(seen, sqlite3.OperationalError) and "full" in str(seen):
-            return True
-        if type(seen).__name__ == "OperationalError" and "disk is full" in str(seen):
-            return True  # eventsourcing's wrapper of sqlite3's error
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 async def _position(context: FileContext, file: File) -> int:
     """How far the file has got, for telling a crashed attempt that made progress from a poison
     one: contacts queued (pass 2), as counted by the batches stored; 0 in pass 1."""
@@ -413,7 +397,7 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
             in_flight.attempts.pop(file_id, None)
             break
         except Exception as error:
-            if is_transient(error):
+            if is_disk_full(error):
                 log.warning(
                     "file=%s account=%s file_id=%s paused, the disk is full (%s): tried again later",
                     file.name, file.account, file.id, error,
@@ -790,6 +774,13 @@ async def recover(context: FileContext) -> int:
                 await file_away(context, file_id)
             else:
                 await run_file(context, file_id)
+        except Exception as error:
+            # One file's trouble never holds up the others, nor fills the log at every look.
+            if is_disk_full(error):
+                log.warning("file_id=%s paused, the disk is full (%s): tried again later", file_id, error)
+            elif file_id not in context.in_flight.broken:
+                context.in_flight.broken.add(file_id)
+                log.exception("file_id=%s cannot be recovered now: tried again at each look, logged once", file_id)
         finally:
             context.in_flight.release_file(file_id)
     return ran

@@ -8,7 +8,8 @@ import logging
 
 import trio
 
-from actors.file import FileContext, is_transient, recover
+from actors.faults import is_disk_full
+from actors.file import FileContext, recover
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ async def run_recovery(
             if ran and first:
                 log.info("recovered %d files left in work/ by an earlier run", ran)
         except Exception as error:
-            if is_transient(error):
+            if is_disk_full(error):
                 log.warning("recovery paused, the disk is full (%s): tried again later", error)
             else:
                 log.exception("recovery failed: tried again later")

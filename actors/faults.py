@@ -1,0 +1,26 @@
+"""Telling a full disk from a bug: a full disk is never a file's fault, so the actors pause and
+try again (one log line) instead of failing the file or logging a traceback each round."""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, says the disk (or quota) is full: an
+    OSError, or SQLite's "database or disk is full" (also as eventsourcing's wrapper of it)."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a chain of causes, never a cycle followed forever
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return True
+        if isinstance(seen, sqlite3.Error) and "full" in str(seen):
+            return True
+        if type(seen).__name__ == "OperationalError" and "disk is full" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from actors.faults import log_failure
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 
@@ -53,6 +54,6 @@ class Projector:
             try:
                 await self.catch_up()
             except Exception:  # a bad row must not stop the service; it is retried next round
-                log.exception("read-model catch-up failed")
+                log_failure(log, "read-model catch-up failed")
             if self._wake.is_set():  # poked again meanwhile: writes keep coming
                 await trio.sleep(BUSY_INTERVAL)

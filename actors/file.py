@@ -14,17 +14,19 @@ Every step is idempotent, so `recover` can run any file left in work/ to its end
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 import outcome
 import trio
 from eventsourcing.application import AggregateNotFoundError
@@ -46,12 +48,14 @@ from sftpsms.fileformat import Header
 from sftpsms.intake import (
     AccountPolicy,
     CheckContacts,
+    Checkpoint,
     ContactChecker,
     Outcome,
     Plan,
     PlanFailed,
     Tally,
     plan_file,
+    resume_from,
 )
 from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
@@ -328,9 +332,13 @@ async def run_stoppable(work: Callable[[StopFlag], Plan], *, budget: float) -> P
 
 async def _position(context: FileContext, file: File) -> int:
     """How far the file has got, for telling a crashed attempt that made progress from a poison
-    one: contacts queued (pass 2), as counted by the batches stored; 0 in pass 1."""
+    one: contacts checkpointed in pass 1, or all contacts and those queued since (pass 2, as
+    counted by the batches stored)."""
     if file.status != "accepted":
-        return 0
+        settings = context.settings
+        spool = settings.spool_dir / f"{file.id}.jsonl"
+        resume = await trio.to_thread.run_sync(read_checkpoint, _checkpoint_path(settings, file.id), spool)
+        return 0 if resume is None else resume.contacts
     batches = int(file.summary.get("batches", 0))
 
     def stored(store: SmsStore) -> int:
@@ -495,27 +503,62 @@ def _pass_one(
         flag.check()
         _progress(file, "validated", done)
 
+    spool = context.settings.spool_dir / f"{file.id}.jsonl"
+    checkpoint_path = _checkpoint_path(context.settings, file.id)
+    resume = read_checkpoint(checkpoint_path, spool)
+    if resume is not None:
+        log.info("file=%s account=%s pass 1 resumes at contact %d", file.name, file.account, resume.contacts)
+
     try:
         context.settings.spool_dir.mkdir(parents=True, exist_ok=True)
-        return plan_file(
+        plan = plan_file(
             _work_path(context.settings, file.id, file.name),
             policy=policy,
             networks=NetworkDirectory(routes),
             opted_out=lambda msisdns: models.opted_out(policy.username, msisdns),
             now=context.clock(),
-            spool=context.settings.spool_dir / f"{file.id}.jsonl",
+            spool=spool,
             max_parts=context.settings.max_parts,
             progress=progress,
             check_contacts=flag.wrap(
-                pass_one_checker(
+                resume_from(resume.contacts)
+                if resume is not None
+                else pass_one_checker(
                     context.pass_one,
                     parts=context.settings.spool_dir / str(file.id),
                     optouts=(context.settings.readmodels_db, policy.username),
                 )
             ),
+            resume=resume,
+            checkpoint=partial(write_checkpoint, checkpoint_path),
         )
+        # The whole pass, for a resume of pass 2 after a crash (the spool need not be rebuilt).
+        write_checkpoint(checkpoint_path, Checkpoint.of(plan, spool.stat().st_size))
+        return plan
     finally:
         models.close()
+
+
+def _checkpoint_path(settings: Settings, file_id: UUID) -> Path:
+    return settings.spool_dir / f"{file_id}.checkpoint.json"
+
+
+def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Beside the spool, written whole or not at all (a crash between two keeps the older)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(orjson.dumps(asdict(checkpoint)))
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path, spool: Path) -> Checkpoint | None:
+    """The last checkpoint of an interrupted pass 1, if it still matches the spool."""
+    try:
+        checkpoint = Checkpoint(**orjson.loads(path.read_bytes()))
+        if spool.stat().st_size < checkpoint.spool_bytes:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    return checkpoint
 
 
 async def _run_contacts(context: FileContext, file: File) -> None:
@@ -725,6 +768,7 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
         write_json_atomically(report_file, report)
         shutil.rmtree(work.parent, ignore_errors=True)
         (settings.spool_dir / f"{file.id}.jsonl").unlink(missing_ok=True)
+        _checkpoint_path(settings, file.id).unlink(missing_ok=True)
         return report_file
 
     report_file = await trio.to_thread.run_sync(write_and_move)

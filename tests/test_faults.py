@@ -284,6 +284,39 @@ def test_sigterm_during_pass_one_stops_at_once_and_restarts_resume_pass_one_wher
     queued_once(data, UUID(report["file_id"]), contacts)
 
 
+def submitted(data: Path) -> int:
+    store = open_store(data)
+    try:
+        return len(store.notifications(0, 100_000, topics=["eventstore.domain:DispatchLog.MessageSubmitted"]))
+    finally:
+        store.close()
+
+
+def test_sigterm_during_dispatch_stops_at_once_and_no_message_is_submitted_twice(tmp_path: Path) -> None:
+    contacts = 400
+    data = tmp_path / "data"
+    body = {"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": f"2783{i:07d}"} for i in range(contacts)]}
+    for stop in range(3):
+        with running_service(data, "--send-rate", "100") as service:
+            if stop == 0:
+                service.add_account("acme", credits=contacts)
+                with service.paramiko("acme") as sftp, sftp.open("Send_SMS/send.json", "wb") as remote:
+                    remote.write(json.dumps(body).encode())
+            wait_for(lambda n=stop: submitted(data) > 50 * (n + 1), service, what="dispatch")
+            stopped_at = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            service.process.wait(timeout=30)
+            assert time.monotonic() - stopped_at < 10
+        assert submitted(data) < contacts, "the stop must land mid-dispatch"
+    with running_service(data, "--send-rate", "100") as service:
+        wait_for(lambda: submitted(data) >= contacts, service, what="the rest of the dispatch")
+        time.sleep(0.5)  # a few more rounds: nothing more may be submitted
+    assert submitted(data) == contacts
+    journal = (data / "simulator" / "accepted.log").read_text().split("\n")
+    accepted = Counter(line.split(" ")[0] for line in journal if line)
+    assert len(accepted) == contacts and set(accepted.values()) == {1}, "the simulator got a message twice"
+
+
 # ---- disk full ----------------------------------------------------------------------------------
 
 

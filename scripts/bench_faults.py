@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventstore.store import open_store  # noqa: E402
-from tests.service import READY, running_service  # noqa: E402
+from tests.service import READY, Service, running_service  # noqa: E402
 
 
 def generate(path: Path, contacts: int) -> None:
@@ -54,8 +53,8 @@ def doors_after_start(data: Path) -> float:
     return took
 
 
-def stop(service: object, sig: int) -> float:
-    process = service.process  # type: ignore[attr-defined]
+def stop(service: Service, sig: int) -> float:
+    process = service.process
     started = time.monotonic()
     process.send_signal(sig)
     process.wait(timeout=120)
@@ -91,7 +90,6 @@ def main() -> None:
         with running_service(data) as service:
             folder, report = service.wait_report("acme", "big.json", timeout=600)
             print(f"finished: {folder} messages_queued={report['messages_queued']}")
-    os.sync()
 
 
 if __name__ == "__main__":

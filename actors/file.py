@@ -107,6 +107,7 @@ class InFlight:
         self.held: set[UUID] = set()  # accepted files held after too many failures (logged once)
         self.unknown: set[UUID] = set()  # work/ entries the store does not know (logged once)
         self.broken: set[UUID] = set()  # files whose recovery raised (logged once)
+        self.abandoned: set[UUID] = set()  # files whose pass 1 did not stop when told (a failure)
 
     def claim_file(self, file_id: UUID) -> bool:
         if file_id in self._files:
@@ -117,8 +118,6 @@ class InFlight:
     def release_file(self, file_id: UUID) -> None:
         self._files.discard(file_id)
 
-    def has_file(self, file_id: UUID) -> bool:
-        return file_id in self._files
 
     def claim(self, account: str, name: str) -> bool:
         key = (account, name)
@@ -296,11 +295,14 @@ class StopFlag:
 STOP_GRACE = 5.0  # seconds a stopped pass 1 has to notice; after that its thread is left behind
 
 
-async def run_stoppable(work: Callable[[StopFlag], Plan], *, budget: float) -> Plan:
+async def run_stoppable(
+    work: Callable[[StopFlag], Plan], *, budget: float, abandoned: Callable[[], None] = lambda: None
+) -> Plan:
     """Run pass 1 in a thread, stopping it at the time budget (BudgetExceeded) or when cancelled.
 
     Cancellation is prompt: the thread is told to stop and given STOP_GRACE seconds; one stuck in
-    a single call past that is left behind (a daemon thread; its attempt then counts as a crash)."""
+    a single call past that is left behind (a daemon thread) and `abandoned` is called: a stuck
+    pass 1 is the file's fault, so its attempt is ended as failed, not paused."""
     flag = StopFlag()
     done = trio.Event()
     result: list[outcome.Outcome[Plan]] = []
@@ -321,6 +323,8 @@ async def run_stoppable(work: Callable[[StopFlag], Plan], *, budget: float) -> P
         flag.set()
         with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
             await done.wait()
+        if not done.is_set():
+            abandoned()
         raise
     if not done.is_set():
         flag.set()
@@ -572,7 +576,9 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     try:
         checking = time.perf_counter()
         plan = await run_stoppable(
-            partial(_pass_one, context, file, policy, routes), budget=context.settings.file_time_budget
+            partial(_pass_one, context, file, policy, routes),
+            budget=context.settings.file_time_budget,
+            abandoned=partial(context.in_flight.abandoned.add, file.id),
         )
         checked = time.perf_counter()
     except PlanFailed as failure:

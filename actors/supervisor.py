@@ -25,6 +25,7 @@ from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
 from actors.file import (
+    STOP_GRACE,
     FileArrived,
     FileContext,
     FileFiled,
@@ -251,17 +252,21 @@ async def run_service(
 
 def end_open_attempts(store: SmsStore, in_flight: InFlight) -> None:
     """Record the end of the attempts this process still has open (a stop, or a full disk): not
-    the files' fault. Should this fail (the disk is still full), the next start counts them as
+    the files' fault, unless pass 1 did not stop when told. Should this fail (the disk is still full), the next start counts them as
     crashed, which is the safe side."""
     attempts = dict(in_flight.attempts)
     if not attempts:
         return
-    reasons: dict[str, list[tuple[UUID, int]]] = {}
+    reasons: dict[tuple[bool, str], list[tuple[UUID, int]]] = {}
     for file_id, number in attempts.items():
-        reasons.setdefault(in_flight.unrecorded.get(file_id, "the service stopped"), []).append((file_id, number))
-    for reason, ends in reasons.items():
+        if file_id in in_flight.abandoned:
+            key = (True, f"pass 1 did not stop within {STOP_GRACE:g} s when the service stopped")
+        else:
+            key = (False, in_flight.unrecorded.get(file_id, "the service stopped"))
+        reasons.setdefault(key, []).append((file_id, number))
+    for (failed, reason), ends in reasons.items():
         try:
-            store.end_processing(ends, failed=False, reason=reason)
+            store.end_processing(ends, failed=failed, reason=reason)
         except Exception as error:
             log.warning("cannot record the end of %d attempts (%s): counted as crashed at the next start", len(ends), error)
         else:

@@ -13,6 +13,7 @@ Every step is idempotent, so `recover` can run any file left in work/ to its end
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -173,11 +174,19 @@ async def run_file_worker(
                 context.in_flight.release(arrived.account, arrived.name)
 
 
-def _fingerprint(path: Path) -> tuple[int, str]:
+def _fingerprint(path: Path, by_content: bool = False) -> tuple[int, str]:
     """Size and modification time: enough to tell a resumed receipt from a new upload, and cheap
-    (hashing 100 MB would cost more than the whole pickup budget)."""
+    (hashing 100 MB would cost more than the whole pickup budget). A zip's entry is extracted
+    again when its envelope is resumed after a crash (a new modification time): its content
+    tells that it is the same entry, so its receipt resumes instead of failing as a duplicate."""
     stat = path.stat()
-    return stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
+    if not by_content:
+        return stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256()
+    with path.open("rb") as content:
+        while chunk := content.read(1 << 20):
+            digest.update(chunk)
+    return stat.st_size, f"{stat.st_size}:sha256:{digest.hexdigest()}"
 
 
 WORK_UPLOAD = "upload"  # the bytes' name in work/<file id>/, whatever the upload was called
@@ -219,7 +228,7 @@ async def receive_and_run(
 ) -> UUID:
     """FileReceived, the bytes moved to work/, then duplicates and cut-off uploads filed as
     failures and anything else run to its end. Returns the file id."""
-    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, path)
+    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, path, envelope is not None)
     now = context.clock()
     receipt = await context.store.run(
         partial(

@@ -4,11 +4,13 @@ full disk pauses the service instead of breaking it."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import time
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -315,6 +317,29 @@ def test_sigterm_during_dispatch_stops_at_once_and_no_message_is_submitted_twice
     journal = (data / "simulator" / "accepted.log").read_text().split("\n")
     accepted = Counter(line.split(" ")[0] for line in journal if line)
     assert len(accepted) == contacts and set(accepted.values()) == {1}, "the simulator got a message twice"
+
+
+def test_a_zip_entry_cut_off_by_a_crash_resumes_after_restart_instead_of_failing_as_a_duplicate(tmp_path: Path) -> None:
+    contacts = 300_000
+    data = tmp_path / "data"
+    body = {"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": f"2783{i:07d}"} for i in range(contacts)]}
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("inner.json", json.dumps(body))
+    (tmp_path / "batch.zip").write_bytes(archive.getvalue())
+    with running_service(data) as service:
+        service.add_account("acme", credits=contacts)
+        with service.paramiko("acme") as sftp:
+            sftp.put(str(tmp_path / "batch.zip"), "Send_SMS/batch.zip")
+        wait_for(lambda: attempts_started(data, "acme", "inner.json") >= 1, service, what="the entry's pass 1")
+        service.process.send_signal(signal.SIGKILL)
+        service.process.wait()
+    with running_service(data) as service:
+        folder, _ = service.wait_report("acme", "batch.zip", timeout=120)
+        inner = json.loads((data / "accounts/acme/Processed/inner.json.report.json").read_text())
+    assert folder == "Processed" and inner["messages_queued"] == contacts
+    assert not list((data / "work").iterdir()), "nothing is left behind in work/"
+    queued_once(data, UUID(inner["file_id"]), contacts)
 
 
 # ---- disk full ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from uuid import UUID
 import trio
 from eventsourcing.utils import get_topic
 
+from actors.faults import is_disk_full
 from eventstore.domain import (
     ContactBatch,
     DeliveryLog,
@@ -32,7 +33,7 @@ from eventstore.domain import (
     message_id,
 )
 from eventstore.store import SmsStore
-from sftpsms import folders
+from sftpsms import filing, folders
 from sftpsms.config import Settings
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class _Follower:
         self.sizes[file_id] = len(rows)
         folder = self.settings.account_root(file.account) / folders.PROCESSED
         if folder.is_dir():
-            name = folders.outputs_name(folder, file.name, str(file_id))
+            name = folders.outputs_name(folder, filing.filed_name(file.name), str(file_id))
             write_csv(folders.delivery_path(folder, name), rows)
         return final
 
@@ -175,6 +176,9 @@ async def run_delivery_csv(
                 follower.pending.discard(file_id)
                 if final:
                     follower.final.add(file_id)
-        except Exception:
-            log.exception("delivery CSV round failed")
+        except Exception as error:
+            if is_disk_full(error):  # a full disk: one line, and the next round tries again
+                log.warning("delivery CSV round paused, the disk is full (%s)", error)
+            else:
+                log.exception("delivery CSV round failed")
         await trio.sleep(POLL_INTERVAL)

@@ -38,6 +38,7 @@ from uuid import UUID
 
 import trio
 
+from actors.faults import log_failure
 from actors.gateway import (
     Gateway,
     GatewayReceipt,
@@ -322,7 +323,7 @@ class Dispatcher:
                         try:
                             await self._load_next(queue)
                         except Exception:
-                            log.exception("loading a batch failed; retrying")
+                            log_failure(log, "loading a batch failed; retrying")
                             await trio.sleep(1)
                             self._load_wanted.set()
 
@@ -537,7 +538,7 @@ class Dispatcher:
             try:
                 await self.refill()
             except Exception:
-                log.exception("reading pending batches failed; retrying")
+                log_failure(log, "reading pending batches failed; retrying")
             await trio.sleep(POLL_INTERVAL)
 
     async def _flusher(self) -> None:
@@ -548,7 +549,7 @@ class Dispatcher:
             try:
                 await self.flush()
             except Exception:
-                log.exception("recording dispatch progress failed; retrying")
+                log_failure(log, "recording dispatch progress failed; retrying")
                 await trio.sleep(1)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -581,7 +582,7 @@ class Dispatcher:
                         if wait is not None:
                             break
                 except Exception:
-                    log.exception("dispatch round failed; retrying")
+                    log_failure(log, "dispatch round failed; retrying")
                     await trio.sleep(1)
                     continue
                 if wait is None:  # a message went or a batch finished: next round at once

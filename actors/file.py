@@ -13,33 +13,51 @@ Every step is idempotent, so `recover` can run any file left in work/ to its end
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
 import outcome
 import trio
+from eventsourcing.application import AggregateNotFoundError
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
+from actors.faults import is_disk_full
 from actors.notifier import Notify
 from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
 from eventstore.domain import File, InsufficientBalance
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore
-from sftpsms import folders
+from eventstore.store import Attempt, SmsStore
+from sftpsms import filing, folders
 from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
-from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
+from sftpsms.fileformat import Header
+from sftpsms.intake import (
+    AccountPolicy,
+    CheckContacts,
+    Checkpoint,
+    ContactChecker,
+    Outcome,
+    Plan,
+    PlanFailed,
+    Tally,
+    plan_file,
+    resume_from,
+)
 from sftpsms.names import quoted
 from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
@@ -80,10 +98,28 @@ class FileFiled:
 
 
 class InFlight:
-    """Names being processed now, so a close and a sweep never start the same upload twice."""
+    """Names and files being processed now, so a close, a sweep and recovery never start the same
+    upload or file twice; and the attempts this process has open (ended as paused at a stop)."""
 
     def __init__(self) -> None:
         self._names: set[tuple[str, str]] = set()
+        self._files: set[UUID] = set()
+        self.attempts: dict[UUID, int] = {}  # file id -> the attempt this process runs
+        self.unrecorded: dict[UUID, str] = {}  # attempts paused whose end could not be recorded yet
+        self.held: set[UUID] = set()  # accepted files held after too many failures (logged once)
+        self.unknown: set[UUID] = set()  # work/ entries the store does not know (logged once)
+        self.broken: set[UUID] = set()  # files whose recovery raised (logged once)
+        self.abandoned: set[UUID] = set()  # files whose pass 1 did not stop when told (a failure)
+
+    def claim_file(self, file_id: UUID) -> bool:
+        if file_id in self._files:
+            return False
+        self._files.add(file_id)
+        return True
+
+    def release_file(self, file_id: UUID) -> None:
+        self._files.discard(file_id)
+
 
     def claim(self, account: str, name: str) -> bool:
         key = (account, name)
@@ -130,21 +166,48 @@ async def run_file_worker(
         async for arrived in inbox:
             try:
                 await process_arrival(arrived, context)
-            except Exception:
-                log.exception("file=%s account=%s code=InternalServerError", quoted(arrived.name), arrived.account)
+            except Exception as error:
+                if is_disk_full(error):  # the sweep offers it again
+                    log.warning("file=%s account=%s not picked up, the disk is full (%s)", quoted(arrived.name), arrived.account, error)
+                else:
+                    log.exception("file=%s account=%s code=InternalServerError", quoted(arrived.name), arrived.account)
             finally:
                 context.in_flight.release(arrived.account, arrived.name)
 
 
-def _fingerprint(path: Path) -> tuple[int, str]:
+def _fingerprint(path: Path, by_content: bool = False) -> tuple[int, str]:
     """Size and modification time: enough to tell a resumed receipt from a new upload, and cheap
-    (hashing 100 MB would cost more than the whole pickup budget)."""
+    (hashing 100 MB would cost more than the whole pickup budget). A zip's entry is extracted
+    again when its envelope is resumed after a crash (a new modification time): its content
+    tells that it is the same entry, so its receipt resumes instead of failing as a duplicate."""
     stat = path.stat()
-    return stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
+    if not by_content:
+        return stat.st_size, f"{stat.st_size}:{stat.st_mtime_ns}"
+    digest = hashlib.sha256()
+    with path.open("rb") as content:
+        while chunk := content.read(1 << 20):
+            digest.update(chunk)
+    return stat.st_size, f"{stat.st_size}:sha256:{digest.hexdigest()}"
+
+
+WORK_UPLOAD = "upload"  # the bytes' name in work/<file id>/, whatever the upload was called
 
 
 def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
-    return settings.work_dir / str(file_id) / name
+    """Where a file's bytes wait while it is processed: derived from its id, so no name (too
+    long, odd characters, whatever a store holds) can break the work path. A file left by an
+    older version under its own name is found there."""
+    folder = settings.work_dir / str(file_id)
+    suffix = next((s for s in filing.SUFFIXES if name.lower().endswith(s)), "")
+    path = folder / (WORK_UPLOAD + suffix)
+    if not path.exists() and "/" not in name and name not in (".", ".."):
+        legacy = folder / name
+        try:
+            if legacy.exists():
+                return legacy
+        except (OSError, ValueError):
+            pass
+    return path
 
 
 async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
@@ -166,7 +229,7 @@ async def receive_and_run(
 ) -> UUID:
     """FileReceived, the bytes moved to work/, then duplicates and cut-off uploads filed as
     failures and anything else run to its end. Returns the file id."""
-    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, path)
+    size, fingerprint = await trio.to_thread.run_sync(_fingerprint, path, envelope is not None)
     now = context.clock()
     receipt = await context.store.run(
         partial(
@@ -180,40 +243,224 @@ async def receive_and_run(
         )
     )
     log.info("file=%s account=%s file_id=%s received", quoted(name), account, receipt.file_id)
-    await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
-    if incomplete:
-        await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
-    elif receipt.duplicate_of is not None:
-        await _fail(
-            context,
-            receipt.file_id,
-            ErrorCode.DUPLICATE_FOUND,
-            f"a file named {name!r} was processed for this account in the last 48 hours",
-        )
-    else:
-        await run_file(context, receipt.file_id)
-        return receipt.file_id
-    await file_away(context, receipt.file_id)
+    if not context.in_flight.claim_file(receipt.file_id):
+        return receipt.file_id  # a resumed receipt that recovery is running now
+    try:
+        await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
+        if incomplete:
+            await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
+        elif receipt.duplicate_of is not None:
+            await _fail(
+                context,
+                receipt.file_id,
+                ErrorCode.DUPLICATE_FOUND,
+                f"a file named {name!r} was processed for this account in the last 48 hours",
+            )
+        else:
+            await run_file(context, receipt.file_id)
+            return receipt.file_id
+        await file_away(context, receipt.file_id)
+    finally:
+        context.in_flight.release_file(receipt.file_id)
     return receipt.file_id
 
 
-async def run_file(context: FileContext, file_id: UUID) -> None:
-    """Take a received file (bytes in work/) from wherever it is to filed. Idempotent."""
-    file = await context.store.run(lambda s: s.file(file_id))
+class BudgetExceeded(Exception):
+    """An attempt at a file ran past SFTPSMS_FILE_TIME_BUDGET."""
+
+
+class _Stopping(Exception):
+    """Raised in pass 1's thread when it is told to stop (the budget, or the service stopping)."""
+
+
+class StopFlag:
+    """Tells a pass 1 running in a thread to give up: checked at every contact."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise _Stopping
+
+    def wrap(self, check_contacts: CheckContacts) -> CheckContacts:
+        def stoppable(path: Path, header: Header, checker: ContactChecker) -> Generator[Outcome | Tally, None, None]:
+            inner = check_contacts(path, header, checker)
+            try:
+                for item in inner:
+                    if self._event.is_set():
+                        raise _Stopping
+                    yield item
+            finally:
+                close = getattr(inner, "close", None)
+                if close is not None:
+                    close()
+
+        return stoppable
+
+
+STOP_GRACE = 5.0  # seconds a stopped pass 1 has to notice; after that its thread is left behind
+
+
+async def run_stoppable(
+    work: Callable[[StopFlag], Plan], *, budget: float, abandoned: Callable[[], None] = lambda: None
+) -> Plan:
+    """Run pass 1 in a thread, stopping it at the time budget (BudgetExceeded) or when cancelled.
+
+    Cancellation is prompt: the thread is told to stop and given STOP_GRACE seconds; one stuck in
+    a single call past that is left behind (a daemon thread) and `abandoned` is called: a stuck
+    pass 1 is the file's fault, so its attempt is ended as failed, not paused."""
+    flag = StopFlag()
+    done = trio.Event()
+    result: list[outcome.Outcome[Plan]] = []
+    token = trio.lowlevel.current_trio_token()
+
+    def deliver(value: outcome.Outcome[Plan]) -> None:
+        result.append(value)
+        try:
+            token.run_sync_soon(done.set)
+        except trio.RunFinishedError:
+            pass
+
+    trio.lowlevel.start_thread_soon(partial(work, flag), deliver)
     try:
-        if file.status == "received" and folders.is_zip(file.name):
-            await _run_envelope(context, file)
-        elif file.status in ("received", "accepted"):
-            await _run_contacts(context, file)
-    except Exception as error:
-        log.exception("file=%s account=%s code=InternalServerError", quoted(file.name), file.account)
-        current = await context.store.run(lambda s: s.file(file_id))
-        if current.status == "accepted":
-            # Credits are reserved and messages may be queued: never fail it now. It stays in
-            # work/ and recovery resumes pass 2 (stored batches are skipped) on the next start.
-            return
-        await _fail(context, file_id, ErrorCode.INTERNAL_SERVER_ERROR, f"internal error: {type(error).__name__}")
+        with trio.move_on_after(budget):
+            await done.wait()
+    except trio.Cancelled:
+        flag.set()
+        with trio.CancelScope(shield=True), trio.move_on_after(STOP_GRACE):
+            await done.wait()
+        if not done.is_set():
+            abandoned()
+        raise
+    if not done.is_set():
+        flag.set()
+        with trio.move_on_after(STOP_GRACE):
+            await done.wait()
+        raise BudgetExceeded(f"processing ran past the time budget of {budget:g} s")
+    return result[0].unwrap()
+
+
+async def _position(context: FileContext, file: File) -> int:
+    """How far the file has got, for telling a crashed attempt that made progress from a poison
+    one: contacts checkpointed in pass 1, or all contacts and those queued since (pass 2, as
+    counted by the batches stored)."""
+    if file.status != "accepted":
+        settings = context.settings
+        spool = settings.spool_dir / f"{file.id}.jsonl"
+        resume = await trio.to_thread.run_sync(read_checkpoint, _checkpoint_path(settings, file.id), spool)
+        return 0 if resume is None else resume.contacts
+    batches = int(file.summary.get("batches", 0))
+
+    def stored(store: SmsStore) -> int:
+        # Batches are stored in order: the stored ones are a prefix.
+        low, high = 0, batches
+        while low < high:
+            middle = (low + high) // 2
+            if store.batch_exists(file.id, middle):
+                low = middle + 1
+            else:
+                high = middle
+        return low
+
+    return int(file.summary.get("contacts", 0)) + BATCH_SIZE * await context.store.run(stored)
+
+
+async def run_file(context: FileContext, file_id: UUID) -> None:
+    """Take a received file (bytes in work/) from wherever it is to filed. Idempotent.
+
+    Each try is an attempt recorded before any work (File.ProcessingStarted), so a crash of the
+    process during it is counted at the next start. An attempt that raises or runs past the time
+    budget is ended as failed and tried again at once; a file that failed file_max_failures times
+    is quarantined: filed in Errors with InternalServerError and its bytes, when it was not
+    accepted yet; held in work/ otherwise (its credits are reserved and messages may be queued),
+    until `sftpsms files reprocess`. A full disk pauses the file (not its fault): it stays in work/
+    and recovery tries it again. A stop leaves the attempt open in InFlight; the supervisor ends
+    it as paused once every actor has stopped.
+    """
+    in_flight = context.in_flight
+    settings = context.settings
+    while True:
+        file = await context.store.run(lambda s: s.file(file_id))
+        if file.status == "completed":
+            break
+        unrecorded = in_flight.unrecorded.get(file_id)
+        if unrecorded is not None:
+            attempt_number = in_flight.attempts[file_id]
+            await context.store.run(
+                partial(SmsStore.end_processing, ends=[(file_id, attempt_number)], failed=False, reason=unrecorded)
+            )
+            del in_flight.unrecorded[file_id]
+            in_flight.attempts.pop(file_id, None)
+        position = await _position(context, file)
+        attempt: Attempt = await context.store.run(
+            partial(
+                SmsStore.start_processing,
+                file=file_id,
+                position=position,
+                now=context.clock(),
+                max_failures=settings.file_max_failures,
+            )
+        )
+        if attempt.number is None:
+            if not await _quarantine(context, file, attempt):
+                return
+            break
+        number = attempt.number
+        in_flight.attempts[file_id] = number
+        try:
+            if file.status == "received" and folders.is_zip(file.name):
+                await _run_envelope(context, file)
+            elif file.status in ("received", "accepted"):
+                await _run_contacts(context, file)
+            in_flight.attempts.pop(file_id, None)
+            break
+        except Exception as error:
+            if is_disk_full(error):
+                log.warning(
+                    "file=%s account=%s file_id=%s paused, the disk is full (%s): tried again later",
+                    quoted(file.name), file.account, file.id, error,
+                )
+                in_flight.unrecorded[file_id] = "the disk was full"
+                return
+            if isinstance(error, BudgetExceeded):
+                reason = str(error)
+                log.warning("file=%s account=%s file_id=%s attempt=%d %s", quoted(file.name), file.account, file.id, number, reason)
+            else:
+                reason = f"internal error: {type(error).__name__}"
+                log.exception(
+                    "file=%s account=%s file_id=%s attempt=%d code=InternalServerError",
+                    quoted(file.name), file.account, file.id, number,
+                )
+            await context.store.run(
+                partial(SmsStore.end_processing, ends=[(file_id, number)], failed=True, reason=reason)
+            )
+            in_flight.attempts.pop(file_id, None)
     await file_away(context, file_id)
+
+
+async def _quarantine(context: FileContext, file: File, attempt: Attempt) -> bool:
+    """A file that failed too often: filed in Errors (True), or held in work/ when accepted."""
+    why = attempt.last_failure or "failed"
+    if file.status == "accepted":
+        if file.id not in context.in_flight.held:
+            context.in_flight.held.add(file.id)
+            log.error(
+                "file=%s account=%s file_id=%s held in work/ after %d failed attempts (last: %s): "
+                "`sftpsms files reprocess` tries it again",
+                quoted(file.name), file.account, file.id, attempt.failed_attempts, why,
+            )
+        return False
+    detail = (
+        f"processing failed {attempt.failed_attempts} times (last: {why}); the file is quarantined with "
+        "its bytes and can be processed again once fixed"
+    )
+    log.error("file=%s account=%s file_id=%s quarantined: %s", quoted(file.name), file.account, file.id, detail)
+    await _fail(context, file.id, ErrorCode.INTERNAL_SERVER_ERROR, detail)
+    return True
 
 
 async def _fail(
@@ -261,27 +508,71 @@ def _progress(file: File, stage: str, done: int) -> None:
         log.info("file=%s account=%s %s=%d", quoted(file.name), file.account, stage, done)
 
 
-def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: dict[str, str]) -> Plan:
+def _pass_one(
+    context: FileContext, file: File, policy: AccountPolicy, routes: dict[str, str], flag: StopFlag
+) -> Plan:
     models = ReadModels(context.settings.readmodels_db)
+
+    def progress(done: int) -> None:
+        flag.check()
+        _progress(file, "validated", done)
+
+    spool = context.settings.spool_dir / f"{file.id}.jsonl"
+    checkpoint_path = _checkpoint_path(context.settings, file.id)
+    resume = read_checkpoint(checkpoint_path, spool)
+    if resume is not None:
+        log.info("file=%s account=%s pass 1 resumes at contact %d", quoted(file.name), file.account, resume.contacts)
+
     try:
         context.settings.spool_dir.mkdir(parents=True, exist_ok=True)
-        return plan_file(
+        plan = plan_file(
             _work_path(context.settings, file.id, file.name),
             policy=policy,
             networks=NetworkDirectory(routes),
             opted_out=lambda msisdns: models.opted_out(policy.username, msisdns),
             now=context.clock(),
-            spool=context.settings.spool_dir / f"{file.id}.jsonl",
+            spool=spool,
             max_parts=context.settings.max_parts,
-            progress=lambda done: _progress(file, "validated", done),
-            check_contacts=pass_one_checker(
-                context.pass_one,
-                parts=context.settings.spool_dir / str(file.id),
-                optouts=(context.settings.readmodels_db, policy.username),
+            progress=progress,
+            check_contacts=flag.wrap(
+                resume_from(resume.contacts)
+                if resume is not None
+                else pass_one_checker(
+                    context.pass_one,
+                    parts=context.settings.spool_dir / str(file.id),
+                    optouts=(context.settings.readmodels_db, policy.username),
+                )
             ),
+            resume=resume,
+            checkpoint=partial(write_checkpoint, checkpoint_path),
         )
+        # The whole pass, for a resume of pass 2 after a crash (the spool need not be rebuilt).
+        write_checkpoint(checkpoint_path, Checkpoint.of(plan, spool.stat().st_size))
+        return plan
     finally:
         models.close()
+
+
+def _checkpoint_path(settings: Settings, file_id: UUID) -> Path:
+    return settings.spool_dir / f"{file_id}.checkpoint.json"
+
+
+def write_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+    """Beside the spool, written whole or not at all (a crash between two keeps the older)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(orjson.dumps(asdict(checkpoint)))
+    os.replace(temporary, path)
+
+
+def read_checkpoint(path: Path, spool: Path) -> Checkpoint | None:
+    """The last checkpoint of an interrupted pass 1, if it still matches the spool."""
+    try:
+        checkpoint = Checkpoint(**orjson.loads(path.read_bytes()))
+        if spool.stat().st_size < checkpoint.spool_bytes:
+            return None
+    except (OSError, ValueError, TypeError):
+        return None
+    return checkpoint
 
 
 async def _run_contacts(context: FileContext, file: File) -> None:
@@ -294,7 +585,11 @@ async def _run_contacts(context: FileContext, file: File) -> None:
         policy = replace(policy, balance=int(file.summary["credits"]))
     try:
         checking = time.perf_counter()
-        plan = await trio.to_thread.run_sync(_pass_one, context, file, policy, routes)
+        plan = await run_stoppable(
+            partial(_pass_one, context, file, policy, routes),
+            budget=context.settings.file_time_budget,
+            abandoned=partial(context.in_flight.abandoned.add, file.id),
+        )
         checked = time.perf_counter()
     except PlanFailed as failure:
         await _fail(
@@ -413,6 +708,8 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
 def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
     file = store.file(file_id)
     account = store.account(file.account)
+    filed = filing.filed_name(file.name)
+    renamed = [] if filed == file.name else [f"filed as {filed!r}: the name cannot be stored as it is"]
     if file.outcome == "processed":
         summary = file.summary
         errors: list[dict[str, Any]] = []
@@ -432,7 +729,7 @@ def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
             contact_errors=errors,
             received_at=file.received_at,
             completed_at=file.completed_at,
-            warnings=summary.get("warnings", []),
+            warnings=[*summary.get("warnings", []), *renamed],
             file_id=str(file.id),
         )
         email = summary.get("email") or account.email
@@ -452,6 +749,7 @@ def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
             contact_errors=file.failure_errors,
             received_at=file.received_at,
             completed_at=file.completed_at,
+            warnings=renamed,
             file_id=str(file.id),
         )
         email = account.email
@@ -475,12 +773,13 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
     root = settings.account_root(file.account)
     folder = root / (folders.PROCESSED if file.outcome == "processed" else folders.ERRORS)
     work = _work_path(settings, file.id, file.name)
+    filed = filing.filed_name(file.name)  # the name itself unless no path could hold it
 
     def write_and_move() -> Path:
         # The file first, the report last: a client that sees the report finds the file too.
         folder.mkdir(parents=True, exist_ok=True)
-        name = folders.filed_name(folder, file.name, str(file.id), moving=work.exists())
-        if name != file.name:  # an earlier file's outputs hold the name: never replaced
+        name = folders.filed_name(folder, filed, str(file.id), moving=work.exists())
+        if name != filed:  # an earlier file's outputs hold the name: never replaced
             report["filed_as"] = name
         report_file = folders.report_path(folder, name)
         if work.exists():
@@ -488,6 +787,7 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
         write_json_atomically(report_file, report)
         shutil.rmtree(work.parent, ignore_errors=True)
         (settings.spool_dir / f"{file.id}.jsonl").unlink(missing_ok=True)
+        _checkpoint_path(settings, file.id).unlink(missing_ok=True)
         return report_file
 
     report_file = await trio.to_thread.run_sync(write_and_move)
@@ -510,22 +810,52 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
 
 
 async def recover(context: FileContext) -> int:
-    """Run every file a crash left in work/ to its end. Returns how many were found."""
+    """Run every file left in work/ (by a stop, a crash, a full disk) to its end, except those
+    another task is running now and accepted files held after too many failures. Returns how many
+    it ran. Paths come from file ids only: no name in the store can break it."""
     work_dir = context.settings.work_dir
+    entries = await trio.to_thread.run_sync(_work_entries, work_dir)
+    ran = 0
+    for file_id in entries:
+        if not context.in_flight.claim_file(file_id):
+            continue
+        try:
+            try:
+                file = await context.store.run(partial(SmsStore.file, file=file_id))
+            except AggregateNotFoundError:
+                if file_id not in context.in_flight.unknown:
+                    context.in_flight.unknown.add(file_id)
+                    log.warning("work/%s is no file of the store: left alone", file_id)
+                continue
+            if file.envelope is not None:
+                continue  # a zip entry: its envelope re-runs it
+            if file.id in context.in_flight.held and file.failed_attempts >= context.settings.file_max_failures:
+                continue
+            context.in_flight.held.discard(file.id)  # released by `sftpsms files reprocess`
+            ran += 1
+            if file.status == "completed":
+                await file_away(context, file_id)
+            else:
+                await run_file(context, file_id)
+        except Exception as error:
+            # One file's trouble never holds up the others, nor fills the log at every look.
+            if is_disk_full(error):
+                log.warning("file_id=%s paused, the disk is full (%s): tried again later", file_id, error)
+            elif file_id not in context.in_flight.broken:
+                context.in_flight.broken.add(file_id)
+                log.exception("file_id=%s cannot be recovered now: tried again at each look, logged once", file_id)
+        finally:
+            context.in_flight.release_file(file_id)
+    return ran
+
+
+def _work_entries(work_dir: Path) -> list[UUID]:
     if not work_dir.exists():
-        return 0
-    found = 0
+        return []
+    found = []
     for entry in sorted(work_dir.iterdir()):
         try:
-            file_id = UUID(entry.name)
+            found.append(UUID(entry.name))
         except ValueError:
             continue
-        found += 1
-        file = await context.store.run(partial(SmsStore.file, file=file_id))
-        if file.envelope is not None:
-            continue  # a zip entry: its envelope re-runs it
-        if file.status == "completed":
-            await file_away(context, file_id)
-        else:
-            await run_file(context, file_id)
     return found

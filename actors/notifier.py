@@ -14,6 +14,7 @@ from uuid import UUID
 
 import trio
 
+from actors.faults import log_failure
 from actors.writer import StoreClient
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
@@ -98,7 +99,7 @@ async def run_notifier(
             try:
                 await deliver(notify, settings=settings, store=store, clock=clock)
             except Exception:
-                log.exception("file_id=%s notification crashed", notify.file_id)
+                log_failure(log, "file_id=%s notification crashed", notify.file_id)
 
     task_status.started()
     with inbox:

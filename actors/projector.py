@@ -8,6 +8,7 @@ from pathlib import Path
 
 import trio
 
+from actors.faults import log_failure
 from eventstore.history import HISTORY_FILE, History
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
@@ -89,7 +90,7 @@ class Projector:
                     if await trio.to_thread.run_sync(self.ingest_in_flight):
                         break  # an upload arrived meanwhile: it goes first
             except Exception:  # a bad row must not stop the service; it is retried next round
-                log.exception("history catch-up failed")
+                log_failure(log, "history catch-up failed")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self.catch_up()
@@ -106,6 +107,6 @@ class Projector:
             try:
                 await self.catch_up()
             except Exception:  # a bad row must not stop the service; it is retried next round
-                log.exception("read-model catch-up failed")
+                log_failure(log, "read-model catch-up failed")
             if self._wake.is_set():  # poked again meanwhile: writes keep coming
                 await trio.sleep(BUSY_INTERVAL)

@@ -2,8 +2,9 @@
 
 Start order matters and is explicit: the pass-one worker processes (they import while the rest
 starts), the writer (everyone talks to the store through it), then the read-model follower, the
-file pipeline, recovery of files a crash left half-done, the
-gateway side, the sweeper, and last the SFTP door, whose port is reported once it listens.
+file pipeline, the gateway side, the sweeper, the SFTP door, whose port is reported once it
+listens, and last recovery of files a stop or crash left in work/: in the background, so no
+backlog and no poisoned file can keep the doors shut.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from uuid import UUID
 
 import trio
 
@@ -23,11 +25,11 @@ from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
 from actors.file import (
+    STOP_GRACE,
     FileArrived,
     FileContext,
     FileFiled,
     InFlight,
-    recover,
     run_file_worker,
     utc_now,
 )
@@ -39,6 +41,7 @@ from actors.notifier import Notify, run_notifier
 from actors.pass_one import PassOneWorkers
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
+from actors.recovery import run_recovery
 from actors.session import AccountGate, DoorRules
 from actors.sftp_server import DoorLimits, serve_sftp
 from actors.simulator import Simulator
@@ -47,7 +50,7 @@ from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
-from eventstore.store import open_store
+from eventstore.store import SmsStore, open_store
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -109,6 +112,7 @@ async def run_service(
     """
     store = open_store(settings.data_dir)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
+    in_flight = InFlight()
     try:
         if pass_one is not None:
             try:
@@ -116,7 +120,6 @@ async def run_service(
             except OSError as error:  # each big file tries again, or checks itself
                 log.warning("cannot start the pass-one workers (%s)", error)
         projector = Projector(store, settings.readmodels_db)
-        in_flight = InFlight()
         async with trio.open_nursery() as nursery:
             store_client, store_inbox = open_store_channel()
             webhook_sender = WebhookSender(settings=settings, store=store, writer=store_client.clone(), clock=clock)
@@ -152,10 +155,6 @@ async def run_service(
             with arrivals_receive:
                 for _ in range(settings.file_workers):
                     await nursery.start(partial(run_file_worker, arrivals_receive.clone(), context=context))
-            recovered = await recover(context)
-            if recovered:
-                log.info("recovered %d files left in work/ by an earlier run", recovered)
-
             reports_send, reports_receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
             gateway_set = load_gateways(settings.gateways_path)
             gateways = {
@@ -240,13 +239,39 @@ async def run_service(
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)
+            await nursery.start(partial(run_recovery, context=context))
             # What start-up built (modules, metadata, the actor tree) lives as long as the service:
             # out of the collector's sight, a full collection during a big file takes ~2 ms, not
             # the ~130 ms measured walking it all.
             gc.freeze()
             task_status.started(Running(sftp_port=port, simulator=simulator, ftp_port=ftp_port, http_port=http_port))
     finally:
-        if pass_one is not None:
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            # Every actor has stopped: attempts cut short by the stop are paused, not failed.
+            await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
+            if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
         store.close()
+
+
+def end_open_attempts(store: SmsStore, in_flight: InFlight) -> None:
+    """Record the end of the attempts this process still has open (a stop, or a full disk): not
+    the files' fault, unless pass 1 did not stop when told. Should this fail (the disk is still full), the next start counts them as
+    crashed, which is the safe side."""
+    attempts = dict(in_flight.attempts)
+    if not attempts:
+        return
+    reasons: dict[tuple[bool, str], list[tuple[UUID, int]]] = {}
+    for file_id, number in attempts.items():
+        if file_id in in_flight.abandoned:
+            key = (True, f"pass 1 did not stop within {STOP_GRACE:g} s when the service stopped")
+        else:
+            key = (False, in_flight.unrecorded.get(file_id, "the service stopped"))
+        reasons.setdefault(key, []).append((file_id, number))
+    for (failed, reason), ends in reasons.items():
+        try:
+            store.end_processing(ends, failed=failed, reason=reason)
+        except Exception as error:
+            log.warning("cannot record the end of %d attempts (%s): counted as crashed at the next start", len(ends), error)
+        else:
+            log.info("paused %d files (%s): resumed at the next start", len(ends), reason)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trio
 
+from actors.faults import log_failure
 from actors.file import FileArrived, InFlight
 from sftpsms import folders
 from sftpsms.config import Settings
@@ -63,7 +64,7 @@ async def run_sweeper(
             try:
                 candidates = await trio.to_thread.run_sync(scan, settings)
             except OSError:
-                log.exception("sweep failed")
+                log_failure(log, "sweep failed")
                 candidates = []
             for account, name, path, stale in candidates:
                 if in_flight.claim(account, name):

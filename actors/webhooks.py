@@ -36,6 +36,7 @@ import trio
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
+from actors.faults import log_failure
 from actors.http_client import HttpClient, HttpError
 from actors.writer import StoreClient
 from eventstore.domain import Account, DeliveryLog, account_id, webhook_message_id
@@ -313,7 +314,7 @@ class WebhookSender:
                     try:
                         await self._follow(lanes)
                     except Exception:
-                        log.exception("webhook sender: reading the log failed")
+                        log_failure(log, "webhook sender: reading the log failed")
                     with trio.move_on_after(POLL_INTERVAL):
                         await self._wake.wait()
                     self._wake = trio.Event()
@@ -383,7 +384,7 @@ class WebhookSender:
                 )
                 break
             except Exception:
-                log.exception("webhook sender: recording %d outcomes failed; trying again", len(group))
+                log_failure(log, "webhook sender: recording %d outcomes failed; trying again", len(group))
                 await trio.sleep(1.0)
         for settled in group:
             position = settled.delivery.position
@@ -398,7 +399,7 @@ class WebhookSender:
         try:
             await trio.to_thread.run_sync(tracking.save, committed, pairs)
         except sqlite3.Error:
-            log.exception("webhook sender: saving the position failed (outcomes are recorded)")
+            log_failure(log, "webhook sender: saving the position failed (outcomes are recorded)")
 
 
 # ---- replay -----------------------------------------------------------------------------------

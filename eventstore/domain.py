@@ -525,6 +525,42 @@ class File(Aggregate):
         def apply(self, aggregate: File) -> None:
             aggregate.notified = True  # given up: not tried again
 
+    class ProcessingStarted(Aggregate.Event):
+        """An attempt at the file's processing begins: recorded before any work, so a crash
+        during it is seen by the next start (an attempt that never ended)."""
+
+        attempt: int
+        position: int  # how far the file had got (contacts checkpointed or batches stored)
+        at: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.attempts = self.attempt
+            aggregate.attempt_open = True
+            aggregate.attempt_position = self.position
+
+    class ProcessingEnded(Aggregate.Event):
+        """An attempt ended without finishing the file. `failed`: it raised, ran past its time
+        budget or crashed the process, which counts against the file (quarantine); otherwise it
+        was paused (the service stopped, the disk was full), which is not the file's fault."""
+
+        attempt: int
+        failed: bool
+        reason: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.attempt_open = False
+            if self.failed:
+                aggregate.failed_attempts += 1
+                aggregate.last_failure = self.reason
+
+    class ProcessingReleased(Aggregate.Event):
+        """An operator asked for another try (sftpsms files reprocess): the failures are forgiven."""
+
+        at: str
+
+        def apply(self, aggregate: File) -> None:
+            aggregate.failed_attempts = 0
+
     def __init__(
         self,
         account: str,
@@ -552,6 +588,11 @@ class File(Aggregate):
         self.failure_optouts = 0
         self.outcome: str | None = None
         self.completed_at: str | None = None
+        self.attempts = 0
+        self.attempt_open = False
+        self.attempt_position = 0
+        self.failed_attempts = 0
+        self.last_failure: str | None = None
 
     @classmethod
     def create(
@@ -617,6 +658,28 @@ class File(Aggregate):
             self.trigger_event(
                 self.NotificationFailed, to=to, via=via, at=at, attempts=attempts, error=error
             )
+
+    def end_crashed_attempt(self, position: int) -> None:
+        """An attempt still open when a new one is due was ended by a crash of the process: it
+        counts as failed unless it got the file further (`position` grew), as a SIGKILL of a
+        healthy run does."""
+        if self.attempt_open:
+            failed = position <= self.attempt_position
+            reason = "the process died while processing it" if failed else "the process died (it had made progress)"
+            self.trigger_event(self.ProcessingEnded, attempt=self.attempts, failed=failed, reason=reason)
+
+    def start_processing(self, position: int, at: str) -> int:
+        self.end_crashed_attempt(position)
+        self.trigger_event(self.ProcessingStarted, attempt=self.attempts + 1, position=position, at=at)
+        return self.attempts
+
+    def end_processing(self, attempt: int, *, failed: bool, reason: str) -> None:
+        if self.attempt_open and self.attempts == attempt:
+            self.trigger_event(self.ProcessingEnded, attempt=attempt, failed=failed, reason=reason)
+
+    def release_processing(self, at: str) -> None:
+        if self.failed_attempts:
+            self.trigger_event(self.ProcessingReleased, at=at)
 
     def complete(self, completed_at: str) -> None:
         if self.status == "completed":

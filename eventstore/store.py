@@ -95,6 +95,15 @@ class Receipt:
     resumed: bool  # the same receipt was already recorded (a restart picks it up again)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What SmsStore.start_processing decided: run attempt `number`, or (None) stop trying."""
+
+    number: int | None
+    failed_attempts: int
+    last_failure: str | None
+
+
 def store_env(data_dir: Path) -> dict[str, str]:
     """Environment for the embedded default: one SQLite file in the data directory."""
     return {
@@ -618,6 +627,46 @@ class SmsStore(Application[UUID]):
             self.save(aggregate)
 
         self._retrying(command)
+
+    def start_processing(self, file: UUID, *, position: int, now: datetime, max_failures: int) -> Attempt:
+        """Record a new attempt at a file before any work on it (an attempt a crash left open is
+        ended first, counted as failed unless it made progress). A file that failed
+        `max_failures` times gets no new attempt (number None): it is to be quarantined."""
+
+        def command() -> Attempt:
+            aggregate = self.file(file)
+            aggregate.end_crashed_attempt(position)
+            number = None
+            if aggregate.failed_attempts < max_failures:
+                number = aggregate.start_processing(position, now.isoformat())
+            self.save(aggregate)
+            return Attempt(number, aggregate.failed_attempts, aggregate.last_failure)
+
+        return self._retrying(command)
+
+    def end_processing(self, ends: Sequence[tuple[UUID, int]], *, failed: bool, reason: str) -> None:
+        """End attempts (file id, attempt number) that did not finish their file, in one transaction."""
+
+        def command() -> None:
+            aggregates = []
+            for file, attempt in ends:
+                aggregate = self.file(file)
+                aggregate.end_processing(attempt, failed=failed, reason=reason)
+                aggregates.append(aggregate)
+            self.save(*aggregates)
+
+        self._retrying(command)
+
+    def release_processing(self, file: UUID, now: datetime) -> File:
+        """Forgive a held file's failed attempts, so recovery tries it again."""
+
+        def command() -> File:
+            aggregate = self.file(file)
+            aggregate.release_processing(now.isoformat())
+            self.save(aggregate)
+            return aggregate
+
+        return self._retrying(command)
 
     def file_by_name(self, account: str, name: str, receipt: int | None = None) -> File:
         if receipt is None:

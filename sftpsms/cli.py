@@ -506,6 +506,48 @@ def cmd_files(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_files_reprocess(args: argparse.Namespace) -> int:
+    """A quarantined file again: one filed in Errors with InternalServerError goes back into
+    Send_SMS (the sweep takes it as a new upload of the same name, with its own report); an
+    accepted one held in work/ has its failed attempts forgiven (recovery resumes it). Works while
+    the server runs."""
+    from eventsourcing.application import AggregateNotFoundError
+
+    from sftpsms.errors import ErrorCode
+    from sftpsms.filing import filed_name
+    from sftpsms.folders import ERRORS, SEND, report_path
+
+    settings = _settings(args)
+    with _store(settings) as store:
+        try:
+            file = store.file_by_name(args.account, args.name)
+        except AggregateNotFoundError:
+            raise CliError(f"no file named {args.name!r} for account {args.account!r}") from None
+        if file.status == "accepted":
+            if not file.failed_attempts:
+                raise CliError(f"{args.name} is being processed (not held): nothing to do")
+            store.release_processing(file.id, datetime.now(UTC))
+            data = {"account": args.account, "name": args.name, "file_id": str(file.id), "action": "released"}
+            _emit(args, data, f"{args.name}: released; recovery resumes it within {settings.work_retry_interval:g} s")
+            return 0
+        if file.status != "completed" or file.error_code != ErrorCode.INTERNAL_SERVER_ERROR:
+            state = file.status if file.status != "completed" else f"{file.outcome} ({file.error_code or 'no error'})"
+            raise CliError(f"{args.name} is {state}: only files that failed with InternalServerError can be reprocessed")
+    root = settings.account_root(args.account)
+    filed = root / ERRORS / filed_name(args.name)
+    if not filed.is_file():
+        raise CliError(f"{filed} is gone: upload the file again instead")
+    target = root / SEND / filed.name  # the name itself, unless no path can hold it
+    if target.exists():
+        raise CliError(f"a file named {target.name!r} is waiting in {SEND} already")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(filed, target)
+    report_path(filed.parent, filed.name).unlink(missing_ok=True)  # its events keep it (sftpsms replay)
+    data = {"account": args.account, "name": args.name, "file_id": str(file.id), "action": "requeued", "path": str(target)}
+    _emit(args, data, f"{args.name}: back in {SEND}; processed again within {settings.sweep_interval:g} s")
+    return 0
+
+
 def _event_row(event: Any) -> dict[str, Any]:
     fields = {
         k: v
@@ -1131,6 +1173,15 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--account", type=_account_name, help="only this account's files")
     files.add_argument("--with-subaccounts", action="store_true", help="with --account: its sub-accounts' files too")
     files.set_defaults(func=cmd_files)
+    files_actions = files.add_subparsers(dest="action", required=False)
+    reprocess = files_actions.add_parser(
+        "reprocess",
+        parents=[common],
+        help="try a quarantined file (InternalServerError in Errors, or held in work/) again, once its cause is fixed",
+    )
+    reprocess.add_argument("account")
+    reprocess.add_argument("name")
+    reprocess.set_defaults(func=cmd_files_reprocess)
 
     events = sub.add_parser("events", parents=[common], help="the event history of a file")
     events.add_argument("--file", required=True, metavar="NAME")

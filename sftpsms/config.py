@@ -24,6 +24,9 @@ class Settings:
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
     file_workers: int = 2  # files processed at once
     pass_one_processes: int = 2  # processes validating one big file (1: a thread of the server only)
+    file_time_budget: float = 900.0  # seconds pass 1 of one file may take; past it the attempt fails
+    file_max_failures: int = 2  # failed attempts (raised, over budget, crashed) before a file is quarantined
+    work_retry_interval: float = 10.0  # seconds between looks at work/ for files to resume (a full disk, ...)
     max_parts: int = 10  # a message longer than this many SMS parts is a contact error
     max_zip_entries: int = 100
     max_entry_bytes: int = 1 << 30

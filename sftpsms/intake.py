@@ -26,6 +26,7 @@ from sftpsms.schedule import check_schedule, parse_timestamp
 from sftpsms.template import Template, TemplateInvalid
 
 OPTOUT_LOOKUP_BATCH = 1000
+CHECKPOINT_EVERY = 20_000  # contacts between two checkpoints of pass 1 (a small JSON each)
 DEFAULT_MAX_PARTS = 10
 SENDER_ALPHANUMERIC = re.compile(r"[A-Za-z0-9 ]{1,11}")
 SENDER_NUMERIC = re.compile(r"\+?[0-9]{1,15}")
@@ -239,6 +240,38 @@ def read_plan_header(
     return header, template, sender, not_before, end
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far pass 1 had got: the first `contacts` contacts are counted and their lines are the
+    first `spool_bytes` bytes of the spool. Pass 1 resumes from one (plan_file's `resume`) instead
+    of starting again, after a stop or crash."""
+
+    contacts: int
+    spool_bytes: int
+    messages: int
+    rejected: int
+    optouts: int
+    parts: int
+    first_errors: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, plan: Plan, spool_bytes: int) -> Checkpoint:
+        return cls(
+            plan.contacts, spool_bytes, plan.messages, plan.rejected, plan.optouts, plan.parts, list(plan.first_errors)
+        )
+
+
+def resume_from(start: int) -> CheckContacts:
+    """Check the contacts from index `start` on, in this thread (the ones before were checked
+    by an earlier, interrupted pass 1)."""
+
+    def check_rest(path: Path, header: Header, checker: ContactChecker) -> Generator[Outcome | Tally, None, None]:
+        for raw in iter_contacts(path, header, start=start):
+            yield checker.check(raw)
+
+    return check_rest
+
+
 def plan_file(
     path: Path,
     *,
@@ -250,29 +283,48 @@ def plan_file(
     max_parts: int = DEFAULT_MAX_PARTS,
     progress: Callable[[int], None] | None = None,
     check_contacts: CheckContacts = check_all,
+    resume: Checkpoint | None = None,
+    checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> Plan:
     """Pass 1. Raises FileRejected for a failure found before contacts are read, PlanFailed (with
-    the counts so far, for the report) for one found while or after reading them."""
+    the counts so far, for the report) for one found while or after reading them.
+
+    With `resume` (from a checkpoint of an earlier pass 1 of the same file), the counts and the
+    spool up to it are kept and `check_contacts` must check the contacts after it
+    (`resume_from`). `checkpoint` is called every CHECKPOINT_EVERY contacts, with the spool
+    flushed up to the checkpoint."""
     header, template, sender, not_before, expires_at = read_plan_header(path, policy=policy, now=now)
     plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
     checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
+    if resume is not None:
+        plan.contacts, plan.messages, plan.rejected = resume.contacts, resume.messages, resume.rejected
+        plan.optouts, plan.parts, plan.first_errors = resume.optouts, resume.parts, list(resume.first_errors)
+    checkpointed = plan.contacts
+
+    def progressed(out: IO[str]) -> None:
+        nonlocal checkpointed
+        if checkpoint is not None and plan.contacts - checkpointed >= CHECKPOINT_EVERY:
+            out.flush()
+            checkpoint(Checkpoint.of(plan, out.tell()))
+            checkpointed = plan.contacts
+        if progress is not None:
+            progress(plan.contacts)
+
     try:
-        with spool.open("w", encoding="utf-8") as out, closing(check_contacts(path, header, checker)) as outcomes:
+        with _open_spool(spool, resume) as out, closing(check_contacts(path, header, checker)) as outcomes:
             pending: list[Outcome] = []
             for outcome in outcomes:
                 if isinstance(outcome, Tally):  # a batch a worker process checked and looked up
                     _flush(pending, plan, header, opted_out, out)
                     pending = []
                     count(plan, header, outcome, out)
-                    if progress is not None:
-                        progress(plan.contacts)
+                    progressed(out)
                     continue
                 pending.append(outcome)
                 if len(pending) >= OPTOUT_LOOKUP_BATCH:
                     _flush(pending, plan, header, opted_out, out)
                     pending = []
-                    if progress is not None:
-                        progress(plan.contacts)
+                    progressed(out)
             _flush(pending, plan, header, opted_out, out)
         if plan.contacts == 0:
             raise FileRejected(ErrorCode.REQUIRED_PARAMETER_MISSING, "Contacts is empty")
@@ -289,6 +341,15 @@ def plan_file(
     except FileRejected as error:
         raise PlanFailed(error, plan) from None
     return plan
+
+
+def _open_spool(spool: Path, resume: Checkpoint | None) -> IO[str]:
+    if resume is None:
+        return spool.open("w", encoding="utf-8")
+    out = spool.open("r+", encoding="utf-8")
+    out.truncate(resume.spool_bytes)
+    out.seek(resume.spool_bytes)
+    return out
 
 
 @dataclass

@@ -18,13 +18,15 @@ def compose_status_email(report: dict[str, Any], *, to: str, sender: str, now: d
     ok = report["status"] == "processed"
     outcome = "processed" if ok else f"failed: {report['error_code']}"
     message = EmailMessage()
-    message["Subject"] = f"[sftpsms] {report['file']} {outcome}"
+    # A file name may hold any character but "/": none may break (or forge) a header.
+    name = "".join(c if c.isprintable() else "?" for c in report["file"])
+    message["Subject"] = f"[sftpsms] {name} {outcome}"
     message["From"] = sender
     message["To"] = to
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain="sftpsms.local")
     lines = [
-        f"File: {report['file']}",
+        f"File: {name}",
         f"Account: {report['account']}",
         f"Outcome: {outcome}",
         f"Detail: {report['detail']}",
@@ -43,7 +45,7 @@ def compose_status_email(report: dict[str, Any], *, to: str, sender: str, now: d
         json.dumps(report, indent=2, ensure_ascii=False).encode(),
         maintype="application",
         subtype="json",
-        filename=f"{report['file']}.report.json",
+        filename=f"{name}.report.json",
     )
     return message
 

@@ -39,3 +39,12 @@ def test_quoted_escapes_newlines_and_shows_the_ends() -> None:
     assert quoted("a\nb") == "'a\\nb'"
     assert quoted("sp ace.json") == "'sp ace.json'"
     assert "\n" not in quoted("x\r\ny\x1b[31m")
+
+
+def test_a_name_the_doors_accept_is_filed_as_it_is_even_beside_an_earlier_files_outputs() -> None:
+    from sftpsms import filing, folders
+
+    longest = "a" * (folders.MAX_UPLOAD_NAME_BYTES - len(".json")) + ".json"
+    assert folders.upload_refusal(longest) is None and filing.filed_name(longest) == longest
+    with_id = f"{longest[:-5]}.{'0' * 36}.json"  # folders.filed_name's longest choice
+    assert len(f".{with_id}.delivery.csv.tmp".encode()) <= filing.NAME_MAX

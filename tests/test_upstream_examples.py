@@ -89,5 +89,5 @@ def test_example_four_values_fill_the_template(service: Service, tmp_path: Path)
     assert report["messages_queued"] == 3
     history = json.loads(service.cli("events", "--file", "example4.json", "--json").stdout)
     assert [e["event"] for e in history[0]["events"]] == [
-        "FileReceived", "FileAccepted", "FileCompleted", "NotificationSent",
+        "FileReceived", "ProcessingStarted", "FileAccepted", "FileCompleted", "NotificationSent",
     ]

@@ -40,6 +40,7 @@ from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
+from sftpsms.limits import Limits
 from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
 from sftpsms.report import build_report, write_json_atomically
@@ -278,6 +279,7 @@ def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: d
                 parts=context.settings.spool_dir / str(file.id),
                 optouts=(context.settings.readmodels_db, policy.username),
             ),
+            limits=Limits.from_settings(context.settings),
         )
     finally:
         models.close()

@@ -23,8 +23,20 @@ class Settings:
     file_workers: int = 2  # files processed at once
     pass_one_processes: int = 2  # processes validating one big file (1: a thread of the server only)
     max_parts: int = 10  # a message longer than this many SMS parts is a contact error
+    # Limits on an uploaded file (sftpsms.limits.Limits, PRODUCT.md §7); over one: File.Corrupt or
+    # File.ParseError with a detail naming the field.
+    max_file_bytes: int = 256 << 20  # an uploaded file, or a zip's entry, when processing starts
+    max_json_depth: int = 32  # nesting of objects and arrays (the format needs 4)
+    max_string_bytes: int = 64 << 10  # any string or key, as written in the file
+    max_number_chars: int = 64  # any JSON number, as written
+    max_keys_per_object: int = 256  # the file's object, a contact, a contact's values
+    max_contact_bytes: int = 1 << 20  # one contact
+    max_contacts: int = 2_000_000  # contacts per file
     max_zip_entries: int = 100
-    max_entry_bytes: int = 1 << 30
+    max_entry_bytes: int = 256 << 20  # uncompressed, per zip entry (counted while extracting)
+    max_zip_bytes: int = 512 << 20  # uncompressed, all entries of one zip
+    max_zip_ratio: int = 200  # uncompressed / compressed, per entry
+    max_account_unzip_bytes: int = 1 << 30  # an account's Processed + Errors, beyond which no zip is expanded
     send_rate: float = 100.0  # SMS parts per second, the whole service
     account_rate: float = 50.0  # SMS parts per second, per account
     simulator_seed: int = 7

@@ -21,6 +21,7 @@ import orjson
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 from sftpsms.gsm import count_parts, find_non_gsm
+from sftpsms.limits import DEFAULT_LIMITS, Limits
 from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
 from sftpsms.template import Template, TemplateInvalid
@@ -223,10 +224,10 @@ def check_all(path: Path, header: Header, checker: ContactChecker) -> Generator[
 
 
 def read_plan_header(
-    path: Path, *, policy: AccountPolicy, now: datetime
+    path: Path, *, policy: AccountPolicy, now: datetime, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[Header, Template | None, str, datetime | None, datetime | None]:
     """File-level checks, in the order a user would fix them."""
-    header = read_header(path)
+    header = read_header(path, limits)
     sender = check_sender(header.sender_id, policy)
     start = parse_timestamp(header.start) if header.start else None
     end = parse_timestamp(header.end) if header.end else None
@@ -250,10 +251,11 @@ def plan_file(
     max_parts: int = DEFAULT_MAX_PARTS,
     progress: Callable[[int], None] | None = None,
     check_contacts: CheckContacts = check_all,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Plan:
     """Pass 1. Raises FileRejected for a failure found before contacts are read, PlanFailed (with
     the counts so far, for the report) for one found while or after reading them."""
-    header, template, sender, not_before, expires_at = read_plan_header(path, policy=policy, now=now)
+    header, template, sender, not_before, expires_at = read_plan_header(path, policy=policy, now=now, limits=limits)
     plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
     checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
     try:

@@ -50,7 +50,8 @@ _ENDS = frozenset({"end_map", "end_array"})
 # A JSON string (escapes included) or a bracket: enough to walk the header's structure in C.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Characters of a JSON number as `#`, everything else (quotes included) as `.`.
+_NUMBER_CHARS = bytes(ord("#") if chr(b) in "-+.0123456789eE" else ord(".") for b in range(256))
 # Brackets as steps for the exact depth profile: an opener 2, a closer 0 (accumulated, minus the
 # count of marks so far, that is the depth change).
 _STEPS = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")
@@ -148,29 +149,20 @@ class _Guard:
         if b"\\" in chunk:
             # Left to right, `\\` pairs first: exactly how JSON pairs backslashes in a string.
             chunk = chunk.replace(b"\\\\", b"").replace(b'\\"', b"")
-        pieces = chunk.split(b'"')
-        strings = 0 if self.in_string else 1  # index of the first string segment
-        first = self.run + len(pieces[0])
-        longest = max(map(len, pieces[strings::2]), default=0)
-        if self.in_string:
-            longest = max(longest, first)
-        if longest > limits.max_string_bytes:
-            raise FileRejected(
-                ErrorCode.CORRUPT,
-                f"a string is longer than the limit of {limits.max_string_bytes} bytes (max_string_bytes)",
-            )
-        outside = pieces[1 - strings :: 2]
-        if max(map(len, outside), default=0) > limits.max_number_chars or (
-            not self.in_string and first > limits.max_number_chars
-        ):
-            self._check_numbers(outside)
-        self.run = len(pieces[-1]) + (self.run if len(pieces) == 1 else 0)
-        self.in_string ^= len(pieces) % 2 == 0
-        if self.in_string:
-            self.tail = b""
-        else:
-            self.tail = ((self.tail if len(pieces) == 1 else b"") + pieces[-1])[-(limits.max_number_chars + 1) :]
-        lowest = self._check_depth(b"".join(outside).translate(None, _NOT_BRACKETS))
+        marks = chunk.translate(None, _NOT_MARKS)
+        quotes = marks.count(b'"')
+        self._check_strings(chunk, quotes)
+        self._check_numbers(chunk)
+        # An empty segment between two quotes holds no bracket: dropping it keeps every bracket on
+        # its side of the string boundaries. Most strings hold no bracket, so this leaves few quotes.
+        marks = marks.replace(b'""', b"")
+        if b'"' in marks:
+            pieces = marks.split(b'"')
+            marks = b"".join(pieces[1::2] if self.in_string else pieces[0::2])
+        elif self.in_string:
+            marks = b""
+        self.in_string ^= quotes % 2 == 1
+        lowest = self._check_depth(marks)
         if lowest >= CONTACT_DEPTH and self.depth >= CONTACT_DEPTH:
             self.deep += size
             if self.deep > limits.max_contact_bytes:
@@ -182,16 +174,69 @@ class _Guard:
             self.deep = 0
         return lowest
 
-    def _check_numbers(self, outside: list[bytes]) -> None:
-        # Rare: a long run between strings (indentation, a long array of numbers, or a long number).
+    def _check_strings(self, chunk: bytes, quotes: int) -> None:
+        """Each string no longer than the limit. A segment between quotes at least twice a block
+        long holds a whole block without a quote, so only such blocks (found by memchr) are
+        measured, exactly; the segments cut by the chunk's ends carry over in `run`."""
+        limit = self.limits.max_string_bytes
+        if quotes == 0:
+            self.run += len(chunk)
+            if self.in_string and self.run > limit:
+                raise _too_long_string(limit)
+            return
+        first, last = chunk.find(b'"'), chunk.rfind(b'"')
+        if self.in_string and self.run + first > limit:
+            raise _too_long_string(limit)
+        block = max(1, (limit + 1) // 2)
+        counted = counted_to = 0  # quotes in chunk[:counted_to]
+        at = first + 1
+        while at + block <= last:
+            if chunk.find(b'"', at, at + block) != -1:
+                at += block
+                continue
+            start = chunk.rfind(b'"', 0, at) + 1
+            end = chunk.find(b'"', at + block)
+            counted += chunk.count(b'"', counted_to, start)
+            counted_to = start
+            if self.in_string != (counted % 2 == 1) and end - start > limit:
+                raise _too_long_string(limit)
+            at = end + 1
+        self.run = len(chunk) - last - 1
+        if self.in_string != (quotes % 2 == 1) and self.run > limit:
+            raise _too_long_string(limit)
+
+    def _check_numbers(self, chunk: bytes) -> None:
+        """No number longer than the limit: a run of number characters that long, outside a string
+        (translated in C, then searched for; a run inside a string is passed over)."""
         limit = self.limits.max_number_chars
-        number = re.compile(rb"[-+.0-9eE]{%d}" % (limit + 1))
-        segments = outside if self.in_string else [self.tail + outside[0], *outside[1:]]
-        for segment in segments:
-            if len(segment) > limit and number.search(segment):
-                raise FileRejected(
-                    ErrorCode.CORRUPT, f"a number is longer than the limit of {limit} characters (max_number_chars)"
-                )
+        needle = b"#" * (limit + 1)
+        runs = chunk.translate(_NUMBER_CHARS)
+        across = self.tail + runs[:limit]  # a run across the boundary ends in the first `limit` bytes
+        at = across.find(needle)
+        if at != -1:
+            end = at + limit - len(self.tail)
+            self._check_run(chunk, end, chunk.count(b'"', 0, end))
+        self.tail = (across if len(runs) < limit else runs)[-limit:]
+        counted = counted_to = 0  # quotes in chunk[:counted_to]
+        at = runs.find(needle)
+        while at != -1:
+            end = at + limit  # the run's last byte
+            counted += chunk.count(b'"', counted_to, end)
+            counted_to = end
+            closing = self._check_run(chunk, end, counted)
+            if closing == -1:
+                break
+            at = runs.find(needle, closing)
+
+    def _check_run(self, chunk: bytes, end: int, counted: int) -> int:
+        """A run of number characters reaching chunk[end] (`counted` quotes before it) is a number
+        over the limit unless it is in a string; returns where that string ends."""
+        if self.in_string == (counted % 2 == 1):
+            raise FileRejected(
+                ErrorCode.CORRUPT,
+                f"a number is longer than the limit of {self.limits.max_number_chars} characters (max_number_chars)",
+            )
+        return chunk.find(b'"', end)
 
     def _check_depth(self, marks: bytes) -> int:
         depth, limit = self.depth, self.limits.max_json_depth
@@ -215,6 +260,10 @@ class _Guard:
             )
         self.depth = depth + heights[-1]
         return depth + min(0, min(heights))
+
+
+def _too_long_string(limit: int) -> FileRejected:
+    return FileRejected(ErrorCode.CORRUPT, f"a string is longer than the limit of {limit} bytes (max_string_bytes)")
 
 
 class _Source:

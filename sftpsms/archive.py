@@ -23,6 +23,10 @@ ENCRYPTED_FLAG = 0x1
 MAX_NAME_BYTES = 255  # what a file name may take on the filesystems we file into
 # Below this an entry cannot hurt whatever its compression ratio (a few spaces compress 100 times).
 RATIO_FREE_BYTES = 1 << 20
+# What one central-directory record may take: its fixed part, a 255-byte name, and generous room
+# for extra fields and a comment. zipfile builds an object per record before anyone can count
+# them, so the directory's size is bounded by max_zip_entries records of this size beforehand.
+MAX_RECORD_BYTES = 46 + MAX_NAME_BYTES + 2048
 _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What zipfile and its decompressors raise on a malformed archive or member (a CRC mismatch is a
@@ -110,14 +114,36 @@ def _reading(what: str, read: Callable[[], T]) -> T:
         raise FileRejected(ErrorCode.CORRUPT, f"the zip is damaged ({what}): {reason}") from None
 
 
+def _check_directory(path: Path, limits: Limits) -> None:
+    """The end record's entry count and directory size, before zipfile reads the directory."""
+    with path.open("rb") as data:
+        # zipfile's own end-record reader (zip64 included); private, but the exact reading that
+        # ZipFile() will make next.
+        end = _reading("its end record", lambda: zipfile._EndRecData(data))  # type: ignore[attr-defined]
+    if not end:
+        raise FileRejected(ErrorCode.CORRUPT, "the file is not a zip (it has no end of central directory record)")
+    entries, size = int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])  # type: ignore[attr-defined]
+    if entries > limits.max_zip_entries:
+        raise _too_many_entries(entries, limits)
+    if size > limits.max_zip_entries * MAX_RECORD_BYTES:
+        raise FileRejected(
+            ErrorCode.CORRUPT,
+            f"the zip's directory is {size} bytes, more than {limits.max_zip_entries} entries need (max_zip_entries)",
+        )
+
+
+def _too_many_entries(entries: int, limits: Limits) -> FileRejected:
+    return FileRejected(
+        ErrorCode.CORRUPT, f"the zip has {entries} entries, over the limit of {limits.max_zip_entries} (max_zip_entries)"
+    )
+
+
 def _extract(path: Path, dest: Path, limits: Limits, account_bytes: int, created: list[Path]) -> ZipContents:
+    _check_directory(path, limits)
     with _reading("its directory", lambda: zipfile.ZipFile(path)) as archive:
         infos = archive.infolist()
-        if len(infos) > limits.max_zip_entries:
-            raise FileRejected(
-                ErrorCode.CORRUPT,
-                f"the zip has {len(infos)} entries, over the limit of {limits.max_zip_entries} (max_zip_entries)",
-            )
+        if len(infos) > limits.max_zip_entries:  # the end record may under-count
+            raise _too_many_entries(len(infos), limits)
         archive_bytes = path.stat().st_size
         budget, budget_name = _budget(limits, account_bytes)
         chosen: list[tuple[str, zipfile.ZipInfo]] = []

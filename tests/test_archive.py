@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -272,3 +273,30 @@ def test_a_full_disk_while_extracting_is_not_called_corrupt(tmp_path: Path) -> N
     (tmp_path / "out").write_bytes(b"a file where the folder should be")
     with pytest.raises(OSError):
         extract_zip(path, tmp_path / "out")
+
+
+def test_a_directory_of_too_many_records_is_refused_before_zipfile_reads_it(tmp_path: Path) -> None:
+    # The end record under-counts (says 5); the directory itself holds 20 000 records, which
+    # zipfile would turn into 20 000 objects before anyone could count them.
+    path = make_zip(tmp_path / "a.zip", {f"{n}": b"" for n in range(20_000)}, zipfile.ZIP_STORED)
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = struct.pack("<HH", 5, 5)  # entries on this disk, entries in total
+    path.write_bytes(bytes(data))
+    tracemalloc.start()
+    try:
+        detail = rejected_with(path, tmp_path, Limits())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "directory" in detail and "max_zip_entries" in detail
+    assert peak < 2 << 20
+
+
+def test_an_end_record_counting_too_many_entries_is_refused_at_once(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "a.zip", {"one.json": BODY})
+    data = bytearray(path.read_bytes())
+    end = data.rindex(b"PK\x05\x06")
+    data[end + 8 : end + 12] = struct.pack("<HH", 60_000, 60_000)
+    path.write_bytes(bytes(data))
+    assert "max_zip_entries" in rejected_with(path, tmp_path, Limits())

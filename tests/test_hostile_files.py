@@ -4,8 +4,10 @@ goes on serving everyone. The files of issue 9 are here byte for byte."""
 
 from __future__ import annotations
 
+import ftplib
 import io
 import json
+import re
 import struct
 import time
 import zipfile
@@ -26,7 +28,7 @@ REPORT_WITHIN = 3.0
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with running_service(tmp_path_factory.mktemp("hostile") / "data") as running:
+    with running_service(tmp_path_factory.mktemp("hostile") / "data", "--ftp-port", "0") as running:
         running.add_account("mallory")
         running.add_account("alice")
         yield running
@@ -142,6 +144,25 @@ def test_files_over_the_file_and_contact_limits_fail_naming_them(tight: Service)
     assert "max_file_bytes" in failed(tight, "big.json", big.encode())
     (tight.folder("mallory", "Errors") / "big.json").unlink()  # the customer tidies up
     still_serving(tight, "after-limits.json")
+
+
+def ftp_upload(service: Service, name: str, data: bytes) -> None:
+    match = re.search(r"ftp listening on [\d.]+:(\d+)", service.log())
+    assert match, service.log()
+    with ftplib.FTP() as client:
+        client.connect("127.0.0.1", int(match.group(1)), timeout=10)
+        client.login("mallory", "secret-pw")
+        client.storbinary(f"STOR Send_SMS/{name}", io.BytesIO(data))
+
+
+def test_the_ftp_door_meets_the_same_limits(service: Service) -> None:
+    bomb = b'{"version":7,"message_template":"x","contacts":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    ftp_upload(service, "ftp-deep.json", bomb)
+    folder, report = service.wait_report("mallory", "ftp-deep.json")
+    assert (folder, report["error_code"]) == ("Errors", "File.Corrupt") and "max_json_depth" in report["detail"]
+    ftp_upload(service, "ftp-nested.zip", zipped({"inner.zip": zipped({"a.json": GOOD.encode()})}))
+    folder, report = service.wait_report("mallory", "ftp-nested.zip")
+    assert (folder, report["error_code"]) == ("Errors", "File.Corrupt") and "zip inside a zip" in report["detail"]
 
 
 # ---- zips ----------------------------------------------------------------------------------

@@ -366,7 +366,7 @@ def iter_contacts(path: Path, header: Header, *, start: int = 0, stop: int | Non
                     return
                 index += 1
             for item in items:
-                if index == halt:
+                if index >= halt:
                     if halt == stop:
                         return
                     raise FileRejected(

@@ -20,7 +20,10 @@ PROCESSABLE_SUFFIXES = (".txt", ".json")
 ARCHIVE_SUFFIXES = (".zip",)  # an entry that is itself an archive fails the zip (no nesting)
 COPY_CHUNK_BYTES = 1 << 20
 ENCRYPTED_FLAG = 0x1
-MAX_NAME_BYTES = 255  # what a file name may take on the filesystems we file into
+# What an entry's name may take: a file name is at most 255 bytes on the filesystems we file
+# into, and the entry's outputs must fit too, written atomically through a temporary name
+# (`.<name>.delivery.csv.tmp`, the longest; `.<name>.report.json.tmp`).
+MAX_NAME_BYTES = 255 - len(".") - len(".delivery.csv") - len(".tmp")
 # Below this an entry cannot hurt whatever its compression ratio (a few spaces compress 100 times).
 RATIO_FREE_BYTES = 1 << 20
 # What one central-directory record may take: its fixed part, a 255-byte name, and generous room
@@ -240,7 +243,8 @@ def _copy(
 def _check_name(name: str) -> None:
     """An entry's name is unsafe when it could reach outside its folder or cannot be a file name:
     absolute (`/`, `\\`, a drive), `..` as a part, NUL or control characters, a basename over
-    255 bytes. Folders inside the zip are allowed (the entry is filed by its basename)."""
+    MAX_NAME_BYTES (255 less room for its outputs' suffixes). Folders inside the zip are allowed
+    (the entry is filed by its basename)."""
     # Backslashes count as separators: Windows tools write them and Windows extractors obey them.
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:

@@ -207,11 +207,16 @@ def test_a_nul_in_an_entry_name_fails_the_zip(tmp_path: Path) -> None:
 def test_an_entry_name_over_255_bytes_fails_the_zip(tmp_path: Path) -> None:
     name = "é" * 126 + ".json"  # 257 bytes in UTF-8, 131 characters
     detail = rejected_with(make_zip(tmp_path / "a.zip", {name: BODY}), tmp_path, Limits())
-    assert "over 255 bytes" in detail
+    assert "over 237 bytes" in detail
 
 
-def test_an_entry_name_of_255_bytes_is_extracted(tmp_path: Path) -> None:
-    name = "a" * 250 + ".json"
+def test_an_entry_name_whose_report_name_would_not_fit_fails_the_zip(tmp_path: Path) -> None:
+    name = "a" * 233 + ".json"  # 238 bytes: .<name>.delivery.csv.tmp would be 256
+    assert "over 237 bytes" in rejected_with(make_zip(tmp_path / "a.zip", {name: BODY}), tmp_path, Limits())
+
+
+def test_an_entry_name_whose_outputs_fit_is_extracted(tmp_path: Path) -> None:
+    name = "a" * 232 + ".json"  # 237 bytes
     contents = extract_zip(make_zip(tmp_path / "a.zip", {name: BODY}), tmp_path / "out")
     assert contents.entries[0].name == name
 

@@ -187,7 +187,7 @@ def test_a_zip_inside_a_zip_fails(service: Service, tmp_path: Path) -> None:
     assert not (service.folder("mallory", "Processed") / "a.json").exists()  # nothing was extracted
 
 
-@pytest.mark.parametrize("entry", ["bad\nname.json", "x" * 251 + ".json", "../up.json"])
+@pytest.mark.parametrize("entry", ["bad\nname.json", "x" * 251 + ".json", "x" * 233 + ".json", "../up.json"])
 def test_unsafe_entry_names_fail_the_zip(service: Service, entry: str) -> None:
     assert "unsafe" in failed(service, "names.zip", zipped({entry: GOOD.encode()}))
     (service.folder("mallory", "Errors") / "names.zip.report.json").unlink()
@@ -241,6 +241,13 @@ def test_entries_over_the_total_and_the_account_allowance_fail_the_zip(tight: Se
     detail = failed(tight, "allowance.zip", zipped({"small.json": GOOD.encode() + b" " * 30_000}))
     assert "max_account_unzip_bytes" in detail
     still_serving(tight, "after-allowance.json")
+
+
+def test_an_entry_with_the_longest_allowed_name_is_filed_with_its_report(service: Service) -> None:
+    name = "n" * 232 + ".json"  # 237 bytes: .<name>.delivery.csv.tmp is 255
+    report = report_of(service, "longname.zip", zipped({name: GOOD.encode()}))
+    assert report["status"] == "processed"
+    assert service.wait_report("mallory", name)[0] == "Processed"
 
 
 # ---- defect 6: a zip's name need not be unique ---------------------------------------------

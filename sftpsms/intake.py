@@ -20,7 +20,7 @@ import orjson
 
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
-from sftpsms.gsm import count_parts, find_non_gsm
+from sftpsms.gsm import CONCATENATED_PART_SEPTETS, SINGLE_PART_SEPTETS, count_parts, find_non_gsm
 from sftpsms.limits import DEFAULT_LIMITS, Limits
 from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
@@ -136,6 +136,10 @@ class ContactChecker:
         self.networks = networks
         self.max_parts = max_parts
         self.is_own_mobile = own_mobile_test(country)
+        # Past this many characters no text fits in max_parts (each character is one septet or
+        # two): told at once, before the GSM check and the part count walk a long template's
+        # rendering for every contact (a 60 kB template cost 0.4 ms per contact).
+        self.max_chars = max(SINGLE_PART_SEPTETS, CONCATENATED_PART_SEPTETS * max_parts)
 
     def check(self, raw: RawContact) -> Outcome:
         index, customer_id = raw.index, raw.customer_id
@@ -166,6 +170,14 @@ class ContactChecker:
             )
         if not text.strip():
             return Outcome(index, msisdn, customer_id, code=ErrorCode.PARSE_ERROR, detail="message text is empty")
+        if len(text) > self.max_chars:
+            return Outcome(
+                index,
+                msisdn,
+                customer_id,
+                code=ErrorCode.PARSE_ERROR,
+                detail=f"message of {len(text)} characters needs more parts than the limit of {self.max_parts}",
+            )
         bad = find_non_gsm(text)
         if bad is not None:
             return Outcome(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import struct
@@ -34,13 +35,16 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What zipfile and its decompressors raise on a malformed archive or member (a CRC mismatch is a
 # BadZipFile raised when the member has been read to its end; a wrong central-directory offset
-# makes it seek before the file's start: OSError(EINVAL); bz2/lzma raise OSError or LZMAError, an
-# OSError too; a bad header field, struct.error or OverflowError). Only reads of the archive are
+# makes it seek before the file's start: OSError(EINVAL); bz2 raises OSError, lzma LZMAError (not
+# an OSError); a bad header field, struct.error or OverflowError; an encryption flag set in the
+# local header only, RuntimeError). Only reads of the archive are
 # wrapped in these: an OSError of our own writes (a full disk) is not the customer's fault.
 _BROKEN = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
+    lzma.LZMAError,
+    RuntimeError,
     EOFError,
     NotImplementedError,
     ValueError,

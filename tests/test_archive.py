@@ -305,3 +305,13 @@ def test_an_end_record_counting_too_many_entries_is_refused_at_once(tmp_path: Pa
     data[end + 8 : end + 12] = struct.pack("<HH", 60_000, 60_000)
     path.write_bytes(bytes(data))
     assert "max_zip_entries" in rejected_with(path, tmp_path, Limits())
+
+
+@pytest.mark.parametrize(("method", "offset", "value"), [(zipfile.ZIP_LZMA, 11, 242), (zipfile.ZIP_BZIP2, 2, 0), (zipfile.ZIP_DEFLATED, 0, 0xFF)])
+def test_damaged_compressed_data_is_corrupt_whatever_the_method(tmp_path: Path, method: int, offset: int, value: int) -> None:
+    # LZMA's own error (LZMAError, "Corrupt input data") is no OSError; bz2 raises OSError.
+    path = make_zip(tmp_path / "a.zip", {"one.json": BODY * 50}, method)
+    data = bytearray(path.read_bytes())
+    data[30 + len("one.json") + offset] = value  # in the member's data, after its local header
+    path.write_bytes(bytes(data))
+    assert "damaged" in rejected_with(path, tmp_path, Limits())

@@ -182,7 +182,7 @@ def zipped(entries: list[tuple[str, bytes]], method: int) -> bytes:
 SEED_ZIPS: list[bytes] = [
     zipped([(f"example{n}.json", data)], method)
     for n, data in enumerate(SEED_FILES[:4], start=1)
-    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED)
+    for method in (zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
 ] + [zipped([(f"dir/example{n}.json", data) for n, data in enumerate(SEED_FILES, start=1)], zipfile.ZIP_DEFLATED)]
 
 

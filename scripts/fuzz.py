@@ -83,8 +83,10 @@ def main() -> int:
                 rounds += 1
                 tried = sum(outcomes.values())
                 print(f"  round {rounds}: {tried} checks in {time.monotonic() - started:.0f} s", flush=True)
-        except Exception as error:  # a property failed: hypothesis has printed the shrunk input
+        except Exception as error:  # a property failed: hypothesis attaches the shrunk input as notes
             print(f"FOUND after {sum(outcomes.values())} checks: {type(error).__name__}: {error}")
+            for note in getattr(error, "__notes__", []):
+                print(f"  {note}")
             return 1
     print(f"tried {sum(outcomes.values())} checks in {time.monotonic() - started:.0f} s; nothing found. Outcomes:")
     for outcome, count in sorted(outcomes.items()):

@@ -18,6 +18,9 @@ from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.limits import DEFAULT_LIMITS, Limits
 
 PROCESSABLE_SUFFIXES = (".txt", ".json")
+# What zip tools write for text (deflate nearly always). LZMA is refused: its stream names its own
+# dictionary size, up to 4 GiB, which the decompressor allocates; deflate64 zipfile cannot read.
+METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
 ARCHIVE_SUFFIXES = (".zip",)  # an entry that is itself an archive fails the zip (no nesting)
 COPY_CHUNK_BYTES = 1 << 20
 ENCRYPTED_FLAG = 0x1
@@ -170,6 +173,12 @@ def _extract(path: Path, dest: Path, limits: Limits, account_bytes: int, created
                 continue
             if name in names:
                 raise FileRejected(ErrorCode.CORRUPT, f"two entries are named {name!r}; entry names must be unique")
+            if info.compress_type not in METHODS:
+                raise FileRejected(
+                    ErrorCode.CORRUPT,
+                    f"entry {info.filename!r} is compressed with method {info.compress_type}; "
+                    f"only {', '.join(METHODS.values())} can be read",
+                )
             _check_size(info, info.file_size, limits, archive_bytes)
             declared += info.file_size
             if declared > budget:

@@ -307,9 +307,19 @@ def test_an_end_record_counting_too_many_entries_is_refused_at_once(tmp_path: Pa
     assert "max_zip_entries" in rejected_with(path, tmp_path, Limits())
 
 
-@pytest.mark.parametrize(("method", "offset", "value"), [(zipfile.ZIP_LZMA, 11, 242), (zipfile.ZIP_BZIP2, 2, 0), (zipfile.ZIP_DEFLATED, 0, 0xFF)])
+def test_an_lzma_entry_is_refused_before_its_dictionary_is_allocated(tmp_path: Path) -> None:
+    path = make_zip(tmp_path / "a.zip", {"one.json": BODY}, zipfile.ZIP_LZMA)
+    assert "only stored, deflate, bzip2 can be read" in rejected_with(path, tmp_path, Limits())
+
+
+def test_a_bzip2_entry_is_read(tmp_path: Path) -> None:
+    contents = extract_zip(make_zip(tmp_path / "a.zip", {"one.json": BODY}, zipfile.ZIP_BZIP2), tmp_path / "out")
+    assert contents.entries[0].path.read_bytes() == BODY
+
+
+@pytest.mark.parametrize(("method", "offset", "value"), [(zipfile.ZIP_BZIP2, 2, 0), (zipfile.ZIP_DEFLATED, 0, 0xFF)])
 def test_damaged_compressed_data_is_corrupt_whatever_the_method(tmp_path: Path, method: int, offset: int, value: int) -> None:
-    # LZMA's own error (LZMAError, "Corrupt input data") is no OSError; bz2 raises OSError.
+    # bz2 raises OSError on a damaged stream, zlib its own error.
     path = make_zip(tmp_path / "a.zip", {"one.json": BODY * 50}, method)
     data = bytearray(path.read_bytes())
     data[30 + len("one.json") + offset] = value  # in the member's data, after its local header

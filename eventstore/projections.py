@@ -33,6 +33,7 @@ from eventstore.domain import (
 )
 from eventstore.optouts import find_optouts
 from eventstore.store import SmsStore
+from sftpsms.errors import ErrorCode
 from sftpsms.gatewayids import lookup_keys, stored_key
 
 READ_BATCH = 2000
@@ -148,7 +149,20 @@ def _file_received(db: sqlite_utils.Database, e: File.FileReceived) -> None:
 
 
 def _file_failed(db: sqlite_utils.Database, e: Any) -> None:
-    db.table("files").update(str(e.originator_id), {"status": "failed", "error_code": e.code, "detail": e.detail})
+    # The counts a failed file's report gives (its contacts, the opt-outs skipped before it failed,
+    # its contact errors), so `sftpsms files` says what the report says.
+    listed_optouts = sum(1 for error in e.contact_errors if error.get("code") == ErrorCode.OPTOUT)
+    db.table("files").update(
+        str(e.originator_id),
+        {
+            "status": "failed",
+            "error_code": e.code,
+            "detail": e.detail,
+            "contacts": e.contacts,
+            "optouts_skipped": e.optouts or listed_optouts,
+            "contact_errors": len(e.contact_errors) - listed_optouts,
+        },
+    )
 
 
 def _file_accepted(db: sqlite_utils.Database, e: File.FileAccepted) -> None:

@@ -563,22 +563,52 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Rebuild a file's report from its events and compare it with the filed one."""
+    """Rebuild a file's report from its events and compare it with the filed one.
+
+    Exit status: 0 when the filed report matches, 1 when it differs or is missing (the customer may
+    delete filed reports; the events still hold it), 2 for an unknown file."""
+    from eventsourcing.application import AggregateNotFoundError
+
     from actors.file import file_report
 
     settings = _settings(args)
     with _store(settings) as store:
-        file = store.file_by_name(args.account, args.file, args.receipt)
+        try:
+            file = store.file_by_name(args.account, args.file, args.receipt)
+        except AggregateNotFoundError:
+            which = f" (receipt {args.receipt})" if args.receipt is not None else ""
+            raise CliError(f"no file named {args.file!r}{which} for account {args.account!r}") from None
         if file.status != "completed":
             raise CliError(f"{args.file} is still {file.status}")
         report = file_report(store, file.id)
     folder = "Processed" if report["status"] == "processed" else "Errors"
     filed = settings.account_root(args.account) / folder / f"{args.file}.report.json"
-    same = filed.exists() and json.loads(filed.read_text()) == report
-    print(json.dumps({"report": report, "matches_filed_report": same} if args.json else report, indent=2))
-    if not args.json:
-        print(f"# matches {filed}: {'yes' if same else 'NO'}", file=sys.stderr)
-    return 0 if same else 1
+    filed_report = _read_filed_report(filed)
+    verdict = "missing" if filed_report is None else "yes" if filed_report == report else "no"
+    if args.json:
+        print(json.dumps({"report": report, "matches_filed_report": verdict == "yes", "filed_report": verdict}, indent=2))
+    else:
+        print(json.dumps(report, indent=2))
+        message = {
+            "yes": f"# matches {filed}: yes",
+            "no": f"# matches {filed}: NO (the filed report differs from its events)",
+            "missing": f"# {filed} is missing (deleted?): the report above is rebuilt from the events",
+        }[verdict]
+        print(message, file=sys.stderr)
+    return 0 if verdict == "yes" else 1
+
+
+def _read_filed_report(path: Path) -> Any:
+    """The filed report's JSON, or None when there is none (a report that is not JSON compares
+    as different, not as missing)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"unreadable": text[:200]}
 
 
 def cmd_readmodels_rebuild(args: argparse.Namespace) -> int:

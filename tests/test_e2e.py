@@ -344,6 +344,53 @@ def test_replay_rebuilds_the_filed_report_from_events(service: Service) -> None:
     assert json.loads(result.stdout)["matches_filed_report"] is True
 
 
+def test_replay_of_an_unknown_file_says_so_without_a_traceback(service: Service) -> None:
+    result = service.cli("replay", "--account", "acme", "--file", "never-uploaded.json")
+    assert result.returncode == 2
+    assert "no file named 'never-uploaded.json' for account 'acme'" in result.stderr
+    assert "Traceback" not in result.stderr and "AggregateNotFoundError" not in result.stderr
+
+
+def test_replay_says_the_filed_report_is_missing_when_the_customer_deleted_it(service: Service) -> None:
+    send(service, "acme", "deleted.json", v7(Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
+    (service.folder("acme", "Processed") / "deleted.json.report.json").unlink()
+    result = service.cli("replay", "--account", "acme", "--file", "deleted.json")
+    assert result.returncode == 1
+    assert "is missing" in result.stderr and "NO" not in result.stderr
+    assert json.loads(result.stdout)["messages_queued"] == 1  # rebuilt from the events all the same
+    as_json = json.loads(service.cli("replay", "--account", "acme", "--file", "deleted.json", "--json").stdout)
+    assert (as_json["filed_report"], as_json["matches_filed_report"]) == ("missing", False)
+
+
+def test_replay_says_no_when_the_filed_report_was_changed(service: Service) -> None:
+    send(service, "acme", "changed.json", v7(Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
+    filed = service.folder("acme", "Processed") / "changed.json.report.json"
+    filed.write_text(json.dumps({**json.loads(filed.read_text()), "credits_used": 99}))
+    result = service.cli("replay", "--account", "acme", "--file", "changed.json")
+    assert result.returncode == 1 and "NO" in result.stderr
+
+
+def test_files_command_gives_a_failed_files_counts_as_its_report_does(service: Service) -> None:
+    service.add_account("short", credits=1)
+    service.cli("optout", "add", "short", MTN[3])
+    body = v7(Message_Template="x", Contacts=[{"msisdn": n} for n in MTN])
+    folder, report = send(service, "short", "short.json", body)
+    assert (folder, report["error_code"], report["contacts"], report["optouts_skipped"]) == ("Errors", "InsufficientCredits", 4, 1)
+    rows = json.loads(service.cli("files", "--account", "short", "--json").stdout)
+    assert [(r["contacts"], r["optouts_skipped"], r["error_code"]) for r in rows] == [(4, 1, "InsufficientCredits")]
+    table = service.cli("files", "--account", "short").stdout.splitlines()
+    assert table[1].split()[:5] == ["short", "short.json", "failed", "InsufficientCredits", "4"]
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/file-format.md"])
+def test_the_sample_file_of_the_docs_is_processed(service: Service, document: str) -> None:
+    text = (Path(__file__).parent.parent / document).read_text()
+    sample = text.split("```json\n", 1)[1].split("```", 1)[0]
+    name = f"sample-{document.replace('/', '-')}.json"
+    folder, report = send(service, "acme", name, sample)
+    assert (folder, report["status"], report["messages_queued"]) == ("Processed", "processed", 2), report
+
+
 def test_status_email_is_written_to_the_outbox(service: Service) -> None:
     send(service, "acme", "mail.json", v7(Email="boss@example.com", Message_Template="x", Contacts=[{"msisdn": MTN[0]}]))
     deadline = time.monotonic() + 10

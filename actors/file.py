@@ -42,7 +42,7 @@ from eventstore.domain import File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import Attempt, SmsStore
 from sftpsms import filing, folders
-from sftpsms.archive import extract_zip
+from sftpsms.archive import ZipContents, extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header
@@ -58,6 +58,7 @@ from sftpsms.intake import (
     plan_file,
     resume_from,
 )
+from sftpsms.limits import Limits
 from sftpsms.names import quoted
 from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
@@ -249,7 +250,9 @@ async def receive_and_run(
         await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
         if incomplete:
             await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
-        elif receipt.duplicate_of is not None:
+        elif receipt.duplicate_of is not None and not folders.is_zip(name):
+            # A zip's name need not be unique (upstream: "The .zip file names don't need to be
+            # unique"); its entries' names are, and each entry's own receipt checks that.
             await _fail(
                 context,
                 receipt.file_id,
@@ -545,6 +548,7 @@ def _pass_one(
             ),
             resume=resume,
             checkpoint=partial(write_checkpoint, checkpoint_path),
+            limits=Limits.from_settings(context.settings),
         )
         # The whole pass, for a resume of pass 2 after a crash (the spool need not be rebuilt).
         write_checkpoint(checkpoint_path, Checkpoint.of(plan, spool.stat().st_size))
@@ -662,16 +666,15 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
     """A zip: each .txt/.json entry becomes a file of its own with its own report."""
     work = _work_path(context.settings, zip_file.id, zip_file.name)
     entries_dir = work.parent / "entries"
-    await trio.to_thread.run_sync(lambda: shutil.rmtree(entries_dir, ignore_errors=True))
+    root = context.settings.account_root(zip_file.account)
+
+    def extract() -> ZipContents:
+        shutil.rmtree(entries_dir, ignore_errors=True)
+        used = sum(_folder_bytes(root / folder) for folder in (folders.PROCESSED, folders.ERRORS))
+        return extract_zip(work, entries_dir, Limits.from_settings(context.settings), account_bytes=used)
+
     try:
-        contents = await trio.to_thread.run_sync(
-            lambda: extract_zip(
-                work,
-                entries_dir,
-                max_entry_bytes=context.settings.max_entry_bytes,
-                max_entries=context.settings.max_zip_entries,
-            )
-        )
+        contents = await trio.to_thread.run_sync(extract)
     except FileRejected as rejection:
         await _fail(context, zip_file.id, rejection.code, rejection.detail)
         return
@@ -703,6 +706,15 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         await context.store.run(lambda s: s.complete_file(zip_file.id, now))
     else:
         await _fail(context, zip_file.id, ErrorCode.EMPTY_SEND, "no entry of the zip was processed")
+
+
+def _folder_bytes(folder: Path) -> int:
+    """The bytes of the files directly in `folder` (an account's Processed or Errors); 0 if absent."""
+    try:
+        with os.scandir(folder) as found:
+            return sum(entry.stat(follow_symlinks=False).st_size for entry in found if entry.is_file(follow_symlinks=False))
+    except FileNotFoundError:
+        return 0
 
 
 def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:

@@ -56,6 +56,7 @@ from sftpsms.intake import (
     header_template,
     tally,
 )
+from sftpsms.limits import Limits
 from sftpsms.numbers import NetworkDirectory
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,8 @@ def _follow(part: IO[bytes], worker: _Process) -> Iterator[bytes]:
 
 def _work(job: dict[str, Any], parent: int) -> None:
     """In the worker process: check one part, write its batches and then its verdict."""
-    header = Header(**{**job["header"], "warnings": tuple(job["header"]["warnings"])})
+    given = job["header"]
+    header = Header(**{**given, "warnings": tuple(given["warnings"]), "limits": Limits(**given["limits"])})
     checker = ContactChecker(
         template=header_template(header),
         country=job["country"],

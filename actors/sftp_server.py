@@ -69,7 +69,7 @@ class DoorLimits:
     login_grace: float = 30.0  # seconds to log in before the connection is closed
     idle_timeout: float = 600.0  # seconds without a request before a logged-in connection closes
     max_open_files: int = 64  # open handles per connection
-    max_file_bytes: int = 1 << 30  # no write may make an upload larger than this
+    max_file_bytes: int = 256 << 20  # no write may make an upload larger than this (Settings.max_file_bytes)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DoorLimits:

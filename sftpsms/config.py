@@ -28,8 +28,20 @@ class Settings:
     file_max_failures: int = 2  # failed attempts (raised, over budget, crashed) before a file is quarantined
     work_retry_interval: float = 10.0  # seconds between looks at work/ for files to resume (a full disk, ...)
     max_parts: int = 10  # a message longer than this many SMS parts is a contact error
+    # Limits on an uploaded file (sftpsms.limits.Limits, PRODUCT.md §7); over one: File.Corrupt or
+    # File.ParseError with a detail naming the field.
+    max_file_bytes: int = 256 << 20  # an upload: refused by the doors while written past it, and checked when processing starts (a zip's entries too)
+    max_json_depth: int = 32  # nesting of objects and arrays (the format needs 4)
+    max_string_bytes: int = 64 << 10  # any string or key, as written in the file
+    max_number_chars: int = 64  # any JSON number, as written
+    max_keys_per_object: int = 256  # the file's object, a contact, a contact's values
+    max_contact_bytes: int = 1 << 20  # one contact
+    max_contacts: int = 2_000_000  # contacts per file
     max_zip_entries: int = 100
-    max_entry_bytes: int = 1 << 30
+    max_entry_bytes: int = 256 << 20  # uncompressed, per zip entry (counted while extracting)
+    max_zip_bytes: int = 512 << 20  # uncompressed, all entries of one zip
+    max_zip_ratio: int = 200  # uncompressed / compressed, per entry
+    max_account_unzip_bytes: int = 1 << 30  # an account's Processed + Errors, beyond which no zip is expanded
     send_rate: float = 100.0  # SMS parts per second, the whole service
     account_rate: float = 50.0  # SMS parts per second, per account
     simulator_seed: int = 7
@@ -56,7 +68,6 @@ class Settings:
     max_open_files: int = 64  # open file handles per connection
     password_checks: int = 2  # argon2 checks at once (64 MiB each)
     password_check_queue: int = 64  # logins waiting for a check; past this, refused as busy
-    max_file_bytes: int = 1 << 30  # an upload (or a file in Send_SMS) larger than this is refused
     notify_attempts: int = 6  # SMTP tries per email before NotificationFailed
     notify_backoff: float = 2.0  # seconds before the first retry; doubles each time
     gateways_file: str = ""  # TOML file of gateways (sftpsms.gateways); default <data_dir>/gateways.toml

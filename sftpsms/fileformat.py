@@ -6,6 +6,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate, count
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar, cast
@@ -14,6 +15,7 @@ import ijson
 
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.keys import coerce_bool, coerce_int, coerce_str, describe, normalise_key
+from sftpsms.limits import DEFAULT_LIMITS, Limits
 
 SUPPORTED_VERSION = 7
 DEFAULT_SENDER_ID = "Fixed"
@@ -24,7 +26,13 @@ JSON_WHITESPACE = b" \t\r\n"
 MAX_HEADER_BYTES = 8 << 20
 # How much of the file's end is examined for the closing `]` `}`.
 TAIL_BYTES = 4096
-SCAN_CHUNK_BYTES = 1 << 20
+# The bracket scan's chunk: small enough that a contact larger than max_contact_bytes is caught
+# within a chunk or two of its limit (see _Guard), large enough that the per-chunk cost is nothing.
+SCAN_CHUNK_BYTES = 256 << 10
+# Depth of a contact: inside the file's object (1) and its contacts array (2).
+CONTACT_DEPTH = 3
+# Rounds of matched-pair removal before the guard measures depth exactly (a usual file needs 2).
+QUICK_DEPTH_ROUNDS = 4
 FIELD_NAMES = {
     "version": "Version",
     "email": "Email",
@@ -42,6 +50,11 @@ _ENDS = frozenset({"end_map", "end_array"})
 # A JSON string (escapes included) or a bracket: enough to walk the header's structure in C.
 _TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'[]{}"')
+# Characters of a JSON number as `#`, everything else (quotes included) as `.`.
+_NUMBER_CHARS = bytes(ord("#") if chr(b) in "-+.0123456789eE" else ord(".") for b in range(256))
+# Brackets as steps for the exact depth profile: an opener 2, a closer 0 (accumulated, minus the
+# count of marks so far, that is the depth change).
+_STEPS = bytes.maketrans(b"[]{}", b"\x02\x00\x02\x00")
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class Header:
     max_errors: int | None  # None: unlimited
     warnings: tuple[str, ...]
     contacts_key: str  # the contacts key as spelled in the file (the `ijson.items` prefix)
+    limits: Limits = DEFAULT_LIMITS  # those read_header checked the file against; iter_contacts applies the rest
 
 
 # Built a million times per big file: slots, and not frozen (a frozen dataclass sets each field
@@ -93,20 +107,181 @@ class _TopLevel:
     contacts_key: str | None = None
     contacts_empty: bool = False
     arrays_before_contacts: int = 0  # top-level `[`s before the contacts one, to find its offset
+    limits: Limits = DEFAULT_LIMITS
+
+
+class _Guard:
+    """The limits that must hold before ijson sees the bytes, checked at C speed chunk by chunk.
+
+    ijson's C backend builds a prefix string per event (memory and time grow with the square of the
+    nesting depth), converts a number's digits in full (Python's 4 300-digit limit then crashes it),
+    and builds a whole contact or string in memory before Python sees it. So every byte is checked
+    here first: nesting depth, the length of each string (keys included) and of each run of bytes
+    between strings (where numbers are), and how long the file stays at contact depth or deeper.
+
+    Per chunk: escapes that matter are dropped (`\\\\`, `\\"`, so every remaining `"` delimits a
+    string; a run of backslashes at the chunk's end waits for the next chunk), the chunk is split on
+    quotes (string and non-string segments alternate; their longest lengths are taken in C), and the
+    non-string segments' brackets are reduced by removing matched pairs. A few rounds of removal
+    bound the depth reached from above (each round peels one or two layers); only a chunk that may
+    be near the limit is measured exactly (an accumulated step profile, still in C). Where the bytes
+    are not valid JSON, yajl stops at the first fault, and up to there this view of them is yajl's:
+    whatever ijson parses has been checked.
+
+    Raises FileRejected(File.Corrupt) naming the limit."""
+
+    def __init__(self, limits: Limits, depth: int = 0) -> None:
+        self.limits = limits
+        self.depth = depth
+        self.in_string = False
+        self.carry = b""  # trailing backslashes, scanned with the next chunk
+        self.run = 0  # bytes of the segment (string or not) still open at the end of the last chunk
+        self.tail = b""  # the end of that segment when it is not a string (a number may go on)
+        self.deep = 0  # bytes of whole chunks spent at contact depth or deeper, without a break
+
+    def feed(self, chunk: bytes) -> int:
+        """Check the next bytes of the file. Returns the lowest depth reached in them."""
+        limits = self.limits
+        size = len(chunk)
+        chunk = self.carry + chunk
+        kept = chunk.rstrip(b"\\")
+        self.carry, chunk = chunk[len(kept) :], kept
+        if b"\\" in chunk:
+            # Left to right, `\\` pairs first: exactly how JSON pairs backslashes in a string.
+            chunk = chunk.replace(b"\\\\", b"").replace(b'\\"', b"")
+        marks = chunk.translate(None, _NOT_MARKS)
+        quotes = marks.count(b'"')
+        self._check_strings(chunk, quotes)
+        self._check_numbers(chunk)
+        # An empty segment between two quotes holds no bracket: dropping it keeps every bracket on
+        # its side of the string boundaries. Most strings hold no bracket, so this leaves few quotes.
+        marks = marks.replace(b'""', b"")
+        if b'"' in marks:
+            pieces = marks.split(b'"')
+            marks = b"".join(pieces[1::2] if self.in_string else pieces[0::2])
+        elif self.in_string:
+            marks = b""
+        self.in_string ^= quotes % 2 == 1
+        lowest = self._check_depth(marks)
+        if lowest >= CONTACT_DEPTH and self.depth >= CONTACT_DEPTH:
+            self.deep += size
+            if self.deep > limits.max_contact_bytes:
+                raise FileRejected(
+                    ErrorCode.CORRUPT,
+                    f"a contact is larger than the limit of {limits.max_contact_bytes} bytes (max_contact_bytes)",
+                )
+        else:
+            self.deep = 0
+        return lowest
+
+    def _check_strings(self, chunk: bytes, quotes: int) -> None:
+        """Each string no longer than the limit. A segment between quotes at least twice a block
+        long holds a whole block without a quote, so only such blocks (found by memchr) are
+        measured, exactly; the segments cut by the chunk's ends carry over in `run`."""
+        limit = self.limits.max_string_bytes
+        if quotes == 0:
+            self.run += len(chunk)
+            if self.in_string and self.run > limit:
+                raise _too_long_string(limit)
+            return
+        first, last = chunk.find(b'"'), chunk.rfind(b'"')
+        if self.in_string and self.run + first > limit:
+            raise _too_long_string(limit)
+        block = max(1, (limit + 1) // 2)
+        counted = counted_to = 0  # quotes in chunk[:counted_to]
+        at = first + 1
+        while at + block <= last:
+            if chunk.find(b'"', at, at + block) != -1:
+                at += block
+                continue
+            start = chunk.rfind(b'"', 0, at) + 1
+            end = chunk.find(b'"', at + block)
+            counted += chunk.count(b'"', counted_to, start)
+            counted_to = start
+            if self.in_string != (counted % 2 == 1) and end - start > limit:
+                raise _too_long_string(limit)
+            at = end + 1
+        self.run = len(chunk) - last - 1
+        if self.in_string != (quotes % 2 == 1) and self.run > limit:
+            raise _too_long_string(limit)
+
+    def _check_numbers(self, chunk: bytes) -> None:
+        """No number longer than the limit: a run of number characters that long, outside a string
+        (translated in C, then searched for; a run inside a string is passed over)."""
+        limit = self.limits.max_number_chars
+        needle = b"#" * (limit + 1)
+        runs = chunk.translate(_NUMBER_CHARS)
+        across = self.tail + runs[:limit]  # a run across the boundary ends in the first `limit` bytes
+        at = across.find(needle)
+        if at != -1:
+            end = at + limit - len(self.tail)
+            self._check_run(chunk, end, chunk.count(b'"', 0, end))
+        self.tail = (across if len(runs) < limit else runs)[-limit:]
+        counted = counted_to = 0  # quotes in chunk[:counted_to]
+        at = runs.find(needle)
+        while at != -1:
+            end = at + limit  # the run's last byte
+            counted += chunk.count(b'"', counted_to, end)
+            counted_to = end
+            closing = self._check_run(chunk, end, counted)
+            if closing == -1:
+                break
+            at = runs.find(needle, closing)
+
+    def _check_run(self, chunk: bytes, end: int, counted: int) -> int:
+        """A run of number characters reaching chunk[end] (`counted` quotes before it) is a number
+        over the limit unless it is in a string; returns where that string ends."""
+        if self.in_string == (counted % 2 == 1):
+            raise FileRejected(
+                ErrorCode.CORRUPT,
+                f"a number is longer than the limit of {self.limits.max_number_chars} characters (max_number_chars)",
+            )
+        return chunk.find(b'"', end)
+
+    def _check_depth(self, marks: bytes) -> int:
+        depth, limit = self.depth, self.limits.max_json_depth
+        if not marks:
+            return depth
+        reduced, rounds = marks, 0
+        while rounds <= QUICK_DEPTH_ROUNDS:
+            smaller = reduced.replace(b"{}", b"").replace(b"[]", b"")
+            if len(smaller) == len(reduced):
+                break
+            reduced, rounds = smaller, rounds + 1
+        closers = len(reduced) - len(reduced.lstrip(b"]}"))
+        openers = len(reduced) - closers
+        if rounds <= QUICK_DEPTH_ROUNDS and depth + openers + 2 * rounds <= limit:
+            self.depth = depth - closers + openers
+            return depth - closers
+        heights: list[int] = list(map(operator.sub, accumulate(marks.translate(_STEPS)), count(1)))
+        if depth + max(heights) > limit:
+            raise FileRejected(
+                ErrorCode.CORRUPT, f"the JSON nests deeper than the limit of {limit} levels (max_json_depth)"
+            )
+        self.depth = depth + heights[-1]
+        return depth + min(0, min(heights))
+
+
+def _too_long_string(limit: int) -> FileRejected:
+    return FileRejected(ErrorCode.CORRUPT, f"a string is longer than the limit of {limit} bytes (max_string_bytes)")
 
 
 class _Source:
-    """A binary file read past its UTF-8 BOM (yajl rejects one), counting what ijson has pulled."""
+    """A binary file read past its UTF-8 BOM (yajl rejects one), counting what ijson has pulled;
+    with a guard, every chunk is checked before ijson sees it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, guard: _Guard | None = None) -> None:
         self._file = path.open("rb")
         self.start = len(UTF8_BOM) if self._file.read(len(UTF8_BOM)) == UTF8_BOM else 0
         self._file.seek(self.start)
         self.consumed = 0
+        self.guard = guard
 
     def read(self, size: int = -1) -> bytes:
         data = self._file.read(size)
         self.consumed += len(data)
+        if self.guard is not None:
+            self.guard.feed(data)
         return data
 
     def __enter__(self) -> _Source:
@@ -140,18 +315,25 @@ class _Source:
 #   and it also parses every byte, so a truncated file (never `]` `}` at its end) fails right here.
 # The bracket scan trusts the JSON inside the array to be valid; where it is not, `iter_contacts`,
 # which parses every byte, fails with File.Corrupt, so a wrong guess cannot outlive that verdict.
-def read_header(path: Path) -> Header:
-    """The file-level fields, validated. Raises FileRejected: File.Corrupt (not UTF-8 / JSON / an
-    object), File.InvalidVersion, RequiredParameter.Missing (Contacts missing, not an array or
-    empty), File.ParseError (a bad field, a key given twice)."""
-    with _Source(path) as source:
+def read_header(path: Path, limits: Limits = DEFAULT_LIMITS) -> Header:
+    """The file-level fields, validated, and the whole file checked against `limits` (those that
+    iter_contacts cannot check as cheaply itself). Raises FileRejected: File.Corrupt (not UTF-8 /
+    JSON / an object, over a limit), File.InvalidVersion, RequiredParameter.Missing (Contacts
+    missing, not an array or empty), File.ParseError (a bad field, a key given twice)."""
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise FileRejected(
+            ErrorCode.CORRUPT,
+            f"the file is {size} bytes, over the limit of {limits.max_file_bytes} bytes (max_file_bytes)",
+        )
+    with _Source(path, _Guard(limits)) as source:
         events = ijson.parse(source, use_float=False)
         try:
             first = next(events, None)
             if first is None or first[1] != "start_map":
                 raise FileRejected(ErrorCode.CORRUPT, "the file must hold one JSON object")
-            seen = _TopLevel()
-            if _read_keys(events, seen, stop_at_contacts=True) and not _contacts_is_last(path, source, seen):
+            seen = _TopLevel(limits=limits)
+            if _read_keys(events, seen, stop_at_contacts=True) and not _contacts_is_last(path, source, seen, limits):
                 assert seen.contacts_key is not None
                 operator.indexOf(events, (seen.contacts_key, "end_array", None))
                 _read_keys(events, seen, stop_at_contacts=False)
@@ -164,11 +346,17 @@ def read_header(path: Path) -> Header:
 
 def iter_contacts(path: Path, header: Header, *, start: int = 0, stop: int | None = None) -> Iterator[RawContact]:
     """Each contact in file order, indexed from 0. Raises FileRejected(File.Corrupt) where the JSON
-    breaks; a truncated file yields its first contacts before that, so act only after the end.
+    breaks or a contact has more keys than header.limits allow, File.ParseError past the limit on
+    contacts; a truncated file yields its first contacts before that, so act only after the end.
+    The file must be one read_header passed (it checked the limits that protect the parser).
 
     With `start`/`stop`, only the contacts with start <= index < stop are yielded (pass 1 split
     across processes). The JSON before `start` is still parsed, so a break there fails the same
     way; without `stop`, so is everything after."""
+    limits = header.limits
+    most = limits.max_contacts
+    halt = stop if stop is not None and stop <= most else most  # one comparison per contact
+    keys = limits.max_keys_per_object
     with _Source(path) as source:
         index = 0
         try:
@@ -178,9 +366,14 @@ def iter_contacts(path: Path, header: Header, *, start: int = 0, stop: int | Non
                     return
                 index += 1
             for item in items:
-                if index == stop:
-                    return
-                yield _contact(index, item)
+                if index >= halt:
+                    if halt == stop:
+                        return
+                    raise FileRejected(
+                        ErrorCode.PARSE_ERROR,
+                        f"the file has more contacts than the limit of {most} (max_contacts)",
+                    )
+                yield _contact(index, item, keys)
                 index += 1
         except (ijson.JSONError, UnicodeDecodeError) as error:
             raise _corrupt(error) from None
@@ -212,6 +405,8 @@ def _read_keys(events: Iterator[tuple[str, str, Any]], seen: _TopLevel, *, stop_
             return False
         _, event, value = next(events)
         normal = normalise_key(key)
+        if len(seen.values) == seen.limits.max_keys_per_object:
+            raise _too_many_keys("the file's object", seen.limits.max_keys_per_object)
         if normal in seen.values:
             earlier = seen.values[normal][0]
             raise FileRejected(ErrorCode.PARSE_ERROR, f'key "{key}" is given twice (also as "{earlier}")')
@@ -247,7 +442,7 @@ def _skip_value(events: Iterator[tuple[str, str, Any]]) -> None:
                 return
 
 
-def _contacts_is_last(path: Path, source: _Source, seen: _TopLevel) -> bool:
+def _contacts_is_last(path: Path, source: _Source, seen: _TopLevel, limits: Limits) -> bool:
     """Exactly whether the contacts array is the file's last value (see the comment above read_header)."""
     if source.consumed > MAX_HEADER_BYTES:
         return False
@@ -267,7 +462,7 @@ def _contacts_is_last(path: Path, source: _Source, seen: _TopLevel) -> bool:
         if opening is None or source.start + opening >= closing:
             return False
         data.seek(source.start + opening + 1)
-        return _closes_at_end(data, closing - (source.start + opening + 1))
+        return _closes_at_end(data, closing - (source.start + opening + 1), limits)
 
 
 def _nth_top_level_array(header: bytes, n: int) -> int | None:
@@ -288,52 +483,22 @@ def _nth_top_level_array(header: bytes, n: int) -> int | None:
     return None
 
 
-def _closes_at_end(data: IO[bytes], length: int) -> bool:
-    """Whether `length` bytes from the current position keep an array (just opened) open all
-    through, to be closed by the byte after them. Valid JSON assumed (see the comment above read_header).
+def _closes_at_end(data: IO[bytes], length: int, limits: Limits) -> bool:
+    """Whether `length` bytes from the current position keep the contacts array (just opened) open
+    all through, to be closed by the byte after them, checking them against the limits on the way
+    (_Guard; valid JSON assumed, see the comment above read_header). Raises FileRejected.
 
-    Per chunk: escapes are dropped (so every remaining `"` delimits a string), everything but quotes
-    and brackets is deleted, string contents are cut out, then adjacent matched pairs are removed
-    until only unmatched closers followed by unmatched openers remain. Removing a matched pair never
-    changes the lowest depth reached, so the array closes inside the chunk iff the closers outnumber
-    the depth."""
-    depth = 1
-    in_string = False
-    carry = b""
+    Removing a matched pair of brackets never changes the lowest depth reached, so the array closes
+    inside a chunk iff the guard's lowest depth there falls to the file's object (1)."""
+    guard = _Guard(limits, depth=2)
     while length > 0:
         chunk = data.read(min(SCAN_CHUNK_BYTES, length))
         if not chunk:
             return False
         length -= len(chunk)
-        chunk = carry + chunk
-        # A run of backslashes may continue in the next chunk: keep it whole for the escape rule.
-        kept = chunk.rstrip(b"\\")
-        carry, chunk = chunk[len(kept) :], kept
-        if b"\\" in chunk:
-            # Left to right, `\\` pairs first: exactly how JSON pairs backslashes in a string.
-            chunk = chunk.replace(b"\\\\", b"").replace(b'\\"', b"")
-        marks = chunk.translate(None, _NOT_MARKS)
-        flips = marks.count(b'"') % 2 == 1
-        # An empty segment between two quotes holds no bracket: dropping it keeps every bracket on
-        # its side of the string boundaries. Most strings hold no bracket, so this leaves few quotes.
-        marks = marks.replace(b'""', b"")
-        if b'"' in marks:
-            pieces = marks.split(b'"')
-            marks = b"".join(pieces[1::2] if in_string else pieces[0::2])
-        elif in_string:
-            marks = b""
-        if flips:
-            in_string = not in_string
-        while True:
-            reduced = marks.replace(b"{}", b"").replace(b"[]", b"")
-            if len(reduced) == len(marks):
-                break
-            marks = reduced
-        closers = len(marks) - len(marks.lstrip(b"]}"))
-        if closers >= depth:
+        if guard.feed(chunk) < 2:
             return False
-        depth += len(marks) - 2 * closers
-    return depth == 1 and not in_string and not carry
+    return guard.depth == 2 and not guard.in_string and not guard.carry
 
 
 def _build_header(seen: _TopLevel) -> Header:
@@ -384,15 +549,22 @@ def _build_header(seen: _TopLevel) -> Header:
             f'unknown key "{spelling}" ignored' for normal, (spelling, _) in seen.values.items() if normal not in FIELD_NAMES
         ),
         contacts_key=seen.contacts_key,
+        limits=seen.limits,
     )
 
 
-def _contact(index: int, item: object) -> RawContact:
+def _too_many_keys(what: str, limit: int) -> FileRejected:
+    return FileRejected(ErrorCode.CORRUPT, f"{what} has more keys than the limit of {limit} (max_keys_per_object)")
+
+
+def _contact(index: int, item: object, keys: int = DEFAULT_LIMITS.max_keys_per_object) -> RawContact:
     if type(item) is dict:
-        usual = _usual_contact(index, item)
+        if len(item) > keys:
+            raise _too_many_keys(f"contact {index}", keys)
+        usual = _usual_contact(index, item, keys)
         if usual is not None:
             return usual
-    return _checked_contact(index, item)
+    return _checked_contact(index, item, keys)
 
 
 # The contacts of a file nearly all spell the same keys in the same order: each spelling is folded
@@ -447,7 +619,7 @@ def _value_layout(keys: tuple[str, ...]) -> tuple[tuple[tuple[str, str], ...], b
     return used, all(key == name for key, name in used) and len(used) == len(keys)
 
 
-def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
+def _usual_contact(index: int, item: dict[str, Any], keys: int = DEFAULT_LIMITS.max_keys_per_object) -> RawContact | None:
     """The contact as _checked_contact reads it, for the usual one: no key given twice, text fields
     that are strings (or absent), values an object of strings. None: take the full checks.
 
@@ -468,7 +640,7 @@ def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
     given = get(values_key)
     if given is None:
         return RawContact(index, msisdn, customer_id, {}, message)
-    if type(given) is not dict:
+    if type(given) is not dict or len(given) > keys:
         return None
     value_layout = _per_spelling(_value_layouts, tuple(given), _value_layout)
     if value_layout is None:
@@ -490,7 +662,7 @@ def _usual_contact(index: int, item: dict[str, Any]) -> RawContact | None:
     return RawContact(index, msisdn, customer_id, values, message)
 
 
-def _checked_contact(index: int, item: object) -> RawContact:
+def _checked_contact(index: int, item: object, keys: int = DEFAULT_LIMITS.max_keys_per_object) -> RawContact:
     if not isinstance(item, dict):
         return RawContact(index, None, None, {}, None, f"contact is {describe(item)}, not an object")
     fields: dict[str, Any] = {}
@@ -499,6 +671,9 @@ def _checked_contact(index: int, item: object) -> RawContact:
         if normal in fields:
             return RawContact(index, None, None, {}, None, f'key "{key}" is given twice in this contact')
         fields[normal] = value
+    given = fields.get("values")
+    if isinstance(given, dict) and len(given) > keys:
+        raise _too_many_keys(f"contact {index}'s values", keys)
     msisdn = customer_id = message = None
     values: dict[str, str] = {}
     try:
@@ -506,7 +681,6 @@ def _checked_contact(index: int, item: object) -> RawContact:
         msisdn = _optional_text(fields.get("msisdn"), "msisdn")
         customer_id = _optional_text(fields.get("customerid"), "customerId")
         message = _optional_text(fields.get("message"), "message")
-        given = fields.get("values")
         if given is not None and not isinstance(given, dict):
             raise FileRejected(ErrorCode.PARSE_ERROR, f"values must be an object, got {describe(given)}")
         if given:

@@ -15,6 +15,9 @@ _FALSE_WORDS = frozenset({"false", "0", "no"})
 # A header field has no business being astronomically large; refusing early also keeps int() of a
 # huge-exponent Decimal (1E+999999) from building a million-digit number.
 _MAX_INTEGER_DIGITS = 18
+# A number written with an exponent is spelt out in full as text (1E+3 -> "1000"): past this many
+# digits it is refused rather than built (1e999999999 would be a billion digits).
+MAX_TEXT_DIGITS = 64
 
 
 # A file spells its keys a handful of ways, a million times over: cache the folding. Bounded,
@@ -84,6 +87,10 @@ def coerce_str(value: object, field: str) -> str:
         # Through repr so 0.1 stays "0.1" rather than the binary expansion Decimal(0.1) would give.
         return format(Decimal(repr(value)), "f")
     if isinstance(value, Decimal) and value.is_finite():
+        if max(value.adjusted() + 1, -int(value.as_tuple().exponent)) > MAX_TEXT_DIGITS:
+            raise FileRejected(
+                ErrorCode.PARSE_ERROR, f"{field} must be a string, got {describe(value)} (over {MAX_TEXT_DIGITS} digits as text)"
+            )
         # "f" spells 1E+3 as 1000: digits as the user meant them, never scientific notation.
         return format(value, "f")
     raise FileRejected(ErrorCode.PARSE_ERROR, f"{field} must be a string, got {describe(value)}")

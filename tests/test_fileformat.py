@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from sftpsms import fileformat
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
+from sftpsms.limits import Limits
 
 
 def write(tmp_path: Path, body: object | str | bytes, name: str = "f.json") -> Path:
@@ -437,3 +439,160 @@ def test_contacts_spelt_like_the_first_read_the_same_after_it() -> None:
 def test_a_plain_contact_takes_the_usual_path() -> None:
     item = {"msisdn": "0831234567", "customerId": "C1", "values": {"value1": "a", "other": "b"}}
     assert fileformat._usual_contact(3, item) == RawContact(3, "0831234567", "C1", {"value1": "a"}, None)
+
+
+# ---- limits (PRODUCT.md §7): each checked before the parser sees the bytes -------------------
+
+ISSUE_DEPTH_BOMB = b'{"version":7,"message_template":"x","contacts":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+ISSUE_LONG_INT = b'{"Version":7,"Message_Template":"x","Contacts":[{"msisdn":1' + b"0" * 4300 + b"}]}"
+
+
+def limit_error(path: Path, limits: Limits | None = None) -> FileRejected:
+    """The rejection of reading the file whole (header, then every contact)."""
+    with pytest.raises(FileRejected) as caught:
+        header = read_header(path, limits or Limits())
+        for _ in iter_contacts(path, header):
+            pass
+    return caught.value
+
+
+def fast_and_flat(path: Path, limits: Limits | None = None) -> FileRejected:
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        error = limit_error(path, limits)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - started < 1.0
+    assert peak < 20 * 1024 * 1024
+    return error
+
+
+def test_the_depth_bomb_of_the_issue_fails_fast_naming_the_limit(tmp_path: Path) -> None:
+    error = fast_and_flat(write(tmp_path, ISSUE_DEPTH_BOMB))
+    assert error.code == ErrorCode.CORRUPT and "max_json_depth" in error.detail
+
+
+def test_a_depth_bomb_in_a_header_value_fails_the_same_way(tmp_path: Path) -> None:
+    body = b'{"Version": 7, "Foo": ' + b"[" * 30_000 + b"]" * 30_000 + b', "Contacts": [{"msisdn": "1"}]}'
+    assert "max_json_depth" in fast_and_flat(write(tmp_path, body)).detail
+
+
+def test_a_depth_bomb_after_the_contacts_fails_the_same_way(tmp_path: Path) -> None:
+    body = b'{"Version": 7, "Contacts": [{"msisdn": "1"}], "Foo": ' + b"{\"a\":" * 30_000 + b"1" + b"}" * 30_000 + b"}"
+    assert "max_json_depth" in fast_and_flat(write(tmp_path, body)).detail
+
+
+@pytest.mark.parametrize("depth", [32, 33])
+def test_depth_is_counted_exactly(tmp_path: Path, depth: int) -> None:
+    # The file's object is level 1, its contacts array 2, a contact 3: nest an unknown key below.
+    nested = "[" * (depth - 3) + "]" * (depth - 3)
+    path = write(tmp_path, '{"Version": 7, "Message_Template": "Hi", "Contacts": [{"msisdn": "1", "x": ' + nested + "}]}")
+    if depth <= 32:
+        assert len(read(path)[1]) == 1
+    else:
+        assert "max_json_depth" in limit_error(path).detail
+
+
+def test_depth_is_exact_across_chunks_and_strings_holding_brackets(tmp_path: Path) -> None:
+    contact = '{"msisdn": "1", "message": "[[[{{{ \\" ]]", "x": ' + "[" * 29 + "]" * 29 + "}"
+    path = write(tmp_path, '{"Version": 7, "Contacts": [' + ",".join([contact] * 8_000) + "]}")
+    assert len(read(path)[1]) == 8_000  # depth 32 exactly, in every chunk
+    assert "max_json_depth" in limit_error(path, Limits(max_json_depth=31)).detail
+
+
+def test_the_long_integer_of_the_issue_is_refused_without_crashing_the_parser(tmp_path: Path) -> None:
+    error = fast_and_flat(write(tmp_path, ISSUE_LONG_INT))
+    assert error.code == ErrorCode.CORRUPT and "max_number_chars" in error.detail
+
+
+@pytest.mark.parametrize("where", ["header", "contact", "after"])
+def test_a_number_over_the_limit_is_refused_wherever_it_is(tmp_path: Path, where: str) -> None:
+    number = "9" * 65
+    bodies = {
+        "header": f'{{"Version": 7, "Foo": {number}, "Contacts": [{{"msisdn": "1"}}]}}',
+        "contact": f'{{"Version": 7, "Contacts": [{{"msisdn": "1", "values": {{"value1": -{number}}}}}]}}',
+        "after": f'{{"Version": 7, "Contacts": [{{"msisdn": "1"}}], "Foo": 1.{number}}}',
+    }
+    assert "max_number_chars" in limit_error(write(tmp_path, bodies[where])).detail
+
+
+def test_a_number_at_the_limit_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"Version": 7, "Contacts": [{"msisdn": ' + "2" * 64 + "}]}")
+    assert read(path)[1][0].msisdn == "2" * 64
+
+
+def test_a_number_split_across_chunks_is_measured_whole(tmp_path: Path) -> None:
+    pad = " " * (fileformat.SCAN_CHUNK_BYTES - 40)
+    body = '{"Version": 7, "Contacts": [{"msisdn": "1"},' + pad + '{"msisdn": ' + "7" * 65 + "}]}"
+    assert "max_number_chars" in limit_error(write(tmp_path, body)).detail
+
+
+def test_deep_indentation_is_not_a_long_number(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"Version": 7,' + " " * 5000 + '"Contacts": [{"msisdn":' + "\n" * 5000 + '"1"}]}')
+    assert len(read(path)[1]) == 1
+
+
+def test_a_huge_exponent_is_a_contact_error_not_a_billion_digits(tmp_path: Path) -> None:
+    path = write(tmp_path, b'{"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": 1e999999999}]}')
+    started = time.perf_counter()
+    contacts = read(path)[1]
+    assert time.perf_counter() - started < 1.0
+    assert contacts[0].problem is not None and "digits" in contacts[0].problem
+
+
+@pytest.mark.parametrize("field", ["Message_Template", "value1", "key"])
+def test_a_50_mb_string_fails_fast_naming_the_limit(tmp_path: Path, field: str) -> None:
+    big = "x" * 50_000_000
+    body = {
+        "Message_Template": '{"Version": 7, "Message_Template": "' + big + '", "Contacts": [{"msisdn": "1"}]}',
+        "value1": '{"Version": 7, "Contacts": [{"msisdn": "1", "values": {"value1": "' + big + '"}}]}',
+        "key": '{"Version": 7, "Contacts": [{"msisdn": "1", "' + big + '": 1}]}',
+    }[field]
+    path = write(tmp_path, body)
+    del big, body
+    error = fast_and_flat(path)
+    assert error.code == ErrorCode.CORRUPT and "max_string_bytes" in error.detail
+
+
+def test_a_string_of_escapes_is_measured_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"Version": 7, "Message_Template": "' + "\\n" * 40_000 + '", "Contacts": [{"msisdn": "1"}]}')
+    assert "max_string_bytes" in limit_error(path).detail
+    assert read_header(path, Limits(max_string_bytes=80_000)).message_template == "\n" * 40_000
+
+
+def test_a_contact_over_its_size_limit_fails_the_file(tmp_path: Path) -> None:
+    items = ",".join(f'{{"a": "{n}"}}' for n in range(200_000))
+    path = write(tmp_path, '{"Version": 7, "Contacts": [{"msisdn": "1", "x": [' + items + "]}]}")
+    assert "max_contact_bytes" in fast_and_flat(path).detail
+
+
+def test_many_contacts_of_a_usual_size_are_not_one_big_contact(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal() | {"Contacts": [{"msisdn": "1", "values": {"value1": "x" * 100}}] * 30_000})
+    assert len(read(path)[1]) == 30_000
+
+
+def test_keys_per_object_are_limited_in_the_header_a_contact_and_its_values(tmp_path: Path) -> None:
+    many = {f"k{n}": 1 for n in range(300)}
+    assert "max_keys_per_object" in limit_error(write(tmp_path, minimal(**many))).detail
+    assert "max_keys_per_object" in limit_error(write(tmp_path, minimal() | {"Contacts": [{"msisdn": "1", **many}]})).detail
+    values = minimal() | {"Contacts": [{"msisdn": "1", "values": many}]}
+    assert "max_keys_per_object" in limit_error(write(tmp_path, values)).detail
+    assert len(read(write(tmp_path, minimal() | {"Contacts": [{"msisdn": "1", **dict(list(many.items())[:255])}]}))[1]) == 1
+
+
+def test_contacts_over_the_limit_are_a_parse_error_at_the_first_one_too_many(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal() | {"Contacts": [{"msisdn": "1"}] * 11})
+    error = limit_error(path, Limits(max_contacts=10))
+    assert error.code == ErrorCode.PARSE_ERROR and "max_contacts" in error.detail
+    header = read_header(path, Limits(max_contacts=11))
+    assert len(list(iter_contacts(path, header))) == 11
+    assert len(list(iter_contacts(path, read_header(path, Limits(max_contacts=10)), stop=10))) == 10
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal())
+    error = limit_error(path, Limits(max_file_bytes=path.stat().st_size - 1))
+    assert error.code == ErrorCode.CORRUPT and "max_file_bytes" in error.detail
+    assert read_header(path, Limits(max_file_bytes=path.stat().st_size)).version == 7

@@ -73,7 +73,7 @@ def build_gateway(
     if isinstance(config, SimulatorGatewayConfig):
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
-        return Simulator(settings.simulator_dir, reports, config)
+        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember)
     if isinstance(config, SmppGatewayConfig):
         return SmppGateway(config, reports, journal_dir=settings.data_dir / "gateways" / config.name)
     assert isinstance(config, HttpGatewayConfig)
@@ -176,7 +176,10 @@ async def run_service(
             recent = RecentSubmissions()
             recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
             await nursery.start(
-                partial(run_receipts, reports_receive, store=store_client.clone(), recorder=recorder)
+                partial(
+                    run_receipts, reports_receive, store=store_client.clone(), recorder=recorder,
+                    on_recorded=simulator.recorded,
+                )
             )
             dispatcher = Dispatcher(
                 store=store_client.clone(),

@@ -377,11 +377,13 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 class ReadModels:
     """The read-model database of one data directory. Open one per thread (sqlite3 connections
-    are used by the thread that made them)."""
+    are used by the thread that made them), or with `any_thread` for a user that runs in one
+    thread at a time but not always the same one (the event writer's commands: trio's worker
+    threads take turns)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, any_thread: bool = False) -> None:
         self.path = path
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=not any_thread)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)

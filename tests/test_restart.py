@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
+import pytest
+
 from eventstore.domain import ContactBatch, batch_id
 from eventstore.store import open_store
 from tests.service import running_service
@@ -101,3 +103,47 @@ def test_a_dispatch_interrupted_by_sigkill_sends_every_message_once(tmp_path: Pa
     journal = (data / "simulator" / "accepted.log").read_text().split("\n")
     accepted = Counter(line.split(" ")[0] for line in journal if line)
     assert len(accepted) == contacts and set(accepted.values()) == {1}, "the simulator got a message twice"
+
+
+def delivery_counts(data_dir: Path) -> Counter[str]:
+    """DeliveryReported events per message id."""
+    store = open_store(data_dir)
+    try:
+        found: Counter[str] = Counter()
+        for notification in store.notifications(0, 1_000_000, topics=["eventstore.domain:DeliveryLog.DeliveryReported"]):
+            event = store.mapper.to_domain_event(notification)
+            found[event.message_id] += 1  # type: ignore[attr-defined]
+        return found
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_receipts_a_stop_left_unreported_are_reported_once_after_restart(tmp_path: Path, stop: signal.Signals) -> None:
+    contacts = 300
+    data = tmp_path / "data"
+    body = {"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": f"2783{i:07d}"} for i in range(contacts)]}
+    # Receipts 2.5-7.5 s after submission: at the stop most submitted messages await theirs.
+    slow = {"SFTPSMS_SIMULATOR_DELIVERY_DELAY": "5"}
+    with running_service(data, "--send-rate", "200", env=slow) as service:
+        service.add_account("acme", credits=contacts)
+        with service.paramiko("acme") as sftp:
+            with sftp.open("Send_SMS/send.json", "wb") as remote:
+                remote.write(json.dumps(body).encode())
+        deadline = time.monotonic() + 60
+        while submitted_count(data) < 150:
+            assert time.monotonic() < deadline, service.log()
+            time.sleep(0.01)
+        service.process.send_signal(stop)
+        service.process.wait(timeout=30)
+    before = delivery_counts(data)
+    assert len(before) < submitted_count(data), "the stop must leave receipts unreported"
+
+    with running_service(data, "--send-rate", "200", env={"SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}) as service:
+        deadline = time.monotonic() + 60
+        while len(delivery_counts(data)) < contacts:
+            assert time.monotonic() < deadline, f"{len(delivery_counts(data))} of {contacts} final\n{service.log()[-3000:]}"
+            time.sleep(0.1)
+        time.sleep(1.0)  # receipts still on their way would show up as a second report
+    reported = delivery_counts(data)
+    assert len(reported) == contacts and set(reported.values()) == {1}

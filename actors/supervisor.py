@@ -22,6 +22,7 @@ from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
+from actors.expiry import Expiry, run_expiry
 from actors.file import (
     FileArrived,
     FileContext,
@@ -181,6 +182,9 @@ async def run_service(
                     on_recorded=simulator.recorded,
                 )
             )
+            validity = {name: config.validity for name, config in gateway_set.gateways.items()}
+            expiry = Expiry(settings=settings, store=store, validity=validity)
+            await nursery.start(partial(run_expiry, reports_send.clone(), expiry=expiry))
             dispatcher = Dispatcher(
                 store=store_client.clone(),
                 gateways=gateways,

@@ -10,10 +10,12 @@ from collections import Counter
 from pathlib import Path
 from uuid import UUID
 
+import httpx
 import pytest
 
-from eventstore.domain import ContactBatch, batch_id
+from eventstore.domain import ContactBatch, batch_id, message_id
 from eventstore.store import open_store
+from tests.provider import running_provider
 from tests.service import running_service
 
 CONTACTS = 40_000
@@ -147,3 +149,44 @@ def test_receipts_a_stop_left_unreported_are_reported_once_after_restart(tmp_pat
         time.sleep(1.0)  # receipts still on their way would show up as a second report
     reported = delivery_counts(data)
     assert len(reported) == contacts and set(reported.values()) == {1}
+
+
+def test_http_receipts_that_arrive_after_a_restart_still_match_their_messages(tmp_path: Path) -> None:
+    """A real gateway's receipts come when they come: after a SIGKILL and a start, with nothing in
+    memory, they are matched through the gateway_ids read model (and recorded once)."""
+    numbers = [f"2783123450{i}" for i in range(6)]
+    data = tmp_path / "data"
+    data.mkdir()
+    with running_provider() as provider:
+        (data / "gateways.toml").write_text(
+            f'[gateways.bulkhttp]\ntype = "http"\nurl = "{provider.url}"\ninbound_token = "in"\nbackoff = 0.05\n'
+        )
+        with running_service(data, "--http-port", "0") as service:
+            service.add_account("acme")
+            assert service.cli("route", "add", "2783", "--gateway", "bulkhttp").returncode == 0
+            contacts = [{"msisdn": n} for n in numbers]
+            with service.paramiko("acme") as sftp, sftp.open("Send_SMS/late.json", "wb") as remote:
+                remote.write(json.dumps({"Version": 7, "Message_Template": "Hi", "Contacts": contacts}).encode())
+            _, report = service.wait_report("acme", "late.json")
+            deadline = time.monotonic() + 30
+            while submitted_count(data) < len(numbers):
+                assert time.monotonic() < deadline, service.log()[-3000:]
+                time.sleep(0.05)
+            service.process.send_signal(signal.SIGKILL)
+            service.process.wait()
+        file_id = UUID(report["file_id"])
+        ids = [provider.ids[str(message_id(file_id, index))][0] for index in range(len(numbers))]
+        with running_service(data, "--http-port", "0") as service:
+            base = f"http://127.0.0.1:{service.http_port}/gateways/bulkhttp"
+            with httpx.Client(headers={"authorization": "Bearer in"}) as client:
+                for gateway_id in ids:  # one request each: each group is a command of the writer's
+                    answer = client.post(f"{base}/receipts", json={"id": gateway_id, "status": "DELIVRD"})
+                    assert (answer.status_code, answer.json()) == (200, {"recorded": 1, "ignored": 0}), service.log()[-3000:]
+                assert client.post(f"{base}/receipts", json={"id": ids[0], "status": "UNDELIV"}).status_code == 200
+            deadline = time.monotonic() + 30
+            while len(delivery_counts(data)) < len(numbers):
+                assert time.monotonic() < deadline, service.log()[-3000:]
+                time.sleep(0.05)
+    reported = delivery_counts(data)
+    assert reported == Counter({str(message_id(file_id, i)): 1 for i in range(len(numbers))})
+    assert "ProgrammingError" not in (data / "server.log").read_text()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache, partial
@@ -60,8 +61,9 @@ class _Held:
 
 @dataclass
 class ReportRecorder:
-    """Matches and records groups of reports. `record` runs in the writer's thread (it owns a
-    read-model connection made there); everything else on the trio side."""
+    """Matches and records groups of reports. `record` runs in the writer's commands (one at a
+    time, each in whichever worker thread trio gives it: the read-model connection it opens is
+    one for any thread); everything else on the trio side."""
 
     recent: RecentSubmissions
     readmodels_path: Path
@@ -73,7 +75,7 @@ class ReportRecorder:
 
     def _models(self) -> ReadModels:
         if self.readmodels is None:
-            self.readmodels = ReadModels(self.readmodels_path)
+            self.readmodels = ReadModels(self.readmodels_path, any_thread=True)
         return self.readmodels
 
     def close(self) -> None:
@@ -190,9 +192,12 @@ async def run_receipts(
     *,
     store: StoreClient,
     recorder: ReportRecorder,
+    on_recorded: Callable[[Sequence[GatewayReport]], None] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Record reports until the inbox closes.
+    """Record reports until the inbox closes. `on_recorded` hears, after each group's transaction
+    has committed, which reports are now recorded (or were already): the simulator stops owing
+    them (a real peer learns it from our answer instead).
 
     Error handling: a group that fails to save (e.g. an opt-out racing another account change) is
     tried once more from fresh aggregates, then logged and dropped — real gateways re-send what
@@ -245,10 +250,14 @@ async def run_receipts(
             for attempt in (1, 2):
                 try:
                     unmatched = await store.run(partial(recorder.record, matched=matched))
-                    break
                 except Exception:
                     if attempt == 2:
                         log.exception("recording %d gateway reports failed; dropped", len(matched))
+                    continue
+                if on_recorded is not None:
+                    waiting = {id(report) for report in unmatched}
+                    on_recorded([report for report in reports if id(report) not in waiting])
+                break
             for report in unmatched:
                 first = since.get(id(report), now)
                 if now - first >= UNMATCHED_PATIENCE or len(held) >= MAX_UNMATCHED:

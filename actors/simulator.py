@@ -1,19 +1,34 @@
 """The embedded simulator gateway: accepts messages, returns ids, and produces delivery receipts that
 are deterministic for a seed (status and delay derive from the seed and the message id).
 
-It remembers the message ids it accepted in an append-only journal, so a message re-submitted after
-a crash is recognised and not "sent" twice — the property the restart tests check. Only the last
-REMEMBER of them count (a re-submission is of the messages whose MessageSubmitted a crash lost: a
-flush's worth); the journal is cut back to those when it opens at more than twice as many.
+It keeps three append-only journals, each line one write(2) (the kernel has it once write returns:
+it survives a SIGKILL of the process, not a power cut):
+
+- `accepted.log`: `<message id> <gateway id> <receipt due, Unix seconds>[ <msisdn> <sender id>]`
+  (number and sender only for messages that get a reply). A message re-submitted after a crash is
+  recognised and not "sent" twice — only the last REMEMBER ids count for that (a re-submission is
+  of the messages whose MessageSubmitted a crash lost: a flush's worth).
+- `reported.log`: `<message id>` once the receipts actor has *recorded* a message's receipt,
+  `<message id> reply` once it recorded its reply. What is accepted and not reported is what the
+  simulator owes: after a restart it reports it again (the receipts actor records a message's
+  status once, so a receipt recorded just before a crash is not recorded twice).
+- `resubmitted.log`: `<message id>` for each submission of an id it had already accepted (after a
+  crash; answered with the first gateway id and not sent again), for audits such as scripts/chaos.
+
+The journals are cut back when they open at more than twice REMEMBER lines: the last REMEMBER
+messages and every one still owed stay; what is owed for longer than OWED_FOR is forgotten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import heapq
+import logging
 import os
+import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -22,13 +37,31 @@ import trio
 from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport, OutboundMessage
 from sftpsms.gateways import SimulatorGatewayConfig
 
+log = logging.getLogger(__name__)
+
 REMEMBER = 100_000  # accepted message ids kept (memory and journal)
 MAX_PENDING = 20_000  # reports not yet handed on; submit waits beyond this, as an SMSC's window would
+OWED_FOR = 7 * 86_400.0  # seconds past its due time a report is still owed after restarts
+ACCEPTED_NAME = "accepted.log"
+REPORTED_NAME = "reported.log"
+RESUBMITTED_NAME = "resubmitted.log"
+_RECEIPT, _REPLY = 0, 1
+
+# A report waiting in the heap, as ints and strings (no object for the garbage collector to visit
+# again and again): due (trio clock), tie-breaker, kind, message id, gateway id, due (Unix seconds),
+# and for a reply the number and the sender id.
+_Due = tuple[float, int, int, int, str, float, str, str]
+# A report owed from an earlier run: kind, message id, gateway id, due (Unix seconds), msisdn, sender.
+_Owed = tuple[int, int, str, float, str, str]
 
 
 class Simulator:
-    """The embedded gateway. Receipts carry the gateway id as `submit` returned it; a configured
-    share of messages also gets a reply (deterministic: the same messages every run)."""
+    """The embedded gateway. Receipts carry the gateway id as `submit` returned it, and our message
+    id; a configured share of messages also gets a reply (deterministic: the same messages every
+    run).
+
+    Resource handling: the journals' file descriptors are opened here and closed by `close`.
+    """
 
     concurrency = 1  # submit never waits: one sender task keeps up with any configured rate
 
@@ -37,47 +70,121 @@ class Simulator:
         journal_dir: Path,
         reports: trio.MemorySendChannel[GatewayReport],
         config: SimulatorGatewayConfig | None = None,
+        *,
+        remember: int | None = None,
     ) -> None:
         self.config = config or SimulatorGatewayConfig()
         self.name = self.config.name
         self.seed = self.config.seed
         self._seed = f"{self.seed}:".encode()
         self.delay = self.config.delay
+        self.remember = remember or REMEMBER
         self._reports = reports
-        self._due: list[tuple[float, int, GatewayReport]] = []
+        self._due: list[_Due] = []
         self._counter = 0
         self._wake = trio.Event()
         self.max_pending = MAX_PENDING
         self._in_hand = 0  # the report being handed on (the receiver may make it wait)
         self._room = trio.Event()  # set when pending reports drop below max_pending
         journal_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = journal_dir / "accepted.log"
+        self.journal = journal_dir / ACCEPTED_NAME
+        self.reported_journal = journal_dir / REPORTED_NAME
+        self.resubmitted_journal = journal_dir / RESUBMITTED_NAME
         # message id (as an int: no object for the garbage collector to visit) → gateway id
         self.accepted: dict[int, str] = {}
         self._order: deque[int] = deque()
         self.duplicates = 0
-        if self.journal.exists():
-            lines = self.journal.read_text().splitlines()
-            if len(lines) > 2 * REMEMBER:
-                lines = lines[-REMEMBER:]
-                fresh = self.journal.with_name(f".{self.journal.name}.tmp")
-                fresh.write_text("".join(f"{line}\n" for line in lines))
-                os.replace(fresh, self.journal)
-            for line in lines:
-                message, _, gateway_id = line.partition(" ")
-                if gateway_id:
-                    self._remember(UUID(message).int, gateway_id)
+        self.owed: list[_Owed] = self._load()  # reports an earlier run accepted and never saw recorded
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._reported_fd = os.open(self.reported_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._resubmitted_fd = -1
+
+    def _load(self) -> list[_Owed]:
+        """Read the journals: remember the last accepted ids, and return what is still owed (in
+        acceptance order). Cut the journals back when they hold more than twice what is kept."""
+        if not self.journal.exists():
+            return []
+        receipts_done: set[int] = set()
+        replies_done: set[int] = set()
+        if self.reported_journal.exists():
+            with self.reported_journal.open("rb") as reported:
+                for raw in reported:
+                    done, _, kind = raw.strip().partition(b" ")
+                    try:
+                        (replies_done if kind == b"reply" else receipts_done).add(UUID(done.decode()).int)
+                    except ValueError:
+                        continue  # a line torn by a crash mid-write: that report is made again
+        now = time.time()
+        lines = self.journal.read_bytes().decode(errors="replace").splitlines()
+        owed: list[_Owed] = []
+        owed_lines: list[int] = []  # line numbers of messages still owing something
+        forgotten = 0
+        for number, line in enumerate(lines):
+            fields = line.split(" ", 4)
+            try:
+                message = UUID(fields[0]).int
+                gateway_id = fields[1]
+                due = float(fields[2]) if len(fields) > 2 else now  # older lines: report now
+            except (ValueError, IndexError):
+                continue  # a torn last line: that message was not acknowledged, it is sent again
+            self._remember(message, gateway_id)
+            msisdn, sender = (fields[3], fields[4]) if len(fields) == 5 else ("", "")
+            receipt_owed = message not in receipts_done
+            reply_owed = bool(msisdn) and message not in replies_done
+            if not (receipt_owed or reply_owed):
+                continue
+            if due < now - OWED_FOR:
+                forgotten += 1
+                continue
+            if receipt_owed:
+                owed.append((_RECEIPT, message, gateway_id, due, "", ""))
+            if reply_owed:
+                owed.append((_REPLY, message, gateway_id, due + self.delay, msisdn, sender))
+            owed_lines.append(number)
+        if forgotten:
+            log.warning("simulator: %d reports owed for over %.0f days forgotten", forgotten, OWED_FOR / 86_400)
+        if len(lines) > 2 * self.remember:
+            keep = sorted(set(owed_lines) | set(range(max(0, len(lines) - self.remember), len(lines))))
+            kept = [lines[number] for number in keep]
+            kept_ids = {UUID(line.split(" ", 1)[0]).int for line in kept}
+            acks = [f"{UUID(int=m)}\n" for m in receipts_done if m in kept_ids]
+            acks += [f"{UUID(int=m)} reply\n" for m in replies_done if m in kept_ids]
+            self._rewrite(self.reported_journal, acks)  # acks first: a crash between keeps them
+            self._rewrite(self.journal, [f"{line}\n" for line in kept])
+        return owed
+
+    @staticmethod
+    def _rewrite(path: Path, lines: list[str]) -> None:
+        fresh = path.with_name(f".{path.name}.tmp")
+        with fresh.open("w") as out:
+            out.write("".join(lines))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(fresh, path)
 
     def _remember(self, message: int, gateway_id: str) -> None:
         if message not in self.accepted:
             self._order.append(message)
         self.accepted[message] = gateway_id
-        while len(self._order) > REMEMBER:
+        while len(self._order) > self.remember:
             self.accepted.pop(self._order.popleft(), None)
 
     def close(self) -> None:
-        os.close(self._fd)
+        for fd in (self._fd, self._reported_fd, self._resubmitted_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._reported_fd = self._resubmitted_fd = -1
+
+    def recorded(self, reports: Sequence[GatewayReport]) -> None:
+        """The receipts actor recorded these reports (or found them recorded already): this
+        simulator's among them are no longer owed. One write(2) for the lot."""
+        lines = [
+            f"{report.message_id}\n" if isinstance(report, GatewayReceipt) else f"{report.message_id} reply\n"
+            for report in reports
+            if report.gateway == self.name and report.message_id is not None
+        ]
+        if lines and self._reported_fd >= 0:
+            os.write(self._reported_fd, "".join(lines).encode())
 
     def _rolls(self, message: UUID) -> tuple[int, int, int, int]:
         """Four independent numbers drawn from the seed and the message id (one SHA-256: its
@@ -111,10 +218,32 @@ class Simulator:
     def _pending(self) -> int:
         return len(self._due) + self._in_hand
 
-    def _schedule(self, due: float, report: GatewayReport) -> None:
+    def _schedule(self, due: float, kind: int, message: int, gateway_id: str, at: float, msisdn: str = "", sender: str = "") -> None:
         self._counter += 1
-        heapq.heappush(self._due, (due, self._counter, report))
+        heapq.heappush(self._due, (due, self._counter, kind, message, gateway_id, at, msisdn, sender))
         self._wake.set()
+
+    def _report(self, entry: _Due) -> GatewayReport:
+        _, _, kind, message, gateway_id, at, msisdn, sender = entry
+        message_id = UUID(int=message)
+        if kind == _RECEIPT:
+            return GatewayReceipt(
+                gateway=self.name,
+                gateway_id=gateway_id,
+                status=self.status(message_id),
+                at=datetime.fromtimestamp(at, UTC),
+                message_id=message_id,
+            )
+        return GatewayReply(
+            gateway=self.name,
+            reply_id=f"R{gateway_id}",
+            msisdn=msisdn,
+            to=sender,
+            text=self.config.reply_text,
+            at=datetime.fromtimestamp(at, UTC),
+            in_reply_to=gateway_id,
+            message_id=message_id,
+        )
 
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
         """Accept a message and schedule its receipt (and reply). Waits while MAX_PENDING reports
@@ -125,42 +254,40 @@ class Simulator:
         known = self.accepted.get(message.message_id.int)
         if known is not None:
             self.duplicates += 1
+            if self._resubmitted_fd < 0:
+                self._resubmitted_fd = os.open(self.resubmitted_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._resubmitted_fd, f"{message.message_id}\n".encode())
             return (known,)
-        id_roll, status_roll, reply_roll, delay_roll = self._rolls(message.message_id)
+        id_roll, _status_roll, reply_roll, delay_roll = self._rolls(message.message_id)
         gateway_id = f"{id_roll % 10**12:012d}"
+        spread = self.delay * (0.5 + (delay_roll % 1000) / 1000)
+        at = time.time() + spread
+        replies = reply_roll % 1000 < self.config.reply_per_mille
+        # The sender id is the rest of the line; a newline in it would break the journal.
+        sender = message.sender_id.replace("\n", " ")
+        extra = f" {message.msisdn} {sender}" if replies else ""
         # One write(2) per message: it survives a SIGKILL of the process (the kernel has it).
-        os.write(self._fd, f"{message.message_id} {gateway_id}\n".encode())
+        os.write(self._fd, f"{message.message_id} {gateway_id} {at:.3f}{extra}\n".encode())
         self._remember(message.message_id.int, gateway_id)
-        spread = 0.5 + (delay_roll % 1000) / 1000
-        due = trio.current_time() + self.delay * spread
-        at = datetime.now(UTC) + timedelta(seconds=self.delay * spread)
-        self._schedule(
-            due,
-            GatewayReceipt(
-                gateway=self.name,
-                gateway_id=gateway_id,
-                status=self._status(status_roll),
-                at=at,
-                message_id=message.message_id,
-            ),
-        )
-        if reply_roll % 1000 < self.config.reply_per_mille:
-            self._schedule(
-                due + self.delay,
-                GatewayReply(
-                    gateway=self.name,
-                    reply_id=f"R{gateway_id}",
-                    msisdn=message.msisdn,
-                    to=message.sender_id,
-                    text=self.config.reply_text,
-                    at=at + timedelta(seconds=self.delay),
-                    in_reply_to=gateway_id,
-                ),
-            )
+        due = trio.current_time() + spread
+        self._schedule(due, _RECEIPT, message.message_id.int, gateway_id, at)
+        if replies:
+            self._schedule(due + self.delay, _REPLY, message.message_id.int, gateway_id, at + self.delay, message.msisdn, sender)
         return (gateway_id,)
 
+    def _schedule_owed(self) -> None:
+        """Put what an earlier run owes back in the heap, each at its due time (at once if past)."""
+        clock, wall = trio.current_time(), time.time()
+        for kind, message, gateway_id, at, msisdn, sender in self.owed:
+            self._schedule(clock + max(0.0, at - wall), kind, message, gateway_id, at, msisdn, sender)
+        if self.owed:
+            log.info("simulator: %d reports owed from an earlier run scheduled again", len(self.owed))
+        self.owed = []
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver reports when they are due, until cancelled. One task, a heap of due reports."""
+        """Deliver reports when they are due, until cancelled. One task, a heap of due reports,
+        starting with those an earlier run owes."""
+        self._schedule_owed()
         task_status.started()
         with self._reports:
             while True:
@@ -168,7 +295,7 @@ class Simulator:
                     await self._wake.wait()
                     self._wake = trio.Event()
                     continue
-                due, _, report = self._due[0]
+                due = self._due[0][0]
                 now = trio.current_time()
                 if due > now:
                     await trio.lowlevel.checkpoint()  # reports handed on without waiting, then rest
@@ -178,7 +305,7 @@ class Simulator:
                         await self._wake.wait()
                     self._wake = trio.Event()
                     continue
-                heapq.heappop(self._due)
+                report = self._report(heapq.heappop(self._due))
                 try:
                     self._reports.send_nowait(report)  # usually room: no trip through the scheduler
                 except trio.WouldBlock:

@@ -24,6 +24,7 @@ from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
+from actors.expiry import Expiry, run_expiry
 from actors.file import (
     STOP_GRACE,
     FileArrived,
@@ -76,7 +77,7 @@ def build_gateway(
     if isinstance(config, SimulatorGatewayConfig):
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
-        return Simulator(settings.simulator_dir, reports, config)
+        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember)
     if isinstance(config, SmppGatewayConfig):
         return SmppGateway(config, reports, journal_dir=settings.data_dir / "gateways" / config.name)
     assert isinstance(config, HttpGatewayConfig)
@@ -175,8 +176,14 @@ async def run_service(
             recent = RecentSubmissions()
             recorder = ReportRecorder(recent, settings.readmodels_db, settings.optout_words)
             await nursery.start(
-                partial(run_receipts, reports_receive, store=store_client.clone(), recorder=recorder)
+                partial(
+                    run_receipts, reports_receive, store=store_client.clone(), recorder=recorder,
+                    on_recorded=simulator.recorded,
+                )
             )
+            validity = {name: config.validity for name, config in gateway_set.gateways.items()}
+            expiry = Expiry(settings=settings, store=store, validity=validity)
+            await nursery.start(partial(run_expiry, reports_send.clone(), expiry=expiry))
             dispatcher = Dispatcher(
                 store=store_client.clone(),
                 gateways=gateways,

@@ -6,6 +6,9 @@ concurrently: each one re-reads the position inside the transaction, and an alre
 position is simply not selected again. Queueing events (MessageQueued, ...) are not projected
 here; they stay in their batch aggregates, which the dispatcher and reports read directly. Each
 MessageSubmitted is, into `gateway_ids` and `last_sent`: receipts and replies are matched there.
+`deliveries` counts, per batch, messages submitted and final statuses reported (and when the
+first was submitted): a batch with fewer reported than submitted has messages awaiting their
+receipts, which actors/expiry.py looks at once their validity period may have passed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from eventstore.domain import (
     Account,
     ApiKey,
     ContactBatch,
+    DeliveryLog,
     DispatchLog,
     File,
     Routes,
@@ -38,7 +42,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
-NEWEST_TABLE = "last_sent"  # the schema is created (idempotently) when this table is missing
+NEWEST_TABLE = "deliveries"  # the schema is created (idempotently) when this table is missing
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -218,6 +222,10 @@ def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted)
     db.table("dispatch_logs").insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
 
 
+def _delivery_started(db: sqlite_utils.Database, e: DeliveryLog.DeliveryStarted) -> None:
+    db.table("delivery_logs").insert({"id": str(e.originator_id), "batch_id": e.batch_id}, replace=True)
+
+
 def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
     db.execute(
         "UPDATE accounts SET send_rate = ? WHERE username = (SELECT username FROM account_ids WHERE id = ?)",
@@ -241,6 +249,8 @@ class Submissions:
         self.db = db
         self.ids: list[tuple[Any, ...]] = []
         self.last: list[tuple[Any, ...]] = []
+        self.submitted: dict[str, list[Any]] = {}  # batch → [messages submitted, first submitted_at]
+        self.reported: dict[str, int] = {}  # delivery log id → final statuses reported
 
     def add(self, log_id: UUID, e: dict[str, Any]) -> None:
         found = _dispatch_origins.get(log_id)
@@ -262,6 +272,17 @@ class Submissions:
         for key in {f"{gateway}:{stored_key(gateway_id)}" for gateway_id in e["gateway_ids"]}:
             self.ids.append((key, *common, msisdn, e["customer_id"], gateway, e["gateway_id"]))
         self.last.append((msisdn, *common, e["customer_id"], gateway, e["gateway_id"], e["submitted_at"]))
+        counted = self.submitted.get(batch)
+        if counted is None:
+            self.submitted[batch] = [1, e["submitted_at"]]
+        else:
+            counted[0] += 1
+            counted[1] = min(counted[1], e["submitted_at"])
+
+    def add_reported(self, log_id: UUID) -> None:
+        """A DeliveryReported (one per message: DeliveryLog records a message's status once)."""
+        key = str(log_id)
+        self.reported[key] = self.reported.get(key, 0) + 1
 
     def write(self) -> None:
         if self.ids:
@@ -276,7 +297,24 @@ class Submissions:
                 " customer_id, gateway, gateway_id, submitted_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 self.last,
             )
-        self.ids, self.last = [], []
+        if self.submitted:
+            self.db.conn.executemany(
+                "INSERT INTO deliveries (batch_id, submitted, reported, first_at) VALUES (?, ?, 0, ?)"
+                " ON CONFLICT (batch_id) DO UPDATE SET submitted = submitted + excluded.submitted,"
+                " first_at = CASE WHEN first_at IS NULL OR excluded.first_at < first_at"
+                " THEN excluded.first_at ELSE first_at END",
+                [(batch, count, first) for batch, (count, first) in self.submitted.items()],
+            )
+        if self.reported:
+            # A receipt may be recorded before its MessageSubmitted (it overtook the dispatcher's
+            # flush): the batch's row may not exist yet.
+            self.db.conn.executemany(
+                "INSERT INTO deliveries (batch_id, submitted, reported, first_at)"
+                " SELECT batch_id, 0, ?, NULL FROM delivery_logs WHERE id = ?"
+                " ON CONFLICT (batch_id) DO UPDATE SET reported = reported + excluded.reported",
+                [(count, log_id) for log_id, count in self.reported.items()],
+            )
+        self.ids, self.last, self.submitted, self.reported = [], [], {}, {}
 
 
 HANDLERS: dict[type[Any], list[Handler]] = {
@@ -303,10 +341,13 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     DispatchLog.DispatchStarted: [_dispatch_started],
     DispatchLog.BatchDispatched: [_batch_dispatched],
     DispatchLog.MessageSubmitted: [],  # Submissions, a page at a time
+    DeliveryLog.DeliveryStarted: [_delivery_started],
+    DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
     Account.SendRateSet: [_send_rate],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
+REPORTED_TOPIC = get_topic(DeliveryLog.DeliveryReported)
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
@@ -387,15 +428,24 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     }
     db.table("gateway_ids").create({"key": str, **submission}, pk="key", if_not_exists=True)
     db.table("last_sent").create({**submission, "submitted_at": str}, pk="msisdn", if_not_exists=True)
+    db.table("delivery_logs").create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
+    db.table("deliveries").create(
+        {"batch_id": str, "submitted": int, "reported": int, "first_at": str}, pk="batch_id", if_not_exists=True
+    )
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS deliveries_awaited ON deliveries (first_at) WHERE reported < submitted"
+    )
 
 
 class ReadModels:
     """The read-model database of one data directory. Open one per thread (sqlite3 connections
-    are used by the thread that made them)."""
+    are used by the thread that made them), or with `any_thread` for a user that runs in one
+    thread at a time but not always the same one (the event writer's commands: trio's worker
+    threads take turns)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, any_thread: bool = False) -> None:
         self.path = path
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=30, check_same_thread=not any_thread)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
@@ -445,6 +495,9 @@ class ReadModels:
                 for notification in notifications:
                     if notification.topic == SUBMITTED_TOPIC:
                         submissions.add(notification.originator_id, state(notification))  # type: ignore[arg-type]
+                        continue
+                    if notification.topic == REPORTED_TOPIC:
+                        submissions.add_reported(notification.originator_id)  # type: ignore[arg-type]
                         continue
                     event: DomainEventProtocol[Any] = store.mapper.to_domain_event(notification)
                     for handler in HANDLERS[type(event)]:
@@ -498,6 +551,18 @@ class ReadModels:
             if rows:
                 return rows[0]
         return None
+
+    def awaited_batches(self, submitted_before: str) -> list[dict[str, Any]]:
+        """Batches with messages that have no final status yet, whose first message was
+        submitted before the given time (ISO 8601, UTC)."""
+        return [
+            dict(row)
+            for row in self.db.query(
+                "SELECT batch_id, submitted, reported, first_at FROM deliveries"
+                " WHERE reported < submitted AND first_at <= ? ORDER BY first_at",
+                [submitted_before],
+            )
+        ]
 
     def last_sent_to(self, msisdn: str) -> dict[str, Any] | None:
         rows = list(self.db.table("last_sent").rows_where("msisdn = ?", [msisdn]))

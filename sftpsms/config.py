@@ -80,6 +80,10 @@ class Settings:
     webhook_retry_for: float = 24 * 3600.0  # seconds after the first try when a POST is given up (WebhookFailed)
     webhook_timeout: float = 10.0  # seconds for one POST (connect, send, response)
     webhook_concurrency: int = 16  # POSTs in flight at once per webhook URL
+    # Delivery receipts (issue 9, defect 5): a message without a final status once its gateway's
+    # validity period (gateways file, `validity`) has passed is marked expired; looked for this often.
+    expiry_interval: float = 60.0  # seconds between looks for messages past their validity period
+    simulator_remember: int = 100_000  # message ids the simulator remembers to de-duplicate re-submissions
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

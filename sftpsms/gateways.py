@@ -19,6 +19,7 @@ The embedded simulator always exists as `simulator` (a `[gateways.simulator]` ta
     system_id = "acme"
     password = "pw"
     rate = 30
+    validity = 172800          # seconds without a final status before a message is marked expired (48 h)
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 SIMULATOR = "simulator"
+# Seconds after submission by which a gateway gives a message its final status, as SMPP's
+# validity_period: a message still without one is then marked expired (actors/expiry.py).
+VALIDITY = 48 * 3600.0
 
 
 class GatewayConfigError(ValueError):
@@ -46,6 +50,7 @@ class SimulatorGatewayConfig:
     expired_per_mille: int = 10
     reply_per_mille: int = 0  # share of messages that get a reply
     reply_text: str = "STOP"  # what simulated replies say
+    validity: float = VALIDITY
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class HttpGatewayConfig:
     retries: int = 5  # further tries after a 5xx, timeout or connection error
     backoff: float = 0.5  # seconds before the first retry; doubles each time
     concurrency: int = 8  # requests in flight at once (the dispatcher's sender tasks for it)
+    validity: float = VALIDITY
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class SmppGatewayConfig:
     dest_addr_ton: int = 1
     dest_addr_npi: int = 1
     reply_parts_timeout: float = 60.0  # seconds to wait for the rest of a long reply, then deliver what came
+    validity: float = VALIDITY
 
 
 GatewayConfig = SimulatorGatewayConfig | HttpGatewayConfig | SmppGatewayConfig
@@ -141,6 +148,8 @@ def parse_gateways(document: dict[str, Any]) -> GatewaySet:
         rate = config.rate
         if rate is not None and (not isinstance(rate, int | float) or rate <= 0):
             raise GatewayConfigError(f"gateway {name}: rate must be a positive number")
+        if not isinstance(config.validity, int | float) or config.validity <= 0:
+            raise GatewayConfigError(f"gateway {name}: validity must be a positive number of seconds")
         if isinstance(config, HttpGatewayConfig):
             check_http(config)
         gateways[name] = config

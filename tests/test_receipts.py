@@ -8,6 +8,7 @@ gateways' own tests check they produce them from real peers).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -208,3 +209,29 @@ def test_a_reply_that_is_not_a_keyword_is_recorded_without_opting_out(harness: H
     harness.report(thanks)
     [reply] = harness.replies()
     assert (reply.index, reply.opt_out) == (1, False)
+
+
+def test_receipts_matched_through_the_read_model_from_different_worker_threads(harness: Harness, tmp_path: Path) -> None:
+    """The writer runs each command in whichever trio worker thread is free: the recorder's
+    read-model connection must serve every one of them (it raised ProgrammingError, and the
+    group of receipts was dropped)."""
+    harness.submit(outbound(0), ("0000A1B2",))
+    harness.submit(outbound(1), ("0000A1B3",))
+    restarted = ReportRecorder(RecentSubmissions(), tmp_path / "readmodels.db", ("STOP",))
+    results: list[object] = []
+
+    def record(gateway_id: str) -> None:
+        try:
+            results.append(restarted.record(harness.store, [(receipt(gateway_id), None)]))
+        except Exception as error:  # noqa: BLE001 - reported below
+            results.append(error)
+
+    try:
+        for gateway_id in ("0000A1B2", "0000A1B3"):
+            thread = threading.Thread(target=record, args=(gateway_id,))
+            thread.start()
+            thread.join()
+    finally:
+        restarted.close()
+    assert results == [[], []]
+    assert sorted(e.index for e in harness.delivered()) == [0, 1]

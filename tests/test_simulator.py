@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -10,7 +11,7 @@ import trio
 import trio.testing
 
 from actors import simulator as simulator_module
-from actors.gateway import GatewayReport, OutboundMessage
+from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport, OutboundMessage
 from actors.simulator import Simulator
 from sftpsms.gateways import SimulatorGatewayConfig
 
@@ -44,6 +45,12 @@ async def test_submit_waits_while_too_many_reports_are_pending(tmp_path: Path, a
     assert first.message_id == UUID(int=1000)  # type: ignore[union-attr]
 
 
+def receipt_of(sim: Simulator, index: int) -> GatewayReceipt:
+    message = outbound(index).message_id
+    return GatewayReceipt(gateway=sim.name, gateway_id=sim.gateway_id(message), status="delivered", at=datetime.now(UTC),
+                          message_id=message)
+
+
 async def test_only_the_last_accepted_ids_are_remembered_and_the_journal_is_cut_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,10 +60,50 @@ async def test_only_the_last_accepted_ids_are_remembered_and_the_journal_is_cut_
     ids = [await sim.submit(outbound(index)) for index in range(10)]
     assert sorted(sim.accepted) == [1000 + i for i in range(6, 10)]
     assert await sim.submit(outbound(9)) == ids[9] and sim.duplicates == 1  # remembered: same id
+    sim.recorded([receipt_of(sim, index) for index in range(10)])  # nothing owed any more
     sim.close()
     assert len((tmp_path / "accepted.log").read_text().splitlines()) == 10
+    assert (tmp_path / "resubmitted.log").read_text() == f"{outbound(9).message_id}\n"
     reopened = Simulator(tmp_path, send)  # 10 lines > 2 x 4: cut back to the last 4
     assert sorted(reopened.accepted) == [1000 + i for i in range(6, 10)]
     assert len((tmp_path / "accepted.log").read_text().splitlines()) == 4
-    assert await reopened.submit(outbound(8)) == ids[8] and reopened.duplicates == 1
+    assert len((tmp_path / "reported.log").read_text().splitlines()) == 4
+    assert reopened.owed == []
     reopened.close()
+
+
+async def test_what_was_accepted_and_not_recorded_is_reported_after_a_restart(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    send, receive = trio.open_memory_channel[GatewayReport](100)
+    sim = Simulator(tmp_path, send, SimulatorGatewayConfig(delay=3600, reply_per_mille=1000))
+    ids = [await sim.submit(outbound(index)) for index in range(5)]
+    sim.recorded([receipt_of(sim, 0), receipt_of(sim, 1)])  # the receipts actor recorded two
+    sim.close()  # the process stops: the rest was only in memory
+
+    restarted = Simulator(tmp_path, send, SimulatorGatewayConfig(delay=0.1, reply_per_mille=1000))
+    assert len(restarted.owed) == 3 + 5  # three receipts, five replies
+    async with trio.open_nursery() as nursery:
+        await nursery.start(restarted.run)
+        with trio.fail_after(10_000):  # due an hour after submission (the old run's delay)
+            reports = [await receive.receive() for _ in range(8)]
+        nursery.cancel_scope.cancel()
+    receipts = sorted((r.message_id, r.gateway_id) for r in reports if isinstance(r, GatewayReceipt))
+    assert receipts == sorted((outbound(i).message_id, ids[i][0]) for i in range(2, 5))
+    replies = [r for r in reports if isinstance(r, GatewayReply)]
+    assert sorted(r.in_reply_to for r in replies) == sorted(i[0] for i in ids)
+    assert {(r.msisdn, r.to) for r in replies} == {(outbound(i).msisdn, "Acme") for i in range(5)}
+    assert all(r.status == restarted.status(r.message_id) for r in reports if isinstance(r, GatewayReceipt))  # type: ignore[arg-type]
+    restarted.recorded(reports)
+    restarted.close()
+    assert Simulator(tmp_path, send).owed == [], "recorded: owed no more"
+
+
+async def test_a_journal_of_the_old_format_is_owed_in_full(tmp_path: Path) -> None:
+    (tmp_path / "accepted.log").write_text(f"{outbound(0).message_id} 000000000042\n")
+    send, _receive = trio.open_memory_channel[GatewayReport](10)
+    sim = Simulator(tmp_path, send)
+    assert [(kind, UUID(int=message), gateway_id) for kind, message, gateway_id, *_ in sim.owed] == [
+        (0, outbound(0).message_id, "000000000042")
+    ]
+    sim.close()

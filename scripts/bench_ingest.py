@@ -273,7 +273,7 @@ def run_mix(args: argparse.Namespace, scratch: Path) -> None:
             for attempt in range(args.repeat):
                 for case, path in files.items():
                     name = f"{case}-{attempt}.json"
-                    sftp.put(str(path), f"Send_SMS/{name}")
+                    sftp.put(str(path), f"Send_SMS/{name}", confirm=False)  # it is processed at once
                     folder, report = service.wait_report("bench", name, timeout=3600)
                     assert folder == "Processed", report
                     contacts, seconds = pass_one_seconds(service.log(), name)

@@ -3,6 +3,7 @@ network (a valid mobile number by libphonenumber's metadata, or a configured rou
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
@@ -62,6 +63,9 @@ def _normalise_unprefixed(text: str, default_region: str) -> str | None:
         national = region.as_international(text)
         if national is not None:
             return national
+        read = region.read_unprefixed(text)
+        if read is not _Undecided.PARSE:
+            return read
     for candidate, parse_region in ((text, default_region), ("+" + text, None)):
         try:
             normalised = _valid(phonenumbers.parse(candidate, parse_region))
@@ -93,10 +97,16 @@ def _canonical(digits: str) -> str:
     return _valid(phonenumbers.parse("+" + digits, None)) or digits
 
 
-class _Region:
-    """What the national-number fast path needs to know about an account's default region."""
+class _Undecided(enum.Enum):
+    """The fast path cannot promise what phonenumbers.parse would give: ask it."""
 
-    def __init__(self, metadata: Any) -> None:
+    PARSE = "parse"
+
+
+class _Region:
+    """What the fast paths for an account's default region need to know, compiled once."""
+
+    def __init__(self, region_code: str, metadata: Any) -> None:
         self.country = str(metadata.country_code)
         idd = metadata.international_prefix
         self.idd = re.compile(idd) if idd else None
@@ -107,6 +117,20 @@ class _Region:
         )
         # parse() strips the 0 only when the rest fits the region's general description.
         self.general = metadata.general_desc
+        prefix = metadata.national_prefix_for_parsing
+        self.national_prefix = re.compile(prefix) if prefix else None
+        self.transform = bool(metadata.national_prefix_transform_rule)
+        general = self.general.national_number_pattern if self.general is not None else None
+        self.general_match = _compiled(general).fullmatch if general else None
+        lengths = tuple(self.general.possible_length) if self.general is not None else ()
+        self.longest = max(lengths) if lengths else None
+        self.local_only = frozenset(self.general.possible_length_local_only or ())
+        # parse(text, region) takes only an exact region code of phonenumbers (lowercase: it
+        # raises), and reads a country code it finds at the start with the main region's metadata.
+        self.parses = region_code in phonenumbers.SUPPORTED_REGIONS
+        main = COUNTRY_CODE_TO_REGION_CODE.get(int(metadata.country_code), ("",))[0]
+        self.is_main = main == region_code
+        self.country_code = _country_code(self.country)
 
     def as_international(self, text: str) -> str | None:
         """`0831234567` -> `27831234567`, or None when we are not sure parse() agrees.
@@ -128,11 +152,70 @@ class _Region:
             return None
         return self.country + text[1:]
 
+    def read_unprefixed(self, text: str) -> str | None | _Undecided:
+        """What _normalise_unprefixed's two parse() readings give for digits that are neither a
+        national '0' number nor a valid own-country mobile (a route-prefix number, another
+        country's number without its '+', an own-country landline), or PARSE when unsure.
+
+        `text` is 7..16 ASCII digits. The steps are parse(text, region)'s:
+          - an international dialling prefix in front (`00`, `011`) is read as one: PARSE;
+          - the region's own country code in front is dropped when the number with it does not
+            fit the general pattern and the rest does, or the number with it is too long;
+          - a national prefix that would be stripped (a trunk digit, a carrier code): PARSE;
+          - valid (the region lookup and type tables of _CountryCode): country code + number.
+        Then parse("+" + text) as _classify does: an unassigned country code raises, a number
+        whose digits parse keeps is returned as it is, valid or not (a valid one has this very
+        E.164 form; an invalid one is the fallback); a 16-digit one only when valid."""
+        if text[0] == "0" or not self.parses or self.country_code is None or self.general_match is None:
+            return _Undecided.PARSE
+        if self.idd is not None and self.idd.match(text):
+            return _Undecided.PARSE
+        national = text
+        if text.startswith(self.country):
+            rest = text[len(self.country) :]
+            if not self._keeps(rest):
+                return _Undecided.PARSE
+            too_long = (
+                self.longest is not None
+                and len(text) > self.longest
+                and len(text) not in self.local_only
+            )
+            if too_long or (self.general_match(text) is None and self.general_match(rest) is not None):
+                if not self.is_main or len(rest) < 2:
+                    return _Undecided.PARSE
+                national = rest
+        if not self._keeps(national):
+            return _Undecided.PARSE
+        if self.country_code.classify(national) != _INVALID:
+            return self.country + national
+        return _international_as_written(text)
+
+    def _keeps(self, national: str) -> bool:
+        return _keeps_national_number(self.national_prefix, self.transform, national)
+
+
+def _international_as_written(text: str) -> str | None | _Undecided:
+    """normalise_msisdn's answer for unprefixed digits that are no valid national number: what
+    parse("+" + text) makes of them, or the fallback (the digits, up to 15 of them)."""
+    fallback = text if len(text) <= MAX_DIGITS else None
+    if not any(int(text[:length]) in COUNTRY_CODE_TO_REGION_CODE for length in (1, 2, 3)):
+        return fallback  # parse raises: no country calling code
+    split = _split_country(text[:3])
+    if split is None:
+        return _Undecided.PARSE  # assigned but without metadata
+    length, country = split
+    national = text[length:]
+    if not country.keeps_national_number(national):
+        return _Undecided.PARSE
+    if fallback is None and country.classify(national) != _INVALID:
+        return text
+    return fallback
+
 
 @cache
 def _region(region_code: str) -> _Region | None:
     metadata = PhoneMetadata.metadata_for_region(region_code.upper(), None)
-    return None if metadata is None else _Region(metadata)
+    return None if metadata is None else _Region(region_code, metadata)
 
 
 # --- The network check -------------------------------------------------------------------------
@@ -260,30 +343,44 @@ class _CountryCode:
 
     def keeps_national_number(self, national: str) -> bool:
         """True when parse() certainly leaves the digits after the country code unchanged."""
-        if self.national_prefix is None:
-            return True
-        match = self.national_prefix.match(national)
-        if match is None:
-            return True
-        # A pattern such as AR's '0?(?:...15)?' can match nothing at all; with no captured group
-        # to rewrite from, parse then keeps the number as it is.
-        groups = match.groups()
-        return match.end() == 0 and (not self.transform or (bool(groups) and groups[-1] is None))
+        return _keeps_national_number(self.national_prefix, self.transform, national)
 
     def is_mobile(self, national: str) -> bool:
         if self.single is not None:
             return self.single.is_mobile(national)
+        return self.classify(national) == _MOBILE
+
+    def classify(self, national: str) -> int:
+        """_INVALID, _OTHER or _MOBILE, as is_valid_number and number_type would say."""
+        if self.single is not None:
+            return self.single.classify(national)
         # region_code_for_number: the first region whose leading digits match, or (for a region
         # without leading digits) whose type is not UNKNOWN; the type is then that region's.
         for leading_digits, checker in self.regions:
             if leading_digits is not None:
                 if leading_digits.match(national):
-                    return checker.classify(national) == _MOBILE
+                    return checker.classify(national)
                 continue
             kind = checker.classify(national)
             if kind != _INVALID:
-                return kind == _MOBILE
-        return False  # no region claims it: phonenumbers calls it invalid
+                return kind
+        return _INVALID  # no region claims it: phonenumbers calls it invalid
+
+
+def _keeps_national_number(
+    national_prefix: re.Pattern[str] | None, transform: bool, national: str
+) -> bool:
+    """True when parse() certainly leaves `national` as it is with this national prefix for
+    parsing (and transform rule, if any)."""
+    if national_prefix is None:
+        return True
+    match = national_prefix.match(national)
+    if match is None:
+        return True
+    # A pattern such as AR's '0?(?:...15)?' can match nothing at all; with no captured group
+    # to rewrite from, parse then keeps the number as it is.
+    groups = match.groups()
+    return match.end() == 0 and (not transform or (bool(groups) and groups[-1] is None))
 
 
 @cache

@@ -117,9 +117,7 @@ class _Region:
         )
         # parse() strips the 0 only when the rest fits the region's general description.
         self.general = metadata.general_desc
-        prefix = metadata.national_prefix_for_parsing
-        self.national_prefix = re.compile(prefix) if prefix else None
-        self.transform = bool(metadata.national_prefix_transform_rule)
+        self.national_prefix = _NationalPrefix(metadata)
         general = self.general.national_number_pattern if self.general is not None else None
         self.general_match = _compiled(general).fullmatch if general else None
         lengths = tuple(self.general.possible_length) if self.general is not None else ()
@@ -173,7 +171,7 @@ class _Region:
         national = text
         if text.startswith(self.country):
             rest = text[len(self.country) :]
-            if not self._keeps(rest):
+            if not self.national_prefix.keeps(rest, length_rule=False):
                 return _Undecided.PARSE
             too_long = (
                 self.longest is not None
@@ -184,14 +182,11 @@ class _Region:
                 if not self.is_main or len(rest) < 2:
                     return _Undecided.PARSE
                 national = rest
-        if not self._keeps(national):
+        if not self.national_prefix.keeps(national):
             return _Undecided.PARSE
         if self.country_code.classify(national) != _INVALID:
             return self.country + national
         return _international_as_written(text)
-
-    def _keeps(self, national: str) -> bool:
-        return _keeps_national_number(self.national_prefix, self.transform, national)
 
 
 def _international_as_written(text: str) -> str | None | _Undecided:
@@ -335,15 +330,13 @@ class _CountryCode:
     def __init__(
         self, main: Any, regions: list[tuple[re.Pattern[str] | None, _TypeChecker]]
     ) -> None:
-        prefix = main.national_prefix_for_parsing
-        self.national_prefix = re.compile(prefix) if prefix else None
-        self.transform = bool(main.national_prefix_transform_rule)
+        self.national_prefix = _NationalPrefix(main)
         self.regions = regions
         self.single = regions[0][1] if len(regions) == 1 else None
 
     def keeps_national_number(self, national: str) -> bool:
         """True when parse() certainly leaves the digits after the country code unchanged."""
-        return _keeps_national_number(self.national_prefix, self.transform, national)
+        return self.national_prefix.keeps(national)
 
     def is_mobile(self, national: str) -> bool:
         if self.single is not None:
@@ -367,20 +360,57 @@ class _CountryCode:
         return _INVALID  # no region claims it: phonenumbers calls it invalid
 
 
-def _keeps_national_number(
-    national_prefix: re.Pattern[str] | None, transform: bool, national: str
-) -> bool:
-    """True when parse() certainly leaves `national` as it is with this national prefix for
-    parsing (and transform rule, if any)."""
-    if national_prefix is None:
-        return True
-    match = national_prefix.match(national)
-    if match is None:
-        return True
-    # A pattern such as AR's '0?(?:...15)?' can match nothing at all; with no captured group
-    # to rewrite from, parse then keeps the number as it is.
-    groups = match.groups()
-    return match.end() == 0 and (not transform or (bool(groups) and groups[-1] is None))
+class _NationalPrefix:
+    """Whether parse() leaves a national number as it is, for one region's national prefix for
+    parsing (a trunk digit, a carrier code), as _maybe_strip_national_prefix_carrier_code and the
+    length check after it in parse() decide. False means it may change it: ask parse."""
+
+    def __init__(self, metadata: Any) -> None:
+        prefix = metadata.national_prefix_for_parsing
+        self.pattern = re.compile(prefix) if prefix else None
+        self.transform = bool(metadata.national_prefix_transform_rule)
+        general = metadata.general_desc
+        pattern = general.national_number_pattern if general is not None else None
+        self.general = _compiled(pattern).fullmatch if pattern else None
+        self.lengths = tuple(general.possible_length) if general is not None else ()
+        self.local_only = tuple(general.possible_length_local_only or ()) if general is not None else ()
+
+    def keeps(self, national: str, *, length_rule: bool = True) -> bool:
+        """`length_rule`: parse() itself takes the stripped number only when its length is
+        possible; the strip inside _maybe_extract_country_code has no such rule."""
+        if self.pattern is None:
+            return True
+        match = self.pattern.match(national)
+        if match is None:
+            return True
+        groups = match.groups()
+        if self.transform and not (groups and groups[-1] is None):
+            return False  # a rewrite (AR's mobile 9, MX's 1): ask parse
+        # Without a rewrite the match is cut off. A pattern such as AR's '0?(?:...15)?' can match
+        # nothing at all: the number is kept as it is.
+        if match.end() == 0:
+            return True
+        stripped = national[match.end() :]
+        if self.general is None:
+            return False  # parse's viability tests would be False: it strips
+        if self.general(national) is not None and self.general(stripped) is None:
+            return True  # a number that fits as it is is not made one that does not
+        return length_rule and self._length_refused(len(stripped))
+
+    def _length_refused(self, length: int) -> bool:
+        """_test_number_length(stripped) in (TOO_SHORT, IS_POSSIBLE_LOCAL_ONLY, INVALID_LENGTH)."""
+        lengths = self.lengths
+        if not lengths:
+            return False  # parse would fail on it (an index error): not ours to guess
+        if length in self.local_only:
+            return True
+        if lengths[0] == length:
+            return False
+        if lengths[0] > length:
+            return True
+        if lengths[-1] < length:
+            return False  # TOO_LONG: stripped
+        return length not in lengths[1:]
 
 
 @cache

@@ -516,12 +516,21 @@ class NetworkDirectory:
     def __init__(self, route_prefixes: Iterable[str] = ()) -> None:
         # Longest first, so route_for names the most specific route.
         self.prefixes = tuple(sorted(set(route_prefixes), key=len, reverse=True))
+        # One set lookup per prefix length instead of one startswith per prefix: an operator may
+        # route thousands of ranges, and each contact is looked up (a prefix of length L is in
+        # the set of length L only when the number's first L digits are that prefix).
+        lengths = sorted({len(prefix) for prefix in self.prefixes}, reverse=True)
+        self._by_length = tuple(
+            (length, frozenset(prefix for prefix in self.prefixes if len(prefix) == length))
+            for length in lengths
+        )
 
     def route_for(self, e164: str) -> str | None:
-        for prefix in self.prefixes:
-            if e164.startswith(prefix):
-                return prefix
+        for length, prefixes in self._by_length:
+            start = e164[:length]
+            if start in prefixes:
+                return start
         return None
 
     def has_network(self, e164: str) -> bool:
-        return e164.startswith(self.prefixes) or is_valid_mobile(e164)
+        return self.route_for(e164) is not None or is_valid_mobile(e164)

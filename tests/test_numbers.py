@@ -383,7 +383,7 @@ def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
     }[spelling], region
 
 
-@settings(max_examples=4000, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(written_numbers())
 def test_normalise_msisdn_agrees_with_phonenumbers_for_numbers_of_every_region(
     case: tuple[str, str],
@@ -395,7 +395,7 @@ def test_normalise_msisdn_agrees_with_phonenumbers_for_numbers_of_every_region(
         assert NetworkDirectory().has_network(normal) == _plain(normal)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(
     st.sampled_from(ALL_REGIONS),
     st.sampled_from(["1", "7", "44", "27", "9995", "2783", "999", "8", "0"]),
@@ -415,7 +415,7 @@ def _linear_route_for(prefixes: list[str], e164: str) -> str | None:
     return None
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     st.lists(st.text("0123456789", min_size=1, max_size=6), max_size=40),
     st.text("0123456789", min_size=0, max_size=15),

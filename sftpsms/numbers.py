@@ -23,6 +23,7 @@ MIN_DIGITS, MAX_DIGITS = 7, 15
 # them parse raises or takes branches (too short after the "+", too long a national number) that
 # we leave to phonenumbers itself.
 _FAST_MIN_DIGITS, _FAST_MAX_NSN = 4, 17
+_MIN_NSN = 2  # parse raises for a shorter national number
 
 
 def normalise_msisdn(raw: str, default_region: str) -> str | None:
@@ -92,8 +93,9 @@ def _valid(number: PhoneNumber) -> str | None:
 
 def _canonical(digits: str) -> str:
     """The E.164 form of international digits that are a valid number (trunk prefixes dropped)."""
-    if _classify(digits) is True:
-        return digits  # the fast path only decides when parse would keep the digits as they are
+    read = _read_international(digits)
+    if read is not None and read[0]:
+        return read[1]
     return _valid(phonenumbers.parse("+" + digits, None)) or digits
 
 
@@ -151,27 +153,27 @@ class _Region:
         return self.country + text[1:]
 
     def read_unprefixed(self, text: str) -> str | None | _Undecided:
-        """What _normalise_unprefixed's two parse() readings give for digits that are neither a
-        national '0' number nor a valid own-country mobile (a route-prefix number, another
-        country's number without its '+', an own-country landline), or PARSE when unsure.
+        """What _normalise_unprefixed's two parse() readings and its fallback give for digits
+        that as_international and the own-mobile test left (a route-prefix number, another
+        country's number without its '+', an own-country landline, a national number of a
+        region with another trunk prefix), or PARSE when unsure.
 
         `text` is 7..16 ASCII digits. The steps are parse(text, region)'s:
           - an international dialling prefix in front (`00`, `011`) is read as one: PARSE;
           - the region's own country code in front is dropped when the number with it does not
             fit the general pattern and the rest does, or the number with it is too long;
-          - a national prefix that would be stripped (a trunk digit, a carrier code): PARSE;
+          - a national prefix is cut off as _NationalPrefix says (a rewrite: PARSE);
           - valid (the region lookup and type tables of _CountryCode): country code + number.
-        Then parse("+" + text) as _classify does: an unassigned country code raises, a number
-        whose digits parse keeps is returned as it is, valid or not (a valid one has this very
-        E.164 form; an invalid one is the fallback); a 16-digit one only when valid."""
-        if text[0] == "0" or not self.parses or self.country_code is None or self.general_match is None:
+        Not valid: a '0...' number cannot be read with '+' and gets the fallback (country code
+        + the rest); other digits are read as parse("+" + text) would (_international_as_written)."""
+        if not self.parses or self.country_code is None or self.general_match is None:
             return _Undecided.PARSE
         if self.idd is not None and self.idd.match(text):
             return _Undecided.PARSE
         national = text
         if text.startswith(self.country):
-            rest = text[len(self.country) :]
-            if not self.national_prefix.keeps(rest, length_rule=False):
+            rest = self.national_prefix.national_after(text[len(self.country) :], length_rule=False)
+            if rest is None:
                 return _Undecided.PARSE
             too_long = (
                 self.longest is not None
@@ -179,13 +181,16 @@ class _Region:
                 and len(text) not in self.local_only
             )
             if too_long or (self.general_match(text) is None and self.general_match(rest) is not None):
-                if not self.is_main or len(rest) < 2:
+                if not self.is_main or len(rest) < _MIN_NSN:
                     return _Undecided.PARSE
                 national = rest
-        if not self.national_prefix.keeps(national):
+        after = self.national_prefix.national_after(national)
+        if after is None:
             return _Undecided.PARSE
-        if self.country_code.classify(national) != _INVALID:
-            return self.country + national
+        if self.country_code.classify(after) != _INVALID:
+            return self.country + after
+        if text.startswith("0"):
+            return self.country + text[1:]  # "+0..." cannot parse; normalise_msisdn's fallback
         return _international_as_written(text)
 
 
@@ -193,17 +198,19 @@ def _international_as_written(text: str) -> str | None | _Undecided:
     """normalise_msisdn's answer for unprefixed digits that are no valid national number: what
     parse("+" + text) makes of them, or the fallback (the digits, up to 15 of them)."""
     fallback = text if len(text) <= MAX_DIGITS else None
-    if not any(int(text[:length]) in COUNTRY_CODE_TO_REGION_CODE for length in (1, 2, 3)):
+    if not _has_country_code(text[:3]):
         return fallback  # parse raises: no country calling code
     split = _split_country(text[:3])
     if split is None:
         return _Undecided.PARSE  # assigned but without metadata
     length, country = split
-    national = text[length:]
-    if not country.keeps_national_number(national):
+    national = country.national_prefix.national_after(text[length:])
+    if national is None:
         return _Undecided.PARSE
-    if fallback is None and country.classify(national) != _INVALID:
-        return text
+    if fallback is not None and len(national) == len(text) - length:
+        return text  # valid, parse's E.164 form is these digits; invalid, they are the fallback
+    if country.classify(national) != _INVALID:
+        return text[:length] + national  # parse's E.164 form: valid, with no trunk prefix
     return fallback
 
 
@@ -333,6 +340,22 @@ class _CountryCode:
         self.national_prefix = _NationalPrefix(main)
         self.regions = regions
         self.single = regions[0][1] if len(regions) == 1 else None
+        # region_code_for_number's walk over the regions, with each run of regions that have
+        # leading digits as one alternation: its first alternative that matches is the first
+        # region whose leading digits match (NANP: 24 patterns were 24 matches per number).
+        # Each alternative ends in an empty group, the last one closed: lastindex names it.
+        self.steps: list[tuple[re.Pattern[str] | None, dict[int, _TypeChecker]]] = []
+        run: list[tuple[re.Pattern[str], _TypeChecker]] = []
+        for leading_digits, checker in regions:
+            if leading_digits is not None:
+                run.append((leading_digits, checker))
+                continue
+            if run:
+                self.steps.append(_alternation(run))
+                run = []
+            self.steps.append((None, {0: checker}))
+        if run:
+            self.steps.append(_alternation(run))
 
     def keeps_national_number(self, national: str) -> bool:
         """True when parse() certainly leaves the digits after the country code unchanged."""
@@ -349,15 +372,28 @@ class _CountryCode:
             return self.single.classify(national)
         # region_code_for_number: the first region whose leading digits match, or (for a region
         # without leading digits) whose type is not UNKNOWN; the type is then that region's.
-        for leading_digits, checker in self.regions:
+        for leading_digits, checkers in self.steps:
             if leading_digits is not None:
-                if leading_digits.match(national):
-                    return checker.classify(national)
+                match = leading_digits.match(national)
+                if match is not None:
+                    return checkers[match.lastindex or 0].classify(national)
                 continue
-            kind = checker.classify(national)
+            kind = checkers[0].classify(national)
             if kind != _INVALID:
                 return kind
         return _INVALID  # no region claims it: phonenumbers calls it invalid
+
+
+def _alternation(
+    run: list[tuple[re.Pattern[str], _TypeChecker]],
+) -> tuple[re.Pattern[str], dict[int, _TypeChecker]]:
+    """One pattern for consecutive regions' leading digits, and the region of each end group."""
+    alternatives, checkers, groups = [], {}, 0
+    for leading_digits, checker in run:
+        groups += leading_digits.groups + 1
+        alternatives.append(f"(?:{leading_digits.pattern})()")
+        checkers[groups] = checker
+    return re.compile("|".join(alternatives)), checkers
 
 
 class _NationalPrefix:
@@ -376,26 +412,34 @@ class _NationalPrefix:
         self.local_only = tuple(general.possible_length_local_only or ()) if general is not None else ()
 
     def keeps(self, national: str, *, length_rule: bool = True) -> bool:
-        """`length_rule`: parse() itself takes the stripped number only when its length is
+        """True when parse() certainly leaves `national` as it is."""
+        return self.national_after(national, length_rule=length_rule) == national
+
+    def national_after(self, national: str, *, length_rule: bool = True) -> str | None:
+        """The national number parse() goes on with: `national` with a trunk prefix or carrier
+        code cut off, or as it is; None when parse would rewrite it (or fail) instead.
+        `length_rule`: parse() itself takes the stripped number only when its length is
         possible; the strip inside _maybe_extract_country_code has no such rule."""
         if self.pattern is None:
-            return True
+            return national
         match = self.pattern.match(national)
         if match is None:
-            return True
+            return national
         groups = match.groups()
         if self.transform and not (groups and groups[-1] is None):
-            return False  # a rewrite (AR's mobile 9, MX's 1): ask parse
+            return None  # a rewrite (AR's mobile 9, MX's 1): ask parse
         # Without a rewrite the match is cut off. A pattern such as AR's '0?(?:...15)?' can match
         # nothing at all: the number is kept as it is.
         if match.end() == 0:
-            return True
+            return national
         stripped = national[match.end() :]
-        if self.general is None:
-            return False  # parse's viability tests would be False: it strips
+        if self.general is None or len(stripped) < _MIN_NSN:
+            return None  # parse's viability and length tests would not hold: not ours to guess
         if self.general(national) is not None and self.general(stripped) is None:
-            return True  # a number that fits as it is is not made one that does not
-        return length_rule and self._length_refused(len(stripped))
+            return national  # a number that fits as it is is not made one that does not
+        if length_rule and self._length_refused(len(stripped)):
+            return national
+        return stripped
 
     def _length_refused(self, length: int) -> bool:
         """_test_number_length(stripped) in (TOO_SHORT, IS_POSSIBLE_LOCAL_ONLY, INVALID_LENGTH)."""
@@ -438,6 +482,13 @@ def _country_code(digits: str) -> _CountryCode | None:
 
 
 @cache
+def _has_country_code(first_three: str) -> bool:
+    """Whether parse("+" + digits starting so) finds a country calling code (assigned, with
+    metadata or not)."""
+    return any(int(first_three[:length]) in COUNTRY_CODE_TO_REGION_CODE for length in (1, 2, 3))
+
+
+@cache
 def _split_country(first_three: str) -> tuple[int, _CountryCode] | None:
     """The country calling code a number starting with these three digits has, and its length.
     Country codes are prefix-free, so the first assigned 1..3-digit prefix is the code."""
@@ -452,9 +503,11 @@ def _split_country(first_three: str) -> tuple[int, _CountryCode] | None:
 # _canonical, then has_network): a small cache makes that once. is_valid_mobile has no cache of
 # its own (a second lookup and insertion per new number cost more than they saved).
 @lru_cache(maxsize=4096)
-def _classify(e164: str) -> bool | None:
-    """Whether ASCII digits are a valid mobile number, exactly as phonenumbers would say, or None
-    when parse() would do more than split off the country code (we do not guess then)."""
+def _read_international(e164: str) -> tuple[bool, str] | None:
+    """What parse("+" + e164) says of ASCII digits, exactly: whether they are a valid mobile
+    number, and the E.164 digits of the number (a trunk prefix after the country code, as in
+    `+44 07400...`, dropped); None when parse would do more (a rewrite, a carrier code that is
+    not cut off, no metadata): we do not guess then."""
     if len(e164) < _FAST_MIN_DIGITS or not _is_digits(e164) or e164[0] == "0":
         return None
     split = _split_country(e164[:3])
@@ -462,11 +515,21 @@ def _classify(e164: str) -> bool | None:
         return None
     length, country = split
     national = e164[length:]
-    if not 2 <= len(national) <= _FAST_MAX_NSN or not country.keeps_national_number(national):
+    if not _MIN_NSN <= len(national) <= _FAST_MAX_NSN:
+        return None
+    after = country.national_prefix.national_after(national)
+    if after is None:
         return None
     # A leading zero (Italy) is kept by parse as italian_leading_zero/number_of_leading_zeros,
     # and national_significant_number() gives back exactly these digits, so no special case.
-    return country.is_mobile(national)
+    return country.is_mobile(after), e164 if len(after) == len(national) else e164[:length] + after
+
+
+def _classify(e164: str) -> bool | None:
+    """Whether ASCII digits are a valid mobile number as phonenumbers would say, or None when
+    the fast path does not decide."""
+    read = _read_international(e164)
+    return None if read is None else read[0]
 
 
 @lru_cache(maxsize=4096)  # asked up to three times in a row too, and parse() is ~40 µs
@@ -481,8 +544,8 @@ def _slow_is_valid_mobile(e164: str) -> bool:
 def is_valid_mobile(e164: str) -> bool:
     """Exactly `is_valid_number(n) and number_type(n) in (MOBILE, FIXED_LINE_OR_MOBILE)` for
     `n = phonenumbers.parse("+" + e164)` (False when parse raises), ~5x faster for plain digits."""
-    fast = _classify(e164)
-    return _slow_is_valid_mobile(e164) if fast is None else fast
+    read = _read_international(e164)
+    return _slow_is_valid_mobile(e164) if read is None else read[0]
 
 
 def own_mobile_test(region_code: str) -> Callable[[str], bool]:

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
 from sftpsms import numbers
-from sftpsms.numbers import NetworkDirectory, is_valid_mobile, normalise_msisdn, own_mobile_test
+from sftpsms.numbers import (
+    NetworkDirectory,
+    is_valid_mobile,
+    normalise_msisdn,
+    own_mobile_reader,
+    own_mobile_test,
+)
 
 # The countries the brief names, NANP's other big member, and a few with multi-region codes
 # (+7 RU/KZ, +44 GB/GG/IM/JE, +39 IT/VA, +61 AU/CC/CX), carrier-code prefixes (BR, AR) or
@@ -448,3 +454,29 @@ def test_a_region_code_phonenumbers_does_not_parse_takes_the_long_way() -> None:
     region = numbers._region("za")
     assert region is not None
     assert region.read_unprefixed("12015550123") is numbers._Undecided.PARSE
+
+
+@settings(max_examples=2000, deadline=None)
+@given(written_numbers())
+def test_own_mobile_reader_promises_the_normal_form_and_a_network(case: tuple[str, str]) -> None:
+    raw, region = case
+    read = own_mobile_reader(region)(raw)
+    if read is not None:
+        assert read == normalise_msisdn(raw, region) == _reference_normalise(raw, region)
+        assert _plain(read) and NetworkDirectory().has_network(read)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["27831234567", "0831234567", "083 123 4567", "+27 83 123 4567", "+27831234567", "0027831234567", "27 83 123 4567"],
+)
+def test_own_mobile_reader_reads_every_usual_spelling_of_an_own_country_mobile(raw: str) -> None:
+    assert own_mobile_reader("ZA")(raw) == "27831234567"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["27211234567", "0211234567", "+44 7400 123456", "12015550123", "+27 83 12", "083-ABC-4567", "", "+2783123456789"],
+)
+def test_own_mobile_reader_leaves_everything_else_to_normalise_msisdn(raw: str) -> None:
+    assert own_mobile_reader("ZA")(raw) is None

@@ -608,6 +608,8 @@ def own_mobile_reader(region_code: str) -> Callable[[str], str | None]:
             if _MIN_NSN <= len(rest) <= _FAST_MAX_NSN and country.keeps_national_number(rest) and country.is_mobile(rest):
                 return code + rest
             return None
+        elif text is raw:
+            return None  # plain digits that the first test refused
         else:
             digits = text
         # '+', '00' and separated plain digits: valid mobiles that are their own E.164 form.

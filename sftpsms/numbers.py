@@ -117,8 +117,15 @@ class _Region:
         self.zero_trunk = metadata.national_prefix_for_parsing == "0" and not (
             metadata.national_prefix_transform_rule
         )
-        # parse() strips the 0 only when the rest fits the region's general description.
+        # parse() strips the 0 only when the rest fits the region's general description: its
+        # pattern, for each length it allows (see as_international).
         self.general = metadata.general_desc
+        self.national_rest: dict[int, _Fullmatch] = {}
+        if self.general is not None and self.general.possible_length:
+            for length in range(1, MAX_DIGITS + 1):
+                pattern = _pattern_for_length(self.general, length)
+                if pattern is not None:
+                    self.national_rest[length] = _compiled(pattern).fullmatch
         self.national_prefix = _NationalPrefix(metadata)
         general = self.general.national_number_pattern if self.general is not None else None
         self.general_match = _compiled(general).fullmatch if general else None
@@ -143,12 +150,8 @@ class _Region:
             return None
         if self.idd is not None and self.idd.match(text):
             return None
-        general = _pattern_for_length(self.general, len(text) - 1)
-        if (
-            not self.general.possible_length
-            or general is None
-            or not _compiled(general).fullmatch(text[1:])
-        ):
+        fits = self.national_rest.get(len(text) - 1)
+        if fits is None or not fits(text[1:]):
             return None
         return self.country + text[1:]
 

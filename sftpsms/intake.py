@@ -21,7 +21,7 @@ import orjson
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 from sftpsms.gsm import count_parts, find_non_gsm
-from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_reader
+from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_reader, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
 from sftpsms.template import Template, TemplateInvalid
 
@@ -134,6 +134,7 @@ class ContactChecker:
         self.country = country
         self.networks = networks
         self.max_parts = max_parts
+        self.is_own_mobile = own_mobile_test(country)  # the usual case, tested first
         self.read_own_mobile = own_mobile_reader(country)
 
     def check(self, raw: RawContact) -> Outcome:
@@ -144,11 +145,12 @@ class ContactChecker:
             return Outcome(
                 index, None, customer_id, code=ErrorCode.REQUIRED_PARAMETER_MISSING, detail="msisdn is missing"
             )
-        own = self.read_own_mobile(raw.msisdn)  # the usual case: E.164 form, has a network
-        if own is not None:
+        msisdn = raw.msisdn
+        if self.is_own_mobile(msisdn):  # its own E.164 form, and has a network
+            pass
+        elif (own := self.read_own_mobile(msisdn)) is not None:  # `082...`, `+27 82...`: the same
             msisdn = own
         else:
-            msisdn = raw.msisdn
             normal = normalise_msisdn(msisdn, self.country)
             if normal is None:
                 return Outcome(index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="not a phone number")

@@ -567,11 +567,16 @@ def own_mobile_test(region_code: str) -> Callable[[str], bool]:
     shortest = max(MIN_DIGITS, _FAST_MIN_DIGITS, skip + 2)
     longest = min(MAX_DIGITS + 1, skip + _FAST_MAX_NSN)
 
+    prefix = country.national_prefix.pattern  # no match (the usual case): parse keeps it
+    keeps = country.keeps_national_number
+
     def is_own_mobile(raw: str) -> bool:
         if not (type(raw) is str and shortest <= len(raw) <= longest and raw.startswith(code) and raw.isascii() and raw.isdigit()):
             return False
         national = raw[skip:]
-        return country.keeps_national_number(national) and country.is_mobile(national)
+        if prefix is not None and prefix.match(national) is not None and not keeps(national):
+            return False
+        return country.is_mobile(national)
 
     return is_own_mobile
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -37,6 +39,91 @@ def generate(path: Path, contacts: int) -> None:
                 "values": {"value1": "Thandi", "value2": f"AC{i:09d}"},
             }
             out.write(("" if i == 0 else ",\n") + json.dumps(row))
+        out.write("\n]}\n")
+
+
+# --- --mix: the numbers and messages customers really send ---------------------------------------
+#
+# Other countries' mobiles (libphonenumber's example mobile of each region, last digits varied):
+# neighbours, where the traffic goes, and a few with multi-region codes or carrier-code prefixes.
+FOREIGN_MOBILES = [
+    ("44", "7400123456"),  # GB
+    ("49", "15123456789"),  # DE
+    ("234", "8021234567"),  # NG
+    ("254", "712123456"),  # KE
+    ("91", "8123456789"),  # IN
+    ("1", "2015550123"),  # US
+    ("33", "612345678"),  # FR
+    ("61", "412345678"),  # AU
+    ("55", "11961234567"),  # BR
+    ("263", "712345678"),  # ZW
+    ("267", "71123456"),  # BW
+    ("264", "811234567"),  # NA
+    ("258", "821234567"),  # MZ
+    ("39", "3123456789"),  # IT
+    ("7", "9123456789"),  # RU
+    ("54", "91123456789"),  # AR
+]
+# A few contacts write their own message: plain, GSM letters outside ASCII, two parts.
+MESSAGES = [
+    "Your parcel is ready for collection at the Rosebank branch.",
+    "Bonjour Zoé, votre rendez-vous est confirmé pour demain à 10h.",
+    "Reminder: " + "your account statement is ready, please log in to view it. " * 3,
+]
+ROUTE_PREFIXES = ("1", "9995")  # `route add`ed by the benchmark; 1 is NANP, 9995 no country at all
+INVALID = ["12", "abc", "0111111111", "27211234567", "+27 83 12", "2783123456789012", "083-ABC-4567"]
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("0123456789") for _ in range(n))
+
+
+def mix_contact(rng: random.Random, i: int) -> dict[str, object]:
+    """One contact of the realistic mix (see --mix): its number in one of the usual spellings, a
+    per-contact message for one in ten, template values for the others."""
+    kind = rng.random()
+    mobile = "8" + rng.choice("1234") + _digits(rng, 7)  # a ZA mobile after the 27
+    if kind < 0.20:
+        msisdn = "27" + mobile  # the account's own country code, as the default benchmark
+    elif kind < 0.35:
+        msisdn = "0" + mobile  # national
+    elif kind < 0.40:
+        msisdn = f"0{mobile[:2]} {mobile[2:5]} {mobile[5:]}"  # national, spaced
+    elif kind < 0.50:
+        msisdn = f"+27 {mobile[:2]} {mobile[2:5]} {mobile[5:]}"
+    elif kind < 0.55:
+        msisdn = "0027" + mobile
+    elif kind < 0.75:
+        code, example = rng.choice(FOREIGN_MOBILES)
+        national = example[:-4] + _digits(rng, 4)
+        msisdn = rng.choice(
+            [f"+{code} {national[:3]} {national[3:]}", f"+{code}{national}", f"00{code}{national}", code + national]
+        )
+    elif kind < 0.97:
+        prefix = rng.choice(ROUTE_PREFIXES)
+        msisdn = prefix + _digits(rng, 11 - len(prefix))
+    else:
+        msisdn = rng.choice(INVALID)
+    row: dict[str, object] = {"msisdn": msisdn, "customerId": f"C{i:08d}"}
+    if rng.random() < 0.1:
+        row["message"] = rng.choice(MESSAGES)
+    else:
+        row["values"] = {"value1": rng.choice(["Thandi", "Pieter", "Zoé", "Sipho"]), "value2": f"AC{i:09d}"}
+    return row
+
+
+def route_contact(rng: random.Random, i: int) -> dict[str, object]:
+    """Route-prefix numbers only: `1` and ten digits, with `route add 1`."""
+    return {"msisdn": "1" + _digits(rng, 10), "customerId": f"C{i:08d}", "values": {"value1": "Thandi", "value2": f"AC{i:09d}"}}
+
+
+def generate_rows(path: Path, contacts: int, make_row: object) -> None:
+    rng = random.Random(9)
+    assert callable(make_row)
+    with path.open("w") as out:
+        out.write('{"Version": 7, "Message_Template": ' + json.dumps(TEMPLATE) + ', "Contacts": [\n')
+        for i in range(contacts):
+            out.write(("" if i == 0 else ",\n") + json.dumps(make_row(rng, i), ensure_ascii=False))
         out.write("\n]}\n")
 
 
@@ -136,9 +223,86 @@ def raw_sqlite_rate(rows: int, state_size: int, directory: Path) -> float:
     return rows / elapsed
 
 
+MIX_CASES = (
+    ("own-country", "numbers in the account's own country code, 2782... (the default run's file)"),
+    ("mix", "national, +CC, 00CC, other countries' mobiles, route prefixes, messages, a few invalid"),
+    ("route-only", "1 and ten digits, with `route add 1`"),
+)
+
+
+def pass_one_seconds(log: str, name: str) -> tuple[int, float]:
+    """The contacts and pass 1 seconds of the server's `phases:` line for the file `name`."""
+    for line in log.splitlines():
+        if "phases:" in line and name in line:
+            match = re.search(r"contacts=(\d+) phases: .*pass1=([\d.]+)", line)
+            if match:
+                return int(match.group(1)), float(match.group(2))
+    raise AssertionError(f"no phases line for {name}")
+
+
+def run_mix(args: argparse.Namespace, scratch: Path) -> None:
+    """--mix: the own-country file, the realistic mix and route-prefix numbers only, through one
+    server, one after the other (best of --repeat each), with pass 1 from the server's log."""
+    files = {}
+    for case, _ in MIX_CASES:
+        path = scratch / f"{case}.json"
+        print(f"generating {args.contacts:,} contacts ({case}) ...", flush=True)
+        if case == "own-country":
+            generate(path, args.contacts)
+        else:
+            generate_rows(path, args.contacts, mix_contact if case == "mix" else route_contact)
+        files[case] = path
+    best: dict[str, float] = {}
+    outcome: dict[str, str] = {}
+    with running_service(scratch / "data", "--send-rate", "1") as service:
+        service.add_account("bench", credits=args.contacts * 4 * args.repeat * len(files))
+        store = open_store(service.data_dir)
+        for prefix in ROUTE_PREFIXES:
+            store.add_route(prefix)
+        store.close()
+        profiler = None
+        if args.profile is not None:
+            sampling = ["--gil"] if args.gil else ["--subprocesses", "--idle"]
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw",
+                 *sampling, "-r", "200", "-o", str(args.profile)],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+        with service.paramiko("bench") as sftp:
+            for attempt in range(args.repeat):
+                for case, path in files.items():
+                    name = f"{case}-{attempt}.json"
+                    sftp.put(str(path), f"Send_SMS/{name}", confirm=False)  # it is processed at once
+                    folder, report = service.wait_report("bench", name, timeout=3600)
+                    assert folder == "Processed", report
+                    contacts, seconds = pass_one_seconds(service.log(), name)
+                    assert contacts == args.contacts, (contacts, report)
+                    best[case] = min(best.get(case, seconds), seconds)
+                    outcome[case] = report["detail"]
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
+    own = best["own-country"]
+    print(f"pass 1 of {args.contacts:,} contacts (server's phases: line, best of {args.repeat}):")
+    for case, what in MIX_CASES:
+        seconds = best[case]
+        print(
+            f"  {case:12s} {seconds:6.2f} s = {args.contacts / seconds:9,.0f} contacts/s  "
+            f"{seconds / own:4.1f}x own-country   {what}\n  {'':12s} {outcome[case]}"
+        )
+    print("target: every case within 2.0x of own-country")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="pass 1 of a realistic mix of numbers and of route-prefix numbers beside the own-country file",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="with --mix: upload each file N times, keep the best")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
     parser.add_argument("--profile", type=Path, help="record the server with py-spy (collapsed stacks) into this file")
     parser.add_argument(
@@ -147,6 +311,15 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    if args.mix:
+        try:
+            run_mix(args, scratch)
+        finally:
+            if args.keep:
+                print(f"data kept in {scratch}")
+            else:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return
     # The machine is shared: the raw rate is measured just before and just after the ingest, with
     # rows of the size the ingest will store (the middle contact's MessageQueued), and the ratio
     # uses their mean.

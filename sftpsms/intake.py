@@ -22,7 +22,7 @@ from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 from sftpsms.gsm import CONCATENATED_PART_SEPTETS, SINGLE_PART_SEPTETS, count_parts, find_non_gsm
 from sftpsms.limits import DEFAULT_LIMITS, Limits
-from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_test
+from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_reader, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
 from sftpsms.template import Template, TemplateInvalid
 
@@ -136,7 +136,8 @@ class ContactChecker:
         self.country = country
         self.networks = networks
         self.max_parts = max_parts
-        self.is_own_mobile = own_mobile_test(country)
+        self.is_own_mobile = own_mobile_test(country)  # the usual case, tested first
+        self.read_own_mobile = own_mobile_reader(country)
         # Past this many characters no text fits in max_parts (each character is one septet or
         # two): told at once, before the GSM check and the part count walk a long template's
         # rendering for every contact (a 60 kB template cost 0.4 ms per contact).
@@ -151,7 +152,11 @@ class ContactChecker:
                 index, None, customer_id, code=ErrorCode.REQUIRED_PARAMETER_MISSING, detail="msisdn is missing"
             )
         msisdn = raw.msisdn
-        if not self.is_own_mobile(msisdn):  # else it is its own E.164 form, and has a network
+        if self.is_own_mobile(msisdn):  # its own E.164 form, and has a network
+            pass
+        elif (own := self.read_own_mobile(msisdn)) is not None:  # `082...`, `+27 82...`: the same
+            msisdn = own
+        else:
             normal = normalise_msisdn(msisdn, self.country)
             if normal is None:
                 return Outcome(index, msisdn, customer_id, code=ErrorCode.NO_NETWORK, detail="not a phone number")

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import random
+import re
 
 import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from phonenumbers import PhoneNumberType
 
 from sftpsms import numbers
-from sftpsms.numbers import NetworkDirectory, is_valid_mobile, normalise_msisdn, own_mobile_test
+from sftpsms.numbers import (
+    NetworkDirectory,
+    is_valid_mobile,
+    normalise_msisdn,
+    own_mobile_reader,
+    own_mobile_test,
+)
 
 # The countries the brief names, NANP's other big member, and a few with multi-region codes
 # (+7 RU/KZ, +44 GB/GG/IM/JE, +39 IT/VA, +61 AU/CC/CX), carrier-code prefixes (BR, AR) or
@@ -313,3 +323,160 @@ def test_any_national_string_normalises_as_parsing_it_would() -> None:
                 region,
                 text,
             )
+
+
+# --- The fast paths against phonenumbers itself, for numbers of every region ---------------------
+
+ALL_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+_SEPARATOR = re.compile(r"[\s\-.()/]")
+
+
+def _reference_normalise(raw: str, region: str) -> str | None:
+    """normalise_msisdn's rule (see its docstring) with phonenumbers.parse for every step."""
+    text = _SEPARATOR.sub("", raw)
+    code = phonenumbers.country_code_for_region(region)  # 0 for no region
+    if text.startswith("+") or text.startswith("00"):
+        digits = text[1:] if text.startswith("+") else text[2:]
+        if not (digits.isascii() and digits.isdigit()) or not 7 <= len(digits) <= 16:
+            return None
+        if _plain(digits):
+            return _e164(phonenumbers.parse("+" + digits))
+        return digits if len(digits) <= 15 else None
+    if not (text.isascii() and text.isdigit()) or not 7 <= len(text) <= 16:
+        return None
+    if code and text.startswith(str(code)) and _plain(text):
+        return _e164(phonenumbers.parse("+" + text))
+    for candidate, parse_region in ((text, region), ("+" + text, None)):
+        try:
+            parsed = phonenumbers.parse(candidate, parse_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return _e164(parsed)
+    if text.startswith("0") and code:
+        return f"{code}{text[1:]}"
+    return text if len(text) <= 15 else None
+
+
+@functools.cache
+def _seeds(region: str) -> tuple[str, ...]:
+    """The national significant numbers of the region's example numbers, mobile first."""
+    examples = [phonenumbers.example_number_for_type(region, kind) for kind in KINDS]
+    return tuple(phonenumbers.national_significant_number(e) for e in examples if e is not None)
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> tuple[str, str]:
+    """(what a user writes, the account's region): a number of the account's region or another
+    one, near one of its example numbers or any digits, in one of the spellings users use."""
+    region = draw(st.sampled_from(ALL_REGIONS))
+    owner = draw(st.sampled_from([region, draw(st.sampled_from(ALL_REGIONS))]))
+    code = str(phonenumbers.country_code_for_region(owner))
+    seeds = _seeds(owner)
+    seed = draw(st.sampled_from(seeds)) if seeds and draw(st.booleans()) else ""
+    kept = seed[: draw(st.integers(0, len(seed)))]
+    tail = draw(st.text("0123456789", max_size=max(0, len(seed) - len(kept) + 1) if seed else 14))
+    nsn = kept + tail
+    spelling = draw(st.sampled_from(["cc", "national", "plus", "spaced", "idd", "bare", "trunk"]))
+    return {
+        "cc": code + nsn,
+        "national": "0" + nsn,
+        "plus": "+" + code + nsn,
+        "spaced": f"+{code} {nsn[:3]} {nsn[3:]}",
+        "idd": "00" + code + nsn,
+        "bare": nsn,
+        "trunk": code + "0" + nsn,
+    }[spelling], region
+
+
+@settings(max_examples=2000, deadline=None)
+@given(written_numbers())
+def test_normalise_msisdn_agrees_with_phonenumbers_for_numbers_of_every_region(
+    case: tuple[str, str],
+) -> None:
+    raw, region = case
+    normal = normalise_msisdn(raw, region)
+    assert normal == _reference_normalise(raw, region)
+    if normal is not None:
+        assert NetworkDirectory().has_network(normal) == _plain(normal)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.sampled_from(ALL_REGIONS),
+    st.sampled_from(["1", "7", "44", "27", "9995", "2783", "999", "8", "0"]),
+    st.text("0123456789", min_size=3, max_size=13),
+)
+def test_route_prefix_numbers_normalise_as_phonenumbers_parses_them(
+    region: str, prefix: str, rest: str
+) -> None:
+    raw = prefix + rest
+    assert normalise_msisdn(raw, region) == _reference_normalise(raw, region)
+
+
+def _linear_route_for(prefixes: list[str], e164: str) -> str | None:
+    for prefix in sorted(set(prefixes), key=len, reverse=True):
+        if e164.startswith(prefix):
+            return prefix
+    return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.text("0123456789", min_size=1, max_size=6), max_size=40),
+    st.text("0123456789", min_size=0, max_size=15),
+)
+def test_route_lookup_is_the_longest_prefix_that_matches(prefixes: list[str], e164: str) -> None:
+    directory = NetworkDirectory(prefixes)
+    route = directory.route_for(e164)
+    linear = _linear_route_for(prefixes, e164)
+    # Equal prefixes of one length are the same string, so the longest match is unique.
+    assert route == linear
+    assert directory.has_network(e164) == (linear is not None or _plain(e164))
+
+
+def test_route_prefix_numbers_are_decided_without_parse() -> None:
+    # `1` and ten digits for a ZA account (NANP numbers written without '+', most of them not
+    # valid): what --mix's route-only file holds. The fast path must take nearly all of them.
+    rng = random.Random(5)
+    region = numbers._region("ZA")
+    assert region is not None
+    sample = ["1" + "".join(rng.choice("0123456789") for _ in range(10)) for _ in range(2000)]
+    decided = [region.read_unprefixed(raw) is not numbers._Undecided.PARSE for raw in sample]
+    assert sum(decided) > 0.98 * len(sample)
+    assert [normalise_msisdn(raw, "ZA") for raw in sample] == [
+        _reference_normalise(raw, "ZA") for raw in sample
+    ]
+
+
+def test_a_region_code_phonenumbers_does_not_parse_takes_the_long_way() -> None:
+    # parse(text, "za") raises (region codes are upper case): the fast path must not guess then.
+    region = numbers._region("za")
+    assert region is not None
+    assert region.read_unprefixed("12015550123") is numbers._Undecided.PARSE
+
+
+@settings(max_examples=2000, deadline=None)
+@given(written_numbers())
+def test_own_mobile_reader_promises_the_normal_form_and_a_network(case: tuple[str, str]) -> None:
+    raw, region = case
+    read = own_mobile_reader(region)(raw)
+    if read is not None:
+        assert read == normalise_msisdn(raw, region) == _reference_normalise(raw, region)
+        assert _plain(read) and NetworkDirectory().has_network(read)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["27831234567", "0831234567", "083 123 4567", "+27 83 123 4567", "+27831234567", "0027831234567", "27 83 123 4567"],
+)
+def test_own_mobile_reader_reads_every_usual_spelling_of_an_own_country_mobile(raw: str) -> None:
+    assert own_mobile_reader("ZA")(raw) == "27831234567"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["27211234567", "0211234567", "+44 7400 123456", "12015550123", "+27 83 12", "083-ABC-4567", "", "+2783123456789"],
+)
+def test_own_mobile_reader_leaves_everything_else_to_normalise_msisdn(raw: str) -> None:
+    assert own_mobile_reader("ZA")(raw) is None

@@ -103,6 +103,8 @@ def upload_refusal(name: str) -> str | None:
     """Why `name` cannot be uploaded into Send_SMS (a 553 reply's text), or None when it can."""
     if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
         return "File names cannot contain control characters (NUL, newline, tab, ...)."
+    if "\\" in name:
+        return "File names cannot contain a backslash."
     size = len(name.encode("utf-8", "surrogateescape"))
     if size > NAME_MAX_BYTES:
         return f"File name too long: at most {NAME_MAX_BYTES} bytes, this one has {size}."
@@ -320,6 +322,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self.session: Session | None = None
         self.too_big = False
         self._settling: Any = None
+        self._settling_file = ""
         self._logging_in = False
         self.authorizer = _Permissions(self)
         super().__init__(conn, server, ioloop=ioloop)
@@ -335,7 +338,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self.close_when_done()
 
     def pre_process_command(self, line: str, cmd: str, arg: str) -> None:
-        if cmd.upper() != "PASS" and any(unicodedata.category(char) == "Cc" for char in arg):
+        if cmd.upper() != "PASS" and any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in arg):
             self.respond("501 Control characters (NUL, newline, ...) are not allowed in names.")
             return
         super().pre_process_command(line, cmd, arg)
@@ -384,6 +387,15 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self._logging_in = True
         self.del_channel()
         self.calls.call(log_in, then=answered)
+
+    def close(self) -> None:
+        if self._settling is not None and not self._closed:
+            # The control connection ended right after the data: a client killed mid-file.
+            self._settling.cancel()
+            name = self._in_send(self._settling_file)
+            self._settling = None
+            log.warning("file=%r account=%s upload cut off (connection lost), kept unprocessed", name, self._account)
+        super().close()
 
     def flush_account(self) -> None:
         super().flush_account()  # calls on_logout: the session is closed
@@ -442,6 +454,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def on_file_received(self, file: str) -> None:
         # The data connection ended cleanly: the end of the file, or a client killed mid-file.
+        self._settling_file = file
         self._settling = self.call_later(CUTOFF_GRACE, self._settle, file)
 
     def _settle(self, file: str) -> None:

@@ -151,13 +151,36 @@ def test_abor_during_a_transfer_keeps_the_upload(service: Service) -> None:
     body = big_body()
     client, data = _start_upload(service, "aborted.json", body[:300_000])
     # ftplib's abort(): ABOR sent as urgent data while the data connection is still open.
-    client.sock.sendall(b"ABOR\r\n", socket.MSG_OOB)
+    replies = [client.abort(), client.getline()]
     data.close()
-    replies = [client.getline(), client.getline()]
     assert replies[0].startswith("426") and replies[1].startswith("226"), replies
     client.quit()
     assert assert_kept_unprocessed(service, "aborted.json") == 300_000
     resume_and_expect_processed_once(service, "aborted.json", body, 300_000)
+
+
+@pytest.mark.skipif(shutil.which("lftp") is None, reason="lftp is not installed")
+def test_interrupting_lftp_mid_put_keeps_the_upload_and_put_c_resumes_it(service: Service, tmp_path: Path) -> None:
+    body = big_body()
+    local = tmp_path / "interrupted.json"
+    local.write_bytes(body)
+    opening = f"set net:max-retries 1; open -u cutter,secret-pw -p {ftp_port(service)} 127.0.0.1; cd Send_SMS"
+    lftp = subprocess.Popen(["lftp", "-c", f"set net:limit-rate 300000; {opening}; put {local}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: send_path(service, "interrupted.json").exists()
+                 and send_path(service, "interrupted.json").stat().st_size > 100_000)
+        lftp.send_signal(signal.SIGINT)  # Ctrl-C: lftp aborts the transfer and exits
+        lftp.wait(timeout=15)
+    finally:
+        if lftp.poll() is None:
+            lftp.kill()
+    size = assert_kept_unprocessed(service, "interrupted.json")
+    assert 0 < size < len(body)
+    resumed = subprocess.run(["lftp", "-c", f"{opening}; put -c {local}"], capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    folder, report = service.wait_report("cutter", "interrupted.json")
+    assert folder == "Processed" and report["messages_queued"] == 1, report
 
 
 def test_abor_right_after_the_data_connection_closed_keeps_the_upload(service: Service) -> None:
@@ -230,6 +253,8 @@ def test_an_upload_past_max_file_bytes_is_refused_while_written_and_never_proces
         ("nul\x00byte.json", "501", "control characters"),
         ("tab\tname.json", "501", "control characters"),
         ("bell\x07.json", "501", "control characters"),
+        ("line\u2028separator.json", "501", "control characters"),
+        ("back\\slash.json", "553", "backslash"),
         ("victim.json.report.json", "553", "own outputs"),
         ("victim.json.delivery.csv", "553", "own outputs"),
     ],

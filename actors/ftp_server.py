@@ -12,7 +12,7 @@ Same accounts, channel rules, folders and pickup semantics as the SFTP door (PRO
   sent only once the trio side took it (backpressure). In FTP's stream mode the end of a file is
   the data connection closing, which is also what a client killed mid-transfer looks like: so an
   upload counts as complete only if the control connection is still there (and no ABOR came)
-  `CUTOFF_GRACE` seconds after the data ended. Anything else (ABOR, a reset data connection, the
+  `ftp_cutoff_grace` seconds (50 ms) after the data ended. Anything else (ABOR, a reset data connection, the
   control connection lost) keeps the `.incomplete` marker: the file stays in `Send_SMS` for a
   resume (REST + STOR, APPE) and is never processed as it is;
 - limits: connections in total and per source address, a login grace time, an idle timeout, a
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 PERMISSIONS = "elradfw"  # never m (mkdir), M (chmod), T (set mtime)
 POLL_TIMEOUT = 1.0  # the loop wakes earlier for trio's answers, timers and stop
-CUTOFF_GRACE = 0.2  # seconds after a data connection ended in which a lost control connection means "cut off"
 NAME_MAX_BYTES = 255  # what the filesystem stores in one path component
 OUTPUT_SUFFIXES = (folders.REPORT_SUFFIX, ".delivery.csv")  # names our outputs use: never uploaded
 LOGIN_MESSAGE = "Welcome. Upload into Send_SMS; results appear in Processed and Errors."
@@ -71,6 +70,7 @@ class FtpLimits:
     login_grace: float = 30.0
     idle_timeout: float = 300.0
     max_file_bytes: int = 1 << 30
+    cutoff_grace: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FtpLimits:
@@ -81,6 +81,7 @@ class FtpLimits:
             login_grace=settings.ftp_login_grace,
             idle_timeout=settings.ftp_idle_timeout,
             max_file_bytes=settings.max_file_bytes,
+            cutoff_grace=settings.ftp_cutoff_grace,
         )
 
 
@@ -454,8 +455,11 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def on_file_received(self, file: str) -> None:
         # The data connection ended cleanly: the end of the file, or a client killed mid-file.
+        # A killed client's control connection usually closed with the data: seen at once, else
+        # within the grace; a whole upload waits only the grace for its 226.
         self._settling_file = file
-        self._settling = self.call_later(CUTOFF_GRACE, self._settle, file)
+        delay = 0.0 if _control_state(self.socket) != "open" else self.limits.cutoff_grace
+        self._settling = self.call_later(delay, self._settle, file)
 
     def _settle(self, file: str) -> None:
         self._settling = None

@@ -25,6 +25,9 @@ class Settings:
     ftp_max_connections_per_address: int = 16  # ... from one source address
     ftp_login_grace: float = 30.0  # seconds a connection may stay without logging in
     ftp_idle_timeout: float = 300.0  # seconds between commands before a logged-in connection is closed
+    # After an FTP upload's data ended, how long a control connection lost still means "cut off"
+    # (a killed client closes both at once); each whole upload's 226 waits this long.
+    ftp_cutoff_grace: float = 0.05
     max_file_bytes: int = 1 << 30  # an upload past this size is refused while it is being written
     sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after

@@ -187,3 +187,14 @@ def test_a_relative_data_directory_works_and_no_server_path_is_shown(
         relative.process.wait(timeout=15)
         assert time.monotonic() - started < 5
         client.close()
+
+
+def test_serve_refuses_an_unusable_passive_port_range(tmp_path: Path) -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sftpsms.cli", "serve", "--data-dir", str(tmp_path), "--ftp-port", "0",
+         "--ftp-passive-ports", "80-90"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "ftp_passive_ports" in result.stderr, result.stderr

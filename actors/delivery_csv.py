@@ -143,7 +143,8 @@ class _Follower:
         self.sizes[file_id] = len(rows)
         folder = self.settings.account_root(file.account) / folders.PROCESSED
         if folder.is_dir():
-            write_csv(folder / f"{file.name}.delivery.csv", rows)
+            name = folders.outputs_name(folder, file.name, str(file_id))
+            write_csv(folders.delivery_path(folder, name), rows)
         return final
 
 

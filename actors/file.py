@@ -40,6 +40,7 @@ from sftpsms.archive import extract_zip
 from sftpsms.config import Settings
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.intake import AccountPolicy, Plan, PlanFailed, plan_file
+from sftpsms.names import quoted
 from sftpsms.notification import compose_status_email
 from sftpsms.numbers import NetworkDirectory
 from sftpsms.report import build_report, write_json_atomically
@@ -130,7 +131,7 @@ async def run_file_worker(
             try:
                 await process_arrival(arrived, context)
             except Exception:
-                log.exception("file=%s account=%s code=InternalServerError", arrived.name, arrived.account)
+                log.exception("file=%s account=%s code=InternalServerError", quoted(arrived.name), arrived.account)
             finally:
                 context.in_flight.release(arrived.account, arrived.name)
 
@@ -178,7 +179,7 @@ async def receive_and_run(
             envelope=envelope,
         )
     )
-    log.info("file=%s account=%s file_id=%s received", name, account, receipt.file_id)
+    log.info("file=%s account=%s file_id=%s received", quoted(name), account, receipt.file_id)
     await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
     if incomplete:
         await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
@@ -205,7 +206,7 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
         elif file.status in ("received", "accepted"):
             await _run_contacts(context, file)
     except Exception as error:
-        log.exception("file=%s account=%s code=InternalServerError", file.name, file.account)
+        log.exception("file=%s account=%s code=InternalServerError", quoted(file.name), file.account)
         current = await context.store.run(lambda s: s.file(file_id))
         if current.status == "accepted":
             # Credits are reserved and messages may be queued: never fail it now. It stays in
@@ -257,7 +258,7 @@ PROGRESS_EVERY = 100_000
 
 def _progress(file: File, stage: str, done: int) -> None:
     if done % PROGRESS_EVERY == 0:
-        log.info("file=%s account=%s %s=%d", file.name, file.account, stage, done)
+        log.info("file=%s account=%s %s=%d", quoted(file.name), file.account, stage, done)
 
 
 def _pass_one(context: FileContext, file: File, policy: AccountPolicy, routes: dict[str, str]) -> Plan:
@@ -347,7 +348,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     # Where a file's time went (seconds): to tell pass 1 from pass 2 from the rest.
     log.info(
         "file=%s account=%s contacts=%d phases: prepare=%.3f pass1=%.3f accept=%.3f pass2=%.3f complete=%.3f",
-        file.name,
+        quoted(file.name),
         file.account,
         plan.contacts,
         checking - started,
@@ -477,10 +478,13 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
 
     def write_and_move() -> Path:
         # The file first, the report last: a client that sees the report finds the file too.
-        report_file = folders.report_path(folder, file.name)
         folder.mkdir(parents=True, exist_ok=True)
+        name = folders.filed_name(folder, file.name, str(file.id), moving=work.exists())
+        if name != file.name:  # an earlier file's outputs hold the name: never replaced
+            report["filed_as"] = name
+        report_file = folders.report_path(folder, name)
         if work.exists():
-            folders.move(work, folder / file.name)
+            folders.move(work, folder / name)
         write_json_atomically(report_file, report)
         shutil.rmtree(work.parent, ignore_errors=True)
         (settings.spool_dir / f"{file.id}.jsonl").unlink(missing_ok=True)
@@ -493,7 +497,7 @@ async def file_away(context: FileContext, file_id: UUID) -> None:
         await context.notify.send(Notify(file.id, email, message))
     log.info(
         "file=%s account=%s file_id=%s status=%s code=%s",
-        file.name,
+        quoted(file.name),
         file.account,
         file.id,
         report["status"],

@@ -32,6 +32,7 @@ import trio
 from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport
 from sftpsms.gatewayids import final_status
 from sftpsms.gateways import HttpGatewayConfig
+from sftpsms.names import quoted
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +198,10 @@ async def _respond(routes: Routes, request: HttpRequest) -> HttpResponse:
     try:
         return await handler(request)
     except HttpError as error:
-        log.info("http method=%s path=%s status=%d error=%s", request.method, request.path, error.status, error.message)
+        log.info("http method=%s path=%s status=%d error=%s", quoted(request.method), quoted(request.path), error.status, error.message)
         return error.response()
     except Exception:
-        log.exception("http handler for %s %s failed", request.method, request.path)
+        log.exception("http handler for %s %s failed", quoted(request.method), quoted(request.path))
         return HttpError(500, "internal error").response()
 
 

@@ -17,6 +17,7 @@ import trio
 from actors.writer import StoreClient
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
+from sftpsms.names import quoted
 from sftpsms.notification import send_smtp, write_to_outbox
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ async def deliver(notify: Notify, *, settings: Settings, store: StoreClient, clo
             )
         except (OSError, ValueError) as failure:  # smtplib's errors are OSErrors
             error = f"{type(failure).__name__}: {failure}"
-            log.warning("file_id=%s email to %s failed (attempt %d): %s", notify.file_id, notify.to, attempt, error)
+            log.warning("file_id=%s email to %s failed (attempt %d): %s", notify.file_id, quoted(notify.to), attempt, error)
             if attempt < settings.notify_attempts:
                 await trio.sleep(delay)
                 delay *= 2

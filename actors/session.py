@@ -8,7 +8,8 @@ store and starts a session actor per connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,7 +24,9 @@ from eventstore.store import SmsStore, UnknownAccount, UnknownApiKey
 from sftpsms import folders
 from sftpsms.channels import channel_active, refusal_message
 from sftpsms.config import Settings
-from sftpsms.lockout import LoginGuard
+from sftpsms.connections import ConnectionCounter
+from sftpsms.lockout import Keys, LoginGuard
+from sftpsms.names import BadName, quoted
 from sftpsms.passwords import verify_password
 
 log = logging.getLogger(__name__)
@@ -63,14 +66,9 @@ async def run_session(
                     continue  # already being picked up (a sweep got there first)
                 path = login.root / folders.SEND / event.name
                 await outbox.send(FileArrived(login.account, event.name, path, clock()))
-                log.info("file=%s account=%s picked up on close", event.name, login.account)
+                log.info("file=%s account=%s picked up on close", quoted(event.name), login.account)
             finally:
                 event.accepted.set()
-
-
-def guard_keys(username: str, peer: str) -> list[str]:
-    """What failed logins are counted against: the username and the source address."""
-    return [f"user:{username}", f"peer:{peer}"]
 
 
 class SessionHandle:
@@ -93,8 +91,59 @@ class SessionHandle:
         await self._send.aclose()
 
 
+class LoginBusy(LoginRefused):
+    """Too many password checks waiting: refused without counting as a failed login."""
+
+
+class DoorRules:
+    """What the doors share, whichever door a login comes through: the failed-login guard, the
+    connection counter (plain and thread-safe, for the FTP door's thread too) and the limit on
+    password checks in flight (an argon2 check costs 64 MiB and a core's time)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.guard = LoginGuard(
+            slowdown_after=settings.login_slowdown_after,
+            lockout_after=settings.login_lockout_after,
+            address_lockout_after=settings.login_address_lockout_after,
+            lockout_seconds=settings.login_lockout_seconds,
+            base_delay=settings.login_slowdown_base,
+            user_max_delay=settings.login_user_max_delay,
+        )
+        self.connections = ConnectionCounter(
+            max_total=settings.max_connections,
+            max_per_address=settings.max_connections_per_address,
+            max_per_account=settings.max_connections_per_account,
+        )
+        self.password_checks = trio.CapacityLimiter(max(1, settings.password_checks))
+        self.password_queue = settings.password_check_queue
+        self._turns: dict[str, tuple[trio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        """One login at a time per key: parallel guesses are checked in turn, each after the last
+        one's failure was counted."""
+        lock, users = self._turns.get(key) or (trio.Lock(), 0)
+        self._turns[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[key]
+            if users <= 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (lock, users - 1)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """`verify_password` in a worker thread, at most `password_checks` at once; with more than
+        `password_check_queue` waiting, refused (LoginBusy) instead of queued."""
+        if self.password_checks.statistics().tasks_waiting >= self.password_queue:
+            raise LoginBusy("the server is busy checking logins: try again in a moment")
+        return await trio.to_thread.run_sync(verify_password, password_hash, password, limiter=self.password_checks)
+
+
 class AccountGate:
-    """Logins and sessions for the SFTP door."""
+    """Logins and sessions for one door (channel). Doors share one `DoorRules`."""
 
     def __init__(
         self,
@@ -106,6 +155,7 @@ class AccountGate:
         in_flight: InFlight,
         clock: Callable[[], datetime],
         channel: str = "sftp",
+        rules: DoorRules | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -115,43 +165,55 @@ class AccountGate:
         self.clock = clock
         self.channel = channel
         self.sessions: dict[SessionHandle, tuple[Login, Callable[[], None]]] = {}
-        self.guard = LoginGuard(
-            slowdown_after=settings.login_slowdown_after,
-            lockout_after=settings.login_lockout_after,
-            lockout_seconds=settings.login_lockout_seconds,
-            base_delay=settings.login_slowdown_base,
-        )
+        self.rules = rules if rules is not None else DoorRules(settings)
+        self.guard = self.rules.guard
+        self.connections = self.rules.connections
 
     async def login(self, username: str, password: str, peer: str) -> Login:
         """By the account's username and password, or by an API key's id and secret. Repeated
-        failures from one address or for one username slow the answers down, then lock out."""
-        keys = guard_keys(username, peer)
+        failures slow the answers down, then lock the (address, username) pair and, after many
+        more, the address out (sftpsms.lockout); never the username from everywhere."""
+        keys = Keys.of(peer, username)
+        async with self.rules.turn(keys.pair):
+            self._refuse_if_locked(keys, username, peer)
+            self.guard.begin(keys, trio.current_time())
+            try:
+                await trio.sleep(self.guard.delay(keys, trio.current_time()))
+                login = await self._login(username, password, peer)
+            except LoginBusy:
+                self.guard.abandoned(keys, trio.current_time())
+                raise
+            except LoginRefused as refused:
+                locked = self.guard.failed(keys, trio.current_time())
+                await self._record_failure(username, peer, refused.message, locked)
+                raise
+            except BaseException:
+                self.guard.abandoned(keys, trio.current_time())
+                raise
+            self.guard.succeeded(keys, trio.current_time())
+            return login
+
+    def _refuse_if_locked(self, keys: Keys, username: str, peer: str) -> None:
         locked_for = self.guard.locked_for(keys, trio.current_time())
         if locked_for > 0:
-            log.warning("login refused account=%s peer=%s reason=locked-out", username, peer)
+            log.warning("login refused account=%s peer=%s reason=locked-out", quoted(username), peer)
             minutes = max(1, round(locked_for / 60))
             raise LoginRefused(f"too many failed logins: try again in {minutes} minute{'s' if minutes > 1 else ''}")
-        await trio.sleep(self.guard.delay(keys, trio.current_time()))
-        try:
-            login = await self._login(username, password, peer)
-        except LoginRefused as refused:
-            now = trio.current_time()
-            locked = self.guard.failed(keys, now)
-            wall = self.clock()
-            until = wall + timedelta(seconds=self.guard.lockout_seconds)
+
+    async def _record_failure(self, username: str, peer: str, reason: str, locked: list[str]) -> None:
+        wall = self.clock()
+        until = wall + timedelta(seconds=self.guard.lockout_seconds)
+        with trio.CancelScope(shield=True):  # the failure was counted: its event is written too
             await self.store.run(
                 partial(
                     SmsStore.record_failed_login,
                     username=username,
                     peer=peer,
-                    reason=refused.message,
+                    reason=reason,
                     now=wall,
                     locked=[(key, until) for key in locked],
                 )
             )
-            raise
-        self.guard.succeeded(keys)
-        return login
 
     async def _login(self, username: str, password: str, peer: str) -> Login:
         if username.startswith(KEY_PREFIX):
@@ -161,12 +223,12 @@ class AccountGate:
         except UnknownAccount:
             account = None
         password_hash = account.password_hash if account is not None else None
-        if not await trio.to_thread.run_sync(verify_password, password_hash, password):
-            log.warning("login refused account=%s peer=%s reason=bad-credentials", username, peer)
+        if not await self.rules.verify(password_hash, password):
+            log.warning("login refused account=%s peer=%s reason=bad-credentials", quoted(username), peer)
             raise LoginRefused(BAD_LOGIN)
         assert account is not None
         if not self._channel_open(account):
-            log.warning("login refused account=%s peer=%s reason=channel-inactive", username, peer)
+            log.warning("login refused account=%s peer=%s reason=channel-inactive", quoted(username), peer)
             raise LoginRefused(refusal_message(username, self.channel))
         return await self._admit(username, peer, key_id=None)
 
@@ -174,8 +236,7 @@ class AccountGate:
         """SFTP login with an SSH key added by `sftpsms sshkey add` (asyncssh checked the signature).
         A locked-out address or username is refused here too; an unknown key is not counted as a
         failure (clients offer every key they have)."""
-        if self.guard.locked_for(guard_keys(username, peer), trio.current_time()) > 0:
-            raise LoginRefused("too many failed logins: try again later")
+        self._refuse_if_locked(Keys.of(peer, username), username, peer)
         try:
             account = await self.store.run(partial(SmsStore.account, username=username))
         except UnknownAccount:
@@ -192,15 +253,15 @@ class AccountGate:
         except UnknownApiKey:
             key = None
         secret_hash = key.secret_hash if key is not None else None
-        if not await trio.to_thread.run_sync(verify_password, secret_hash, secret):
-            log.warning("login refused key=%s peer=%s reason=bad-credentials", key_id, peer)
+        if not await self.rules.verify(secret_hash, secret):
+            log.warning("login refused key=%s peer=%s reason=bad-credentials", quoted(key_id), peer)
             raise LoginRefused(BAD_LOGIN)
         assert key is not None
         if key.revoked_at is not None:
-            log.warning("login refused key=%s peer=%s reason=key-revoked", key_id, peer)
+            log.warning("login refused key=%s peer=%s reason=key-revoked", quoted(key_id), peer)
             raise LoginRefused(f"API key {key_id} was revoked")
         if key.channel != self.channel:
-            log.warning("login refused key=%s peer=%s reason=other-channel", key_id, peer)
+            log.warning("login refused key=%s peer=%s reason=other-channel", quoted(key_id), peer)
             raise LoginRefused(f"API key {key_id} is for the {key.channel} channel, not {self.channel}")
         return await self._admit(key.account, peer, key_id=key_id)
 
@@ -208,7 +269,11 @@ class AccountGate:
         return channel_active(datetime.fromisoformat(account.created_at), self.channel, account.channels_with_keys)
 
     async def _admit(self, username: str, peer: str, key_id: str | None) -> Login:
-        root = self.settings.account_root(username)
+        try:
+            root = self.settings.account_root(username)
+        except BadName as bad:  # an old store's name that could reach outside its root
+            log.error("login refused account=%s peer=%s reason=bad-account-name: %s", quoted(username), peer, bad)
+            raise LoginRefused(BAD_LOGIN) from None
         await trio.to_thread.run_sync(folders.ensure_account_folders, root)
         log.info("login account=%s peer=%s channel=%s key=%s", username, peer, self.channel, key_id or "-")
         return Login(account=username, root=root, key_id=key_id)

@@ -23,6 +23,7 @@ import asyncio
 import errno
 import logging
 import os
+import resource
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -45,14 +46,39 @@ from asyncssh.constants import (
 
 from actors.bridge import AsyncioPortal, TrioPortal
 from sftpsms import folders
+from sftpsms.config import Settings
+from sftpsms.connections import Connection, ConnectionCounter, TooManyConnections
+from sftpsms.names import quoted
 
 log = logging.getLogger(__name__)
 
 WRITE_FLAGS = asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_TRUNC | asyncssh.FXF_APPEND
 CLOSE_TIMEOUT = 5.0  # seconds to wait for connections to close on shutdown
-LOGIN_TIMEOUT = 60
 KEEPALIVE_INTERVAL = 30
 UPLOAD_MODE = 0o640
+REFUSE_WAIT = 5.0  # seconds a connection over a cap may take to ask to log in and hear why not
+MAX_REFUSING = 64  # connections being refused at once; past this, cut off without a message
+FD_RESERVE = 256  # file descriptors kept free of client handles (sockets, the store, logs)
+
+
+@dataclass(frozen=True)
+class DoorLimits:
+    """What one client may hold (Settings: login_grace_seconds, idle_timeout, max_open_files,
+    max_file_bytes)."""
+
+    login_grace: float = 30.0  # seconds to log in before the connection is closed
+    idle_timeout: float = 600.0  # seconds without a request before a logged-in connection closes
+    max_open_files: int = 64  # open handles per connection
+    max_file_bytes: int = 1 << 30  # no write may make an upload larger than this
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DoorLimits:
+        return cls(
+            login_grace=settings.login_grace_seconds,
+            idle_timeout=settings.idle_timeout,
+            max_open_files=settings.max_open_files,
+            max_file_bytes=settings.max_file_bytes,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,7 +110,10 @@ class Session(Protocol):
 
 
 class Gate(Protocol):
-    """Logins and sessions, trio side; every method is called through the TrioPortal."""
+    """Logins and sessions, trio side; every method is called through the TrioPortal.
+    `connections` is plain and thread-safe: the door calls it directly."""
+
+    connections: ConnectionCounter
 
     async def login_by_key(self, username: str, fingerprint: str, peer: str) -> Login:
         """The SSH key with this fingerprint logs in as `username` (signature checked by asyncssh);
@@ -125,35 +154,126 @@ def _refuse_os_error(error: OSError) -> NoReturn:
 
 
 class _Handle:
-    def __init__(self, fd: int, folder: str, name: str, writing: bool) -> None:
+    def __init__(self, fd: int, folder: str, name: str, writing: bool, append: bool = False) -> None:
         self.fd = fd
         self.folder = folder
         self.name = name
         self.writing = writing
+        self.append = append
+        self.too_big = False  # a write went past max_file_bytes: never processed
+
+
+def _too_big(limit: int) -> asyncssh.SFTPError:
+    return asyncssh.SFTPNoSpaceOnFilesystem(f"the file is too big: at most {limit} bytes")
+
+
+class _Handles:
+    """Open handles of every connection: at most `per_connection` each and, across the door, what
+    the process's file descriptor limit leaves after FD_RESERVE."""
+
+    def __init__(self, per_connection: int) -> None:
+        self.per_connection = per_connection
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.total_limit = max(16, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - FD_RESERVE)
+        self.total = 0
+
+    def take(self, owner: _SshServer) -> None:
+        if owner.open_files >= self.per_connection:
+            raise asyncssh.SFTPFailure(f"too many open files: at most {self.per_connection} per connection")
+        if self.total >= self.total_limit:
+            raise asyncssh.SFTPFailure("the server has too many open files: try again later")
+        owner.open_files += 1
+        self.total += 1
+
+    def give_back(self, owner: _SshServer) -> None:
+        owner.open_files -= 1
+        self.total -= 1
 
 
 class _SshServer(asyncssh.SSHServer):
-    """One per connection: password logins through the gate."""
+    """One per connection: counted against the door's caps, logins through the gate, closed when
+    it idles."""
 
-    def __init__(self, gate: Gate, portal: TrioPortal, connections: set[asyncssh.SSHServerConnection]) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        portal: TrioPortal,
+        connections: set[asyncssh.SSHServerConnection],
+        limits: DoorLimits,
+        handles: _Handles,
+        refusing: set[asyncssh.SSHServerConnection],
+    ) -> None:
         self.gate = gate
         self.portal = portal
         self.connections = connections
+        self.limits = limits
+        self.handles = handles
         self.conn: asyncssh.SSHServerConnection | None = None
+        self.counted: Connection | None = None
         self.login: Login | None = None
         self.peer = "?"
+        self.open_files = 0
+        self.busy = 0  # requests being answered (a CLOSE waiting on the pickup is not idle)
+        self.last_active = 0.0
+        self._idle_watch: asyncio.TimerHandle | None = None
+        self.refused: str | None = None  # over a connection cap: why
+        self.refusing = refusing
+        self._refuse_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.connections.add(conn)
         peer = conn.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
+        try:
+            self.counted = self.gate.connections.connect(self.peer)
+        except TooManyConnections as refused:
+            log.warning("connection refused peer=%s: %s", self.peer, refused.message)
+            self.refused = refused.message
+            loop = asyncio.get_running_loop()
+            if len(self.refusing) >= MAX_REFUSING:
+                loop.call_soon(conn.abort)  # a flood: no time for a message
+                return
+            # Told once the client asks to log in (clients show a disconnect reason only after the
+            # key exchange), or after REFUSE_WAIT at the latest.
+            self.refusing.add(conn)
+            self._refuse_timer = loop.call_later(REFUSE_WAIT, self._refuse)
+
+    def _refuse(self) -> None:
+        if self.conn is not None and self.refused is not None:
+            self.refusing.discard(self.conn)
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, self.refused)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:
             self.connections.discard(self.conn)
+        if self.counted is not None:
+            self.counted.close()
+        if self.conn is not None:
+            self.refusing.discard(self.conn)
+        if self._refuse_timer is not None:
+            self._refuse_timer.cancel()
+        if self._idle_watch is not None:
+            self._idle_watch.cancel()
+
+    def active(self) -> None:
+        self.last_active = asyncio.get_running_loop().time()
+
+    def _watch_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - self.last_active
+        if self.busy == 0 and idle >= self.limits.idle_timeout and self.conn is not None:
+            log.info("account=%s peer=%s idle for %.0f s: closing", self.login.account if self.login else "-", self.peer, idle)
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"idle for {idle:.0f} s")
+            return
+        wait = self.limits.idle_timeout - idle if self.busy == 0 else self.limits.idle_timeout
+        self._idle_watch = loop.call_later(max(1.0, wait), self._watch_idle)
 
     def begin_auth(self, username: str) -> bool:
+        if self.refused is not None:
+            if self._refuse_timer is not None:
+                self._refuse_timer.cancel()
+            asyncio.get_running_loop().call_soon(self._refuse)
         return True  # every user must authenticate
 
     def password_auth_supported(self) -> bool:
@@ -178,17 +298,27 @@ class _SshServer(asyncssh.SSHServer):
         *,
         banner: bool = True,
     ) -> bool:
+        if self.counted is None:
+            return False  # refused at connect: being disconnected
         try:
             login = await self.portal.call(login_with, username, credential, self.peer)
+            self.counted.logged_in(login.account)
             await asyncio.to_thread(folders.ensure_account_folders, login.root)
         except LoginRefused as refused:
             if banner and self.conn is not None:
                 self.conn.send_auth_banner(refused.message + "\n")
             return False
+        except TooManyConnections as refused:
+            log.warning("login refused account=%s peer=%s: %s", quoted(username), self.peer, refused.message)
+            if self.conn is not None:
+                self.conn.send_auth_banner(refused.message + "\n")
+            return False
         except Exception:
-            log.exception("login failed account=%s peer=%s", username, self.peer)
+            log.exception("login failed account=%s peer=%s", quoted(username), self.peer)
             return False
         self.login = login
+        self.active()
+        self._watch_idle()
         return True
 
 
@@ -199,6 +329,7 @@ class _SftpServer(asyncssh.SFTPServer):
         super().__init__(chan)
         owner = chan.get_connection().get_owner()
         assert isinstance(owner, _SshServer) and owner.login is not None
+        self.owner = owner
         self.login = owner.login
         self.peer = owner.peer
         self.portal = portal
@@ -225,6 +356,7 @@ class _SftpServer(asyncssh.SFTPServer):
 
     def _virtual(self, path: bytes) -> tuple[str, ...]:
         """The normalised parts of a client path: `..` stops at the root, `/` and `\\` separate."""
+        self.owner.active()
         try:
             text = path.decode("utf-8")
         except UnicodeDecodeError:
@@ -284,6 +416,7 @@ class _SftpServer(asyncssh.SFTPServer):
 
     def fstat(self, file_obj: object) -> os.stat_result:
         assert isinstance(file_obj, _Handle)
+        self.owner.active()
         return os.fstat(file_obj.fd)
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
@@ -294,7 +427,9 @@ class _SftpServer(asyncssh.SFTPServer):
 
     def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
         assert isinstance(file_obj, _Handle)
+        self.owner.active()
         if file_obj.writing and attrs.size is not None:
+            self._check_size(attrs.size)
             os.ftruncate(file_obj.fd, attrs.size)  # resuming clients cut the file to what they had
 
     def statvfs(self, path: bytes) -> Any:
@@ -336,8 +471,17 @@ class _SftpServer(asyncssh.SFTPServer):
             return self._open_for_reading(folder, name, real)
         if folder != folders.SEND:
             raise _denied(f"{folder} is read-only: upload into {folders.SEND}")
-        if not (folders.is_allowed(name) or folders.is_temporary(name)):
-            raise _denied("only .txt, .json and .zip files may be uploaded")
+        refusal = folders.upload_refusal(name)
+        if refusal is not None:
+            raise _denied(refusal)
+        self.owner.handles.take(self.owner)
+        try:
+            return self._open_for_writing(name, real, pflags)
+        except BaseException:
+            self.owner.handles.give_back(self.owner)
+            raise
+
+    def _open_for_writing(self, name: str, real: Path, pflags: int) -> _Handle:
         flags = (os.O_RDWR if pflags & asyncssh.FXF_READ else os.O_WRONLY) | os.O_NOFOLLOW
         if pflags & asyncssh.FXF_CREAT:
             flags |= os.O_CREAT
@@ -358,15 +502,18 @@ class _SftpServer(asyncssh.SFTPServer):
             if marked_here:
                 marker.unlink(missing_ok=True)
             _refuse_os_error(error)
-        return _Handle(fd, folder, name, writing=True)
+        return _Handle(fd, folders.SEND, name, writing=True, append=bool(pflags & asyncssh.FXF_APPEND))
 
     def _open_for_reading(self, folder: str, name: str, real: Path) -> _Handle:
+        self.owner.handles.take(self.owner)
         try:
             fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as error:
+            self.owner.handles.give_back(self.owner)
             _refuse_os_error(error)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
+            self.owner.handles.give_back(self.owner)
             raise _denied("not a file")
         return _Handle(fd, folder, name, writing=False)
 
@@ -392,13 +539,30 @@ class _SftpServer(asyncssh.SFTPServer):
 
     def read(self, file_obj: object, offset: int, size: int) -> bytes:
         assert isinstance(file_obj, _Handle)
+        self.owner.active()
         return os.pread(file_obj.fd, size, offset)
 
     def write(self, file_obj: object, offset: int, data: bytes) -> int:
         assert isinstance(file_obj, _Handle)
+        self.owner.active()
         if not file_obj.writing:
             raise _denied("the file was not opened for writing")
-        return os.pwrite(file_obj.fd, data, offset)
+        if file_obj.too_big:
+            raise _too_big(self.owner.limits.max_file_bytes)
+        end = (os.fstat(file_obj.fd).st_size if file_obj.append else offset) + len(data)
+        if end > self.owner.limits.max_file_bytes:
+            # The upload is marked cut off: kept unprocessed even if the client closes it cleanly.
+            file_obj.too_big = True
+            log.warning("file=%s account=%s write past the size limit refused", quoted(file_obj.name), self.login.account)
+            raise _too_big(self.owner.limits.max_file_bytes)
+        try:
+            return os.pwrite(file_obj.fd, data, offset)
+        except OSError as error:
+            _refuse_os_error(error)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.owner.limits.max_file_bytes:
+            raise _too_big(self.owner.limits.max_file_bytes)
 
     def fsync(self, file_obj: object) -> None:
         assert isinstance(file_obj, _Handle)
@@ -412,29 +576,40 @@ class _SftpServer(asyncssh.SFTPServer):
 
     async def close(self, file_obj: object) -> None:
         assert isinstance(file_obj, _Handle)
+        self.owner.active()
         os.close(file_obj.fd)
+        self.owner.handles.give_back(self.owner)
         if not file_obj.writing:
             return
+        if file_obj.too_big:
+            log.warning("file=%s account=%s too big, kept unprocessed", quoted(file_obj.name), self.login.account)
+            return  # its marker stays: never processed, filed as an incomplete upload in time
         if self.channel.is_closing():
             # The connection dropped and asyncssh is closing what was left open: a partial upload.
             # The marker stays, so neither we nor the sweep ever process it (PRODUCT.md §2).
-            log.warning("file=%s account=%s upload cut off, kept unprocessed", file_obj.name, self.login.account)
+            log.warning("file=%s account=%s upload cut off, kept unprocessed", quoted(file_obj.name), self.login.account)
             return
         folders.incomplete_marker(self.root, file_obj.name).unlink(missing_ok=True)
         if folders.is_allowed(file_obj.name):
             await self._report(file_obj.name)
 
     async def _report(self, name: str) -> None:
-        session = await self._opening
-        await self.portal.call(session.upload_closed, name)
+        self.owner.busy += 1
+        try:
+            session = await self._opening
+            await self.portal.call(session.upload_closed, name)
+        finally:
+            self.owner.busy -= 1
+            self.owner.active()
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old_folder, old_name, old_real = self._resolve(oldpath)
         new_folder, new_name, new_real = self._resolve(newpath)
         if old_folder != folders.SEND or new_folder != folders.SEND or old_name is None or new_name is None:
             raise _denied(f"files can only be renamed within {folders.SEND}")
-        if not (folders.is_allowed(new_name) or folders.is_temporary(new_name)):
-            raise _denied("only .txt, .json and .zip files may be uploaded")
+        refusal = folders.upload_refusal(new_name)
+        if refusal is not None:
+            raise _denied(refusal)
         if not old_real.is_file():
             raise _missing()
         try:
@@ -478,7 +653,10 @@ class _SftpServer(asyncssh.SFTPServer):
         raise _denied("links cannot be created")
 
     async def exit(self) -> None:
-        """The session ended (asyncssh has closed every open handle first)."""
+        """The session ended (asyncssh has closed every open handle first). A client that ended it
+        cleanly gets exit status 0: without one, OpenSSH's ssh exits 255 and `scp` (SFTP mode) 1."""
+        if not self.channel.is_closing():
+            self.channel.exit(0)
         try:
             session = await self._opening
         except Exception:
@@ -508,6 +686,7 @@ async def serve_sftp(
     host: str,
     port: int,
     host_key_path: Path,
+    limits: DoorLimits = DoorLimits(),
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve SFTP on `host:port` until cancelled; `task_status.started(port)` reports the bound port
@@ -521,6 +700,12 @@ async def serve_sftp(
     open uploads count as cut off and are never reported; their sessions are closed), and this
     waits up to `CLOSE_TIMEOUT` seconds, shielded, for them to finish.
 
+    Limits (`limits`, and the gate's shared connection counter): connections over a cap are
+    disconnected with the reason; a connection has `login_grace` seconds to log in and is closed
+    after `idle_timeout` seconds without a request; opens past `max_open_files` per connection (or
+    past what the process's descriptor limit leaves) and writes past `max_file_bytes` fail with an
+    SFTP error.
+
     Error handling: failing to listen (address in use, unreadable host key) raises here, before
     `started`. Errors of one connection stay in that connection: refusals go to its client as SFTP
     status codes (permission denied, no such file), a refused login as an auth banner, and an
@@ -529,6 +714,8 @@ async def serve_sftp(
     key = ensure_host_key(host_key_path)
     trio_portal = portal.trio_portal
     connections: set[asyncssh.SSHServerConnection] = set()
+    handles = _Handles(limits.max_open_files)
+    refusing: set[asyncssh.SSHServerConnection] = set()
 
     def sftp_factory(chan: asyncssh.SSHServerChannel[Any]) -> asyncssh.SFTPServer:
         return _SftpServer(chan, trio_portal)
@@ -538,7 +725,7 @@ async def serve_sftp(
             host,
             port,
             server_host_keys=[key],
-            server_factory=lambda: _SshServer(gate, trio_portal, connections),
+            server_factory=lambda: _SshServer(gate, trio_portal, connections, limits, handles, refusing),
             sftp_factory=sftp_factory,
             allow_scp=False,
             encoding=None,
@@ -546,7 +733,7 @@ async def serve_sftp(
             x11_forwarding=False,
             allow_pty=False,
             keepalive_interval=KEEPALIVE_INTERVAL,
-            login_timeout=LOGIN_TIMEOUT,
+            login_timeout=limits.login_grace,
         )
 
     async def stop(acceptor: asyncssh.SSHAcceptor) -> None:

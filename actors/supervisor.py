@@ -39,8 +39,8 @@ from actors.notifier import Notify, run_notifier
 from actors.pass_one import PassOneWorkers
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
-from actors.session import AccountGate
-from actors.sftp_server import serve_sftp
+from actors.session import AccountGate, DoorRules
+from actors.sftp_server import DoorLimits, serve_sftp
 from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
@@ -193,7 +193,9 @@ async def run_service(
             await nursery.start(
                 partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)
             )
+            door_rules = DoorRules(settings)  # one login guard and connection count for both doors
             gate = AccountGate(
+                rules=door_rules,
                 settings=settings,
                 store=store_client.clone(),
                 nursery=nursery,
@@ -205,6 +207,7 @@ async def run_service(
             ftp_port = None
             if settings.ftp_port >= 0:
                 ftp_gate = AccountGate(
+                    rules=door_rules,
                     settings=settings,
                     store=store_client.clone(),
                     nursery=nursery,
@@ -234,6 +237,7 @@ async def run_service(
                     host=settings.sftp_host,
                     port=settings.sftp_port,
                     host_key_path=settings.host_key,
+                    limits=DoorLimits.from_settings(settings),
                 )
             )
             log.info("sftp listening on %s:%d", settings.sftp_host, port)

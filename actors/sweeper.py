@@ -14,6 +14,7 @@ import trio
 from actors.file import FileArrived, InFlight
 from sftpsms import folders
 from sftpsms.config import Settings
+from sftpsms.names import is_account_name, quoted
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ def scan(settings: Settings) -> list[tuple[str, str, Path, bool]]:
         return found
     now = time.time()
     for root in sorted(settings.accounts_dir.iterdir()):
+        if not is_account_name(root.name):
+            continue  # not an account's folder (an old store's bad name): never processed
         send = root / folders.SEND
         if not send.is_dir():
             continue
@@ -65,6 +68,6 @@ async def run_sweeper(
                     if stale:
                         marker = folders.incomplete_marker(settings.account_root(account), name)
                         marker.unlink(missing_ok=True)
-                    log.info("file=%s account=%s picked up by sweep%s", name, account, " (stale partial)" if stale else "")
+                    log.info("file=%s account=%s picked up by sweep%s", quoted(name), account, " (stale partial)" if stale else "")
                     await outbox.send(FileArrived(account, name, path, clock(), incomplete=stale))
             await trio.sleep(settings.sweep_interval)

@@ -25,6 +25,11 @@ def account_id(username: str) -> UUID:
     return uuid5(NAMESPACE, f"account:{username}")
 
 
+def account_name_id(username: str) -> UUID:
+    """One id per account name whatever its spelling (PRODUCT.md §1: case-insensitive unique)."""
+    return uuid5(NAMESPACE, f"account-name:{username.casefold()}")
+
+
 def api_key_id(key_id: str) -> UUID:
     return uuid5(NAMESPACE, f"api-key:{key_id}")
 
@@ -362,6 +367,21 @@ class Routes(Aggregate):
     def remove(self, prefix: str) -> None:
         if prefix in self.prefixes:
             self.trigger_event(self.RouteRemoved, prefix=prefix)
+
+
+class AccountName(Aggregate):
+    """Uniqueness of account names across spellings: saved with the account it names, so a second
+    spelling (`Demo` beside `demo`) fails the transaction."""
+
+    class AccountNameTaken(Aggregate.Created):
+        username: str
+
+    def __init__(self, username: str) -> None:
+        self.username = username
+
+    @classmethod
+    def create(cls, username: str) -> AccountName:
+        return cls._create(cls.AccountNameTaken, id=account_name_id(username), username=username)
 
 
 class FileName(Aggregate):

@@ -22,6 +22,7 @@ from eventstore.contact_rows import BatchRows, QueuedBatch, QueuedMessage, read_
 from eventstore.domain import (
     ROUTES_ID,
     Account,
+    AccountName,
     ApiKey,
     ContactBatch,
     DispatchLog,
@@ -32,6 +33,7 @@ from eventstore.domain import (
     Routes,
     WebhookLog,
     account_id,
+    account_name_id,
     api_key_id,
     batch_id,
     dispatch_log_id,
@@ -42,6 +44,7 @@ from eventstore.domain import (
 )
 from eventstore.recorder import BatchingSQLiteApplicationRecorder
 from eventstore.transcoder import OrjsonTranscoder
+from sftpsms.names import BadName, check_account_name
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
@@ -55,6 +58,10 @@ class UnknownAccount(DomainError):
 
 
 class AccountExists(DomainError):
+    pass
+
+
+class InvalidAccountName(DomainError):
     pass
 
 
@@ -197,8 +204,17 @@ class SmsStore(Application[UUID]):
         created_at: datetime,
         parent: str | None = None,
     ) -> Account:
+        try:
+            check_account_name(username)
+        except BadName as bad:
+            raise InvalidAccountName(str(bad)) from None
         if self.exists(account_id(username)):
             raise AccountExists(f"account {username!r} exists already")
+        if self.exists(account_name_id(username)):
+            taken = self.get(AccountName, account_name_id(username)).username
+            raise AccountExists(f"account {username!r} exists already, spelt {taken!r} (names ignore case)")
+        if username != username.lower() and self.exists(account_id(username.lower())):  # made before the index
+            raise AccountExists(f"account {username!r} exists already, spelt {username.lower()!r} (names ignore case)")
         account = Account.create(
             username=username,
             password_hash=password_hash,
@@ -207,7 +223,7 @@ class SmsStore(Application[UUID]):
             created_at=created_at.isoformat(),
             parent=parent,
         )
-        aggregates: list[Account] = [account]
+        aggregates: list[Aggregate] = [account, AccountName.create(username)]
         if parent is not None:
             owner = self.account(parent)
             if owner.parent is not None:

@@ -26,10 +26,11 @@ from eventstore.domain import (
 )
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore, UnknownAccount, open_store
-from sftpsms import gcwatch
+from sftpsms import folders, gcwatch
 from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.config import Settings
 from sftpsms.gateways import GatewayConfigError, load_gateways
+from sftpsms.names import BadName, check_account_name
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
 
@@ -40,6 +41,14 @@ DEMO_CREATED_AT = datetime(2023, 1, 1, tzinfo=UTC)  # a legacy account: SFTP wor
 
 class CliError(Exception):
     """A problem the user can fix; printed without a traceback, exit status 2."""
+
+
+def _account_name(text: str) -> str:
+    """argparse type of every argument that names an account (PRODUCT.md §1)."""
+    try:
+        return check_account_name(text)
+    except BadName as bad:
+        raise argparse.ArgumentTypeError(str(bad)) from None
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -589,8 +598,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if file.status != "completed":
             raise CliError(f"{args.file} is still {file.status}")
         report = file_report(store, file.id)
-    folder = "Processed" if report["status"] == "processed" else "Errors"
-    filed = settings.account_root(args.account) / folder / f"{args.file}.report.json"
+    folder_path = settings.account_root(args.account) / ("Processed" if report["status"] == "processed" else "Errors")
+    name = folders.outputs_name(folder_path, args.file, str(file.id))
+    if name != args.file:
+        report["filed_as"] = name  # filed under another name: an earlier file's outputs held its own
+    filed = folders.report_path(folder_path, name)
     filed_report = _read_filed_report(filed)
     verdict = "missing" if filed_report is None else "yes" if filed_report == report else "no"
     if args.json:
@@ -679,16 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     account = sub.add_parser("account", help="create and inspect accounts").add_subparsers(dest="action", required=True)
     create = account.add_parser("create", parents=[common], help="create an account")
-    create.add_argument("username")
+    create.add_argument("username", type=_account_name)
     create.add_argument("--password", required=True, help="stored as an argon2 hash")
     create.add_argument("--email", help="where status emails go when a file names none")
     create.add_argument("--country", default="ZA", help="default country for national numbers (default ZA)")
     create.add_argument("--created-at", help="YYYY-MM-DD; before 2023-06-06 every channel is active (legacy rule)")
-    create.add_argument("--parent", help="create a sub-account of this account (own credentials, folders, credits)")
+    create.add_argument("--parent", type=_account_name, help="create a sub-account of this account (own credentials, folders, credits)")
     create.add_argument("--allow-sender-id", action="store_true", help="may set a custom SenderID")
     create.set_defaults(func=cmd_account_create)
     show = account.add_parser("show", parents=[common], help="show an account's current state")
-    show.add_argument("username")
+    show.add_argument("username", type=_account_name)
     show.set_defaults(func=cmd_account_show)
     rate = account.add_parser(
         "rate",
@@ -698,17 +710,17 @@ def build_parser() -> argparse.ArgumentParser:
         "message costs 3). The service-wide and per-gateway rates still apply; accounts share "
         "what is left fairly. Takes effect within a second, without a restart.",
     )
-    rate.add_argument("username")
+    rate.add_argument("username", type=_account_name)
     rate.add_argument("rate", help="parts per second, or 'default' for the service's account rate")
     rate.set_defaults(func=cmd_account_rate)
 
     apikey = sub.add_parser("apikey", help="API keys: a key activates a channel").add_subparsers(dest="action", required=True)
     kcreate = apikey.add_parser("create", parents=[common], help="create a key; prints its id and secret once")
-    kcreate.add_argument("username")
+    kcreate.add_argument("username", type=_account_name)
     kcreate.add_argument("--channel", required=True, choices=CHANNELS)
     kcreate.set_defaults(func=cmd_apikey_create)
     klist = apikey.add_parser("list", parents=[common], help="an account's keys")
-    klist.add_argument("username")
+    klist.add_argument("username", type=_account_name)
     klist.set_defaults(func=cmd_apikey_list)
     krevoke = apikey.add_parser("revoke", parents=[common], help="revoke a key; its open sessions are closed")
     krevoke.add_argument("key_id")
@@ -716,31 +728,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     sshkey = sub.add_parser("sshkey", help="SSH public keys for SFTP logins").add_subparsers(dest="action", required=True)
     sadd = sshkey.add_parser("add", parents=[common], help="let this public key log in as the account (SFTP)")
-    sadd.add_argument("username")
+    sadd.add_argument("username", type=_account_name)
     sadd.add_argument("file", help="an OpenSSH public key file, e.g. ~/.ssh/id_ed25519.pub")
     sadd.set_defaults(func=cmd_sshkey_add)
 
     senderid = sub.add_parser("senderid", help="sender IDs an account may use").add_subparsers(dest="action", required=True)
     sallow = senderid.add_parser("allow", parents=[common], help="allow a SenderID in this account's files")
-    sallow.add_argument("username")
+    sallow.add_argument("username", type=_account_name)
     sallow.add_argument("sender_id", metavar="NAME")
     sallow.set_defaults(func=cmd_senderid_allow)
 
     credits = sub.add_parser("credits", help="manage credits").add_subparsers(dest="action", required=True)
     add = credits.add_parser("add", parents=[common], help="add credits to an account")
-    add.add_argument("username")
+    add.add_argument("username", type=_account_name)
     add.add_argument("amount", type=int)
     add.set_defaults(func=cmd_credits_add)
     transfer = credits.add_parser("transfer", parents=[common], help="move credits from an account to its sub-account")
-    transfer.add_argument("parent")
-    transfer.add_argument("sub")
+    transfer.add_argument("parent", type=_account_name)
+    transfer.add_argument("sub", type=_account_name)
     transfer.add_argument("amount", type=int)
     transfer.set_defaults(func=cmd_credits_transfer)
 
     optout = sub.add_parser("optout", help="manage an account's opt-out list").add_subparsers(dest="action", required=True)
     for action, text in (("add", "opt numbers out"), ("remove", "opt numbers back in")):
         p = optout.add_parser(action, parents=[common], help=text)
-        p.add_argument("username")
+        p.add_argument("username", type=_account_name)
         p.add_argument("msisdns", nargs="+", metavar="MSISDN", help="international or national numbers")
         p.set_defaults(func=cmd_optout)
 
@@ -760,15 +772,15 @@ def build_parser() -> argparse.ArgumentParser:
         "webhook", help="webhooks: delivery statuses and replies POSTed to a URL, signed"
     ).add_subparsers(dest="action", required=True)
     wadd = webhook.add_parser("add", parents=[common], help="POST an account's events to URL; prints the signing secret once")
-    wadd.add_argument("username")
+    wadd.add_argument("username", type=_account_name)
     wadd.add_argument("url")
     wadd.add_argument("--events", default="delivery,reply", help="which events: delivery, reply or both (default)")
     wadd.set_defaults(func=cmd_webhook_add)
     wlist = webhook.add_parser("list", parents=[common], help="an account's webhooks with delivered/failed counts")
-    wlist.add_argument("username")
+    wlist.add_argument("username", type=_account_name)
     wlist.set_defaults(func=cmd_webhook_list)
     wremove = webhook.add_parser("remove", parents=[common], help="stop POSTing to URL")
-    wremove.add_argument("username")
+    wremove.add_argument("username", type=_account_name)
     wremove.add_argument("url")
     wremove.set_defaults(func=cmd_webhook_remove)
     wreplay = webhook.add_parser(
@@ -779,24 +791,24 @@ def build_parser() -> argparse.ArgumentParser:
         "webhook ids and bodies of the first time (receivers de-duplicate by webhook-id). A bound is "
         "a notification position (digits) or an ISO time compared with the events' 'at'.",
     )
-    wreplay.add_argument("username")
+    wreplay.add_argument("username", type=_account_name)
     wreplay.add_argument("--since", required=True, metavar="TIME|POSITION")
     wreplay.add_argument("--until", metavar="TIME|POSITION")
     wreplay.add_argument("--url", help="only this webhook")
     wreplay.set_defaults(func=cmd_webhook_replay)
 
     files = sub.add_parser("files", parents=[common], help="file outcomes")
-    files.add_argument("--account", help="only this account's files")
+    files.add_argument("--account", type=_account_name, help="only this account's files")
     files.add_argument("--with-subaccounts", action="store_true", help="with --account: its sub-accounts' files too")
     files.set_defaults(func=cmd_files)
 
     events = sub.add_parser("events", parents=[common], help="the event history of a file")
     events.add_argument("--file", required=True, metavar="NAME")
-    events.add_argument("--account", help="needed when several accounts have a file of that name")
+    events.add_argument("--account", type=_account_name, help="needed when several accounts have a file of that name")
     events.set_defaults(func=cmd_events)
 
     replay = sub.add_parser("replay", parents=[common], help="rebuild a file's report from its events and compare")
-    replay.add_argument("--account", required=True)
+    replay.add_argument("--account", required=True, type=_account_name)
     replay.add_argument("--file", required=True, metavar="NAME")
     replay.add_argument("--receipt", type=int, help="which upload of that name (default the last)")
     replay.set_defaults(func=cmd_replay)
@@ -813,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(args)
         return result
-    except CliError as error:
+    except (CliError, BadName) as error:
         print(f"sftpsms: {error}", file=sys.stderr)
         return 2
 

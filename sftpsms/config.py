@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sftpsms import folders
+
 ENV_PREFIX = "SFTPSMS_"
 
 
@@ -47,10 +49,22 @@ class Settings:
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_timeout: float = 10.0
-    login_slowdown_after: int = 3  # failed logins (per address, per username) before answers slow down
-    login_lockout_after: int = 10  # failed logins that lock out the address or username
-    login_lockout_seconds: float = 900.0
+    login_slowdown_after: int = 3  # failed logins (per address and username) before answers slow down
+    login_lockout_after: int = 10  # failed logins that lock out one (address, username) pair
+    login_address_lockout_after: int = 50  # failed logins (any usernames) that lock out an address
+    login_lockout_seconds: float = 900.0  # also how long failures are remembered
     login_slowdown_base: float = 0.5  # seconds; doubles with each further failure, at most 8 s
+    login_user_max_delay: float = 1.0  # the most that failures from other addresses slow a username
+    # ---- the doors' connection limits (SFTP and FTP share the counts) ----
+    max_connections: int = 256  # connections at once, all doors
+    max_connections_per_address: int = 16
+    max_connections_per_account: int = 16
+    login_grace_seconds: float = 30.0  # a connection that has not logged in by then is closed
+    idle_timeout: float = 600.0  # seconds without a request before a logged-in connection is closed
+    max_open_files: int = 64  # open file handles per connection
+    password_checks: int = 2  # argon2 checks at once (64 MiB each)
+    password_check_queue: int = 64  # logins waiting for a check; past this, refused as busy
+    max_file_bytes: int = 1 << 30  # an upload (or a file in Send_SMS) larger than this is refused
     notify_attempts: int = 6  # SMTP tries per email before NotificationFailed
     notify_backoff: float = 2.0  # seconds before the first retry; doubles each time
     gateways_file: str = ""  # TOML file of gateways (sftpsms.gateways); default <data_dir>/gateways.toml
@@ -97,7 +111,9 @@ class Settings:
         return self.data_dir / "accounts"
 
     def account_root(self, username: str) -> Path:
-        return self.accounts_dir / username
+        """The account's folder; raises `names.BadName` for a name that is not an account name
+        (an old store may hold one) or whose folder is a link: no name reaches outside its root."""
+        return folders.account_root(self.accounts_dir, username)
 
     @property
     def work_dir(self) -> Path:

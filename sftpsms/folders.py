@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from sftpsms.names import BadName, check_account_name, check_file_name, quoted
 
 SEND = "Send_SMS"
 PROCESSED = "Processed"
@@ -12,6 +15,11 @@ FOLDERS = (SEND, PROCESSED, ERRORS)
 ALLOWED_SUFFIXES = (".txt", ".json", ".zip")
 TEMPORARY_SUFFIXES = (".part", ".filepart", ".tmp")
 REPORT_SUFFIX = ".report.json"
+DELIVERY_SUFFIX = ".delivery.csv"
+# Every name our outputs take beside a filed file: no upload may be named so (it could replace one).
+OUTPUT_SUFFIXES = (REPORT_SUFFIX, DELIVERY_SUFFIX)
+# Uploads leave room in the filesystem's 255 bytes for an output suffix and a filing suffix.
+MAX_UPLOAD_NAME_BYTES = 200
 # Where the SFTP door marks uploads that are open or were cut off (never visible to clients).
 INCOMPLETE_DIR = ".incomplete"
 
@@ -23,11 +31,46 @@ def is_temporary(name: str) -> bool:
 
 def is_allowed(name: str) -> bool:
     """A name that is processed once its upload is complete."""
-    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES)
+    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and not is_output_name(name)
+
+
+def is_output_name(name: str) -> bool:
+    """A name of ours (a report, a delivery CSV), also under a temporary suffix."""
+    lowered = name.lower()
+    for suffix in TEMPORARY_SUFFIXES:
+        lowered = lowered.removesuffix(suffix)
+    return lowered.endswith(OUTPUT_SUFFIXES)
+
+
+def upload_refusal(name: str) -> str | None:
+    """Why an upload (or a rename) into Send_SMS cannot have this name, or None when it can. The
+    one rule both doors apply at open time (PRODUCT.md §2)."""
+    try:
+        check_file_name(name)
+    except BadName as bad:
+        return str(bad)
+    size = len(name.encode("utf-8"))
+    if size > MAX_UPLOAD_NAME_BYTES:
+        return f"a file name can be at most {MAX_UPLOAD_NAME_BYTES} bytes (this one is {size})"
+    if is_output_name(name):
+        return f"names ending in {' or '.join(OUTPUT_SUFFIXES)} are the service's own: choose another name"
+    if not (is_allowed(name) or is_temporary(name)):
+        return "only .txt, .json and .zip files may be uploaded"
+    return None
 
 
 def is_zip(name: str) -> bool:
     return name.lower().endswith(".zip")
+
+
+def account_root(accounts_dir: Path, username: str) -> Path:
+    """`accounts_dir/username`, only for a valid account name (so never `..`, `/` or empty) and only
+    when it is a real folder or not there yet: a link there is refused, never followed."""
+    check_account_name(username)
+    root = accounts_dir / username
+    if root.is_symlink() or root.parent != accounts_dir:
+        raise BadName(f"the folder of account {quoted(username)} is not inside the accounts folder")
+    return root
 
 
 def ensure_account_folders(root: Path) -> None:
@@ -51,3 +94,50 @@ def move(source: Path, destination: Path) -> None:
 
 def report_path(folder: Path, name: str) -> Path:
     return folder / f"{name}{REPORT_SUFFIX}"
+
+
+def delivery_path(folder: Path, name: str) -> Path:
+    return folder / f"{name}{DELIVERY_SUFFIX}"
+
+
+def _report_owner(report: Path) -> str | None:
+    """The file id a filed report belongs to (None: no report there, or not one of ours)."""
+    try:
+        owner = json.loads(report.read_bytes()).get("file_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
+
+
+def filed_name(folder: Path, name: str, file_id: str, *, moving: bool) -> str:
+    """The name file `file_id` is filed under in `folder`: its own name, unless an earlier file's
+    outputs hold it; then `<stem>.<id>.<suffix>`. No filing ever replaces another file's outputs.
+
+    Stable across re-runs (recovery files a file again): a name whose report is ours is ours.
+    `moving` says the file is still to be moved in; a file of that name already there without a
+    report is then another file's (else it is ours, moved in before a crash)."""
+    for candidate in _filing_names(name, file_id):
+        owner = _report_owner(report_path(folder, candidate))
+        if owner == file_id:
+            return candidate
+        taken = owner is not None or report_path(folder, candidate).exists() or delivery_path(folder, candidate).exists()
+        if not taken and moving and (folder / candidate).exists():
+            taken = True
+        if not taken:
+            return candidate
+    raise FileExistsError(f"no free name in {folder} for {quoted(name)}")
+
+
+def outputs_name(folder: Path, name: str, file_id: str) -> str:
+    """The name under which file `file_id` was filed in `folder` (its own name if no report says)."""
+    for candidate in _filing_names(name, file_id):
+        if _report_owner(report_path(folder, candidate)) == file_id:
+            return candidate
+    return name
+
+
+def _filing_names(name: str, file_id: str) -> tuple[str, ...]:
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        return name, f"{name}.{file_id[:8]}", f"{name}.{file_id}"
+    return name, f"{stem}.{file_id[:8]}.{suffix}", f"{stem}.{file_id}.{suffix}"

@@ -29,6 +29,7 @@ import trio.lowlevel
 
 from actors import bridge, sftp_server
 from actors.sftp_server import Login, LoginRefused, serve_sftp
+from sftpsms.connections import ConnectionCounter
 from tests.service import askpass_env
 
 PASSWORD = "secret-pw"
@@ -94,6 +95,7 @@ class FakeGate:
     passwords: dict[str, str]
     recorder: Recorder = field(default_factory=Recorder)
     holds: dict[str, trio.Event] = field(default_factory=dict)  # upload names whose pickup blocks
+    connections: ConnectionCounter = field(default_factory=ConnectionCounter)
 
     async def login(self, username: str, password: str, peer: str) -> Login:
         await trio.sleep(0.01)  # a password hash takes a while; the loop must stay free meanwhile

@@ -15,8 +15,8 @@ Same accounts, channel rules, folders and pickup semantics as the SFTP door (PRO
   `ftp_cutoff_grace` seconds (50 ms) after the data ended. Anything else (ABOR, a reset data connection, the
   control connection lost) keeps the `.incomplete` marker: the file stays in `Send_SMS` for a
   resume (REST + STOR, APPE) and is never processed as it is;
-- limits: connections in total and per source address, a login grace time, an idle timeout, a
-  small passive port range.
+- limits: the doors' shared connection caps (`gate.connections`: total, per address, per
+  account), a login grace time, an idle timeout, a small passive port range.
 
 pyftpdlib runs its own I/O loop in a worker thread and must never wait on trio: calls into trio
 (`_TrioCalls`) are started without blocking and their answers come back as callbacks run on the
@@ -48,13 +48,12 @@ from pyftpdlib.servers import FTPServer
 from actors.sftp_server import Gate, Login, LoginRefused, Session
 from sftpsms import folders
 from sftpsms.config import Settings
+from sftpsms.connections import Connection, TooManyConnections
 
 log = logging.getLogger(__name__)
 
 PERMISSIONS = "elradfw"  # never m (mkdir), M (chmod), T (set mtime)
 POLL_TIMEOUT = 1.0  # the loop wakes earlier for trio's answers, timers and stop
-NAME_MAX_BYTES = 255  # what the filesystem stores in one path component
-OUTPUT_SUFFIXES = (folders.REPORT_SUFFIX, ".delivery.csv")  # names our outputs use: never uploaded
 LOGIN_MESSAGE = "Welcome. Upload into Send_SMS; results appear in Processed and Errors."
 
 
@@ -64,11 +63,11 @@ class FtpSettingError(ValueError):
 
 @dataclass(frozen=True)
 class FtpLimits:
+    """What one FTP client may hold; the connection caps are the gate's shared `connections`."""
+
     passive_ports: range | None = None  # None: any port the kernel picks
-    max_connections: int = 512
-    max_connections_per_address: int = 16
     login_grace: float = 30.0
-    idle_timeout: float = 300.0
+    idle_timeout: float = 600.0
     max_file_bytes: int = 1 << 30
     cutoff_grace: float = 0.05
 
@@ -76,10 +75,8 @@ class FtpLimits:
     def from_settings(cls, settings: Settings) -> FtpLimits:
         return cls(
             passive_ports=parse_port_range(settings.ftp_passive_ports),
-            max_connections=settings.ftp_max_connections,
-            max_connections_per_address=settings.ftp_max_connections_per_address,
-            login_grace=settings.ftp_login_grace,
-            idle_timeout=settings.ftp_idle_timeout,
+            login_grace=settings.login_grace_seconds,
+            idle_timeout=settings.idle_timeout,
             max_file_bytes=settings.max_file_bytes,
             cutoff_grace=settings.ftp_cutoff_grace,
         )
@@ -98,22 +95,6 @@ def parse_port_range(text: str) -> range | None:
     if not 1024 <= low <= high <= 65535:
         raise FtpSettingError(f"ftp_passive_ports: {text!r} is not a range of ports within 1024-65535")
     return range(low, high + 1)
-
-
-def upload_refusal(name: str) -> str | None:
-    """Why `name` cannot be uploaded into Send_SMS (a 553 reply's text), or None when it can."""
-    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
-        return "File names cannot contain control characters (NUL, newline, tab, ...)."
-    if "\\" in name:
-        return "File names cannot contain a backslash."
-    size = len(name.encode("utf-8", "surrogateescape"))
-    if size > NAME_MAX_BYTES:
-        return f"File name too long: at most {NAME_MAX_BYTES} bytes, this one has {size}."
-    if name.lower().endswith(OUTPUT_SUFFIXES):
-        return "Names ending in .report.json or .delivery.csv are the service's own outputs: choose another name."
-    if not (folders.is_allowed(name) or folders.is_temporary(name)):
-        return "Only .txt, .json and .zip files may be uploaded."
-    return None
 
 
 # ---- between the FTP loop and trio ---------------------------------------------------------------
@@ -326,10 +307,22 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self._settling_file = ""
         self._logging_in = False
         self.authorizer = _Permissions(self)
+        self.counted: Connection | None = None
         super().__init__(conn, server, ioloop=ioloop)
         self._grace: Any = None
         if self.connected and self.limits.login_grace > 0:
             self._grace = self.call_later(self.limits.login_grace, self._login_overdue)
+
+    def handle(self) -> None:
+        """A new connection: counted in the doors' shared caps (total, per address) first."""
+        try:
+            self.counted = self.gate.connections.connect(self.remote_ip)
+        except TooManyConnections as refused:
+            log.warning("connection refused peer=%s: %s", self.remote_ip, refused.message)
+            self.respond(f"421 {refused.message[:1].upper()}{refused.message[1:]}.", logfun=log.debug)
+            self.close_when_done()
+            return
+        super().handle()
 
     # ---- login -------------------------------------------------------------------------------
 
@@ -373,6 +366,15 @@ class _Handler(FTPHandler):  # type: ignore[misc]
                 return
             self.add_channel()
             if result is not None:
+                try:
+                    assert self.counted is not None
+                    self.counted.logged_in(result[0].account)  # the per-account cap
+                except TooManyConnections as refused:
+                    log.warning("login refused account=%s peer=%s: %s", result[0].account, peer, refused.message)
+                    self.calls.call(result[1].close)
+                    self.respond(f"421 {refused.message[:1].upper()}{refused.message[1:]}.")
+                    self.close_when_done()
+                    return
                 self.login, self.session = result
                 self.root = Path(os.path.realpath(self.login.root))
                 if self._grace is not None:
@@ -396,6 +398,8 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             name = self._in_send(self._settling_file)
             self._settling = None
             log.warning("file=%r account=%s upload cut off (connection lost), kept unprocessed", name, self._account)
+        if self.counted is not None:
+            self.counted.close()
         super().close()
 
     def flush_account(self) -> None:
@@ -431,9 +435,9 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         if name is None:
             self.respond("553 Upload into Send_SMS only.")
             return None
-        refusal = upload_refusal(name)
+        refusal = folders.upload_refusal(name)
         if refusal is not None:
-            self.respond(f"553 {refusal}")
+            self.respond(f"553 {refusal[:1].upper()}{refusal[1:]}.")
             return None
         if self._restart_position > self.limits.max_file_bytes:
             self._restart_position = 0
@@ -522,9 +526,9 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         if old_name is None or new_name is None:
             self.respond("553 Files can only be renamed within Send_SMS.")
             return None
-        refusal = upload_refusal(new_name)
+        refusal = folders.upload_refusal(new_name)
         if refusal is not None:
-            self.respond(f"553 {refusal}")
+            self.respond(f"553 {refusal[:1].upper()}{refusal[1:]}.")
             return None
         if os.path.islink(source) or not os.path.isfile(source):
             self.respond("550 No such file.")
@@ -638,8 +642,8 @@ async def serve_ftp(
             },
         )
         server = FTPServer((host, port), handler, ioloop=ioloop)
-        server.max_cons = limits.max_connections
-        server.max_cons_per_ip = limits.max_connections_per_address
+        server.max_cons = 0  # counted by the gate's shared counter (SFTP and FTP together)
+        server.max_cons_per_ip = 0
         door = _Door(server, wakeup)
         nursery.start_soon(lambda: trio.to_thread.run_sync(door.serve, abandon_on_cancel=False))
         task_status.started(server.address[1])

@@ -23,6 +23,7 @@ from tests.test_ftp import ftp_port
 MAX_FILE_BYTES = 2_000_000
 GRACE = 5  # seconds a connection may stay without logging in
 IDLE = 7  # seconds a logged-in connection may stay without a command
+PER_ACCOUNT = 4  # connections at once per account, both doors together
 PAD = 1_500_000  # JSON allows whitespace: a big file with one contact
 
 
@@ -37,12 +38,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         "SFTPSMS_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
         "SFTPSMS_LOGIN_GRACE_SECONDS": str(GRACE),
         "SFTPSMS_IDLE_TIMEOUT": str(IDLE),
+        "SFTPSMS_MAX_CONNECTIONS_PER_ACCOUNT": str(PER_ACCOUNT),
         # The second failure of an address or username waits 3 s: long enough to see who waits.
         "SFTPSMS_LOGIN_SLOWDOWN_AFTER": "1",
         "SFTPSMS_LOGIN_SLOWDOWN_BASE": "3",
     }
     with running_service(tmp_path_factory.mktemp("hostile-ftp") / "data", "--ftp-port", "0", env=env) as running:
-        for name in ("legacy", "target", "cutter"):
+        for name in ("legacy", "target", "cutter", "crowd"):
             running.add_account(name)
         yield running
 
@@ -306,6 +308,21 @@ def test_idle_connections_from_one_address_do_not_shut_out_another_address(servi
         for sock in held:
             sock.close()
     assert service.wait_report("legacy", "not-shut-out.json")[0] == "Processed"
+
+
+def test_connections_per_account_are_capped_across_both_doors(service: Service) -> None:
+    with service.paramiko("crowd") as sftp:
+        sftp.listdir("/")
+        clients = [connect(service, "crowd") for _ in range(PER_ACCOUNT - 1)]
+        try:
+            with pytest.raises(ftplib.Error) as refused:
+                connect(service, "crowd")
+            assert str(refused.value).startswith("421") and "account crowd" in str(refused.value), refused.value
+        finally:
+            for client in clients:
+                client.quit()
+    with connect(service, "crowd") as client:  # closed connections no longer count
+        client.voidcmd("NOOP")
 
 
 def test_a_connection_that_never_logs_in_is_closed_after_the_login_grace(service: Service) -> None:

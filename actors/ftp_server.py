@@ -324,6 +324,8 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self.too_big = False
         self._settling: Any = None
         self._settling_file = ""
+        self._taking = False  # a whole upload is being handed to its session: its 226 is pending
+        self._quit_after = False  # a QUIT came before that 226
         self._logging_in = False
         self.authorizer = _Permissions(self)
         super().__init__(conn, server, ioloop=ioloop)
@@ -457,14 +459,17 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         # The data connection ended cleanly: the end of the file, or a client killed mid-file.
         # A killed client's control connection usually closed with the data: seen at once, else
         # within the grace; a whole upload waits only the grace for its 226.
+        if self._quit_after:  # the client said QUIT during the transfer: it is alive, and done
+            self._settle(file, alive=True)
+            return
         self._settling_file = file
         delay = 0.0 if _control_state(self.socket) != "open" else self.limits.cutoff_grace
         self._settling = self.call_later(delay, self._settle, file)
 
-    def _settle(self, file: str) -> None:
+    def _settle(self, file: str, *, alive: bool = False) -> None:
         self._settling = None
         name = self._in_send(file)
-        state = _control_state(self.socket)
+        state = "open" if alive else _control_state(self.socket)
         if state != "open":
             log.warning("file=%r account=%s upload cut off (%s), kept unprocessed", name, self._account, state)
             if state == "abort":
@@ -473,18 +478,39 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         if name is not None:
             self._marker(name).unlink(missing_ok=True)
         if name is None or not folders.is_allowed(name) or self.session is None:
-            self.respond("226 Transfer complete.")
+            self._answer("226 Transfer complete.")
             return
+        self._taking = True
         self.calls.call(self.session.upload_closed, name, then=self._taken)
 
     def _taken(self, result: object, error: Exception | None) -> None:
+        self._taking = False
         if self._closed:
             return
         if error is not None:
             log.error("account=%s upload not taken: %r", self._account, error)
-            self.respond("451 The upload could not be taken; it will be picked up later.")
+            self._answer("451 The upload could not be taken; it will be picked up later.")
             return
-        self.respond("226 Transfer complete.")
+        self._answer("226 Transfer complete.")
+
+    def _answer(self, reply: str) -> None:
+        """The upload's final reply, then a QUIT that came before it."""
+        self.respond(reply)
+        if self._quit_after:
+            self._quit_after = False
+            super().ftp_QUIT("")
+
+    def ftp_QUIT(self, line: str) -> None:
+        if self._settling is not None:
+            # A client that says QUIT after the data ended is alive: the upload is whole.
+            self._settling.cancel()
+            self._quit_after = True
+            self._settle(self._settling_file, alive=True)
+            return
+        if self._taking or (self.data_channel is not None and self.data_channel.receive):
+            self._quit_after = True  # answered once the upload ended (whole, or cut off)
+            return
+        super().ftp_QUIT(line)
 
     def ftp_ABOR(self, line: str) -> None:
         if self._settling is not None:
@@ -498,6 +524,9 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def on_incomplete_file_received(self, file: str) -> None:
         name = self._in_send(file)
+        if self._quit_after:
+            self._quit_after = False
+            super().ftp_QUIT("")  # after the transfer's own 426
         if self.too_big and name is not None:
             self.too_big = False
             Path(file).unlink(missing_ok=True)

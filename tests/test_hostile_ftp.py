@@ -220,6 +220,21 @@ def test_a_complete_upload_is_still_answered_and_processed(service: Service) -> 
     assert folder == "Processed" and report["messages_queued"] == 1
 
 
+def test_quit_sent_right_after_the_data_without_waiting_is_a_whole_upload(service: Service) -> None:
+    body = big_body(20_000)
+    client = connect(service)
+    client.voidcmd("TYPE I")
+    data = client.transfercmd("STOR Send_SMS/hasty.json")
+    data.sendall(body)
+    data.close()
+    client.sock.sendall(b"QUIT\r\n")  # no wait for the 226: the client is alive and done
+    replies = [client.getline(), client.getline()]
+    client.close()
+    assert replies[0].startswith("226") and replies[1].startswith("221"), replies
+    folder, report = service.wait_report("cutter", "hasty.json")
+    assert folder == "Processed" and report["messages_queued"] == 1
+
+
 # ---- file size and names ------------------------------------------------------------------------
 
 

@@ -245,6 +245,7 @@ class _Receiving:
     receive: bool
     transfer_finished: bool
     file_obj: Any
+    socket: Any
     _closed: bool
     _resp: tuple[Any, ...]
 
@@ -260,10 +261,40 @@ class _Receiving:
             self.transfer_finished = False
             self.close()
 
+    def handle_close(self) -> None:
+        # pyftpdlib takes a reset data connection for the end of the file (ECONNRESET is one of
+        # its "disconnected" errors): only a FIN is.
+        if self.receive and not self._closed and _tcp_state(self.socket) == TCP_CLOSE:
+            self.transfer_finished = False
+            self._resp = ("426 Data connection reset; the file is kept for a resume.", logging.getLogger("pyftpdlib").info)
+            self.close()
+            return
+        super().handle_close()  # type: ignore[misc]
+
     def close(self) -> None:
         if not self._closed and self.receive and self.transfer_finished:
             self._resp = ()  # not "226" yet: only once the upload is known to be whole and was taken
         super().close()  # type: ignore[misc]
+
+
+TCP_CLOSE = 7  # Linux's tcpi_state after a reset (a FIN received leaves CLOSE_WAIT, 8)
+
+
+def _tcp_state(connection: Any) -> int | None:
+    """The kernel's TCP state of a connection's socket (Linux TCP_INFO), None when unknown."""
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        probe = socket.socket(fileno=connection.fileno())
+    except (OSError, ValueError):
+        return None
+    try:
+        return probe.getsockopt(socket.IPPROTO_TCP, option, 1)[0]
+    except OSError:
+        return None
+    finally:
+        probe.detach()
 
 
 def _control_state(connection: Any) -> str:

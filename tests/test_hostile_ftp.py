@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
@@ -203,6 +204,17 @@ def test_control_connection_lost_mid_transfer_keeps_the_upload(service: Service)
     assert assert_kept_unprocessed(service, "lost.json") == 250_000
 
 
+def test_a_reset_data_connection_keeps_the_upload(service: Service) -> None:
+    client, data = _start_upload(service, "reset.json", big_body()[:250_000])
+    data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    data.close()  # RST instead of FIN: the transfer did not end, it broke
+    reply = client.getline()
+    assert reply.startswith("426") and "reset" in reply, reply
+    client.quit()
+    assert assert_kept_unprocessed(service, "reset.json") == 250_000
+    assert "Traceback" not in service.log()
+
+
 def test_data_and_control_closed_together_like_a_killed_client_keeps_the_upload(service: Service) -> None:
     client, data = _start_upload(service, "killed-at-once.json", big_body()[:250_000])
     data.close()
@@ -387,3 +399,4 @@ def test_the_service_survived_it_all(service: Service) -> None:
     with connect(service, "legacy") as client:
         client.storbinary("STOR Send_SMS/after.json", io.BytesIO(BODY_SMALL))
     assert service.wait_report("legacy", "after.json")[0] == "Processed"
+    assert "Traceback" not in service.log()  # nothing above was an internal error of the door

@@ -337,6 +337,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         self._settling: Any = None
         self._settling_file = ""
         self._taking = False  # a whole upload is being handed to its session: its 226 is pending
+        self._aborted = False  # an upload's data ended with an ABOR waiting: that ABOR's 426 is due
         self._quit_after = False  # a QUIT came before that 226
         self._logging_in = False
         self.authorizer = _Permissions(self)
@@ -507,8 +508,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         state = "open" if alive else _control_state(self.socket)
         if state != "open":
             log.warning("file=%r account=%s upload cut off (%s), kept unprocessed", name, self._account, state)
-            if state == "abort":
-                self.respond("426 Transfer aborted; the file is kept for a resume.")
+            self._aborted = state == "abort"  # the waiting ABOR is answered for this transfer
             return
         if name is not None:
             self._marker(name).unlink(missing_ok=True)
@@ -548,10 +548,12 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         super().ftp_QUIT(line)
 
     def ftp_ABOR(self, line: str) -> None:
-        if self._settling is not None:
+        if self._settling is not None or self._aborted:
             # The data ended and the client aborts: the transfer did not complete.
-            self._settling.cancel()
+            if self._settling is not None:
+                self._settling.cancel()
             self._settling = None
+            self._aborted = False
             self.respond("426 Transfer aborted; the file is kept for a resume.")
             self.respond("226 ABOR command successful.")
             return

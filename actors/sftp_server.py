@@ -148,6 +148,8 @@ def _refuse_os_error(error: OSError) -> NoReturn:
         raise asyncssh.SFTPFileAlreadyExists("file exists") from None
     if error.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a symlink
         raise _denied("links are not followed") from None
+    if error.errno == errno.ENAMETOOLONG:
+        raise asyncssh.SFTPInvalidFilename("file name too long") from None
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         raise asyncssh.SFTPNoSpaceOnFilesystem("no space left") from None
     raise _denied(os.strerror(error.errno or errno.EACCES)) from None
@@ -450,13 +452,17 @@ class _SftpServer(asyncssh.SFTPServer):
                 if child_path.is_dir() and not child_path.is_symlink():
                     yield asyncssh.SFTPName(child.encode(), attrs=asyncssh.SFTPAttrs.from_local(os.lstat(child_path)))
             return
+        # Read whole and closed at once: a listing left half-read must not hold a descriptor.
         with os.scandir(real) as entries:
-            for entry in entries:
-                if not entry.is_file(follow_symlinks=False):
-                    continue  # symlinks, folders and devices are not there for the client
-                yield asyncssh.SFTPName(
+            listing = [
+                asyncssh.SFTPName(
                     os.fsencode(entry.name), attrs=asyncssh.SFTPAttrs.from_local(entry.stat(follow_symlinks=False))
                 )
+                for entry in entries
+                if entry.is_file(follow_symlinks=False)  # symlinks, folders and devices are not there for the client
+            ]
+        for name_entry in listing:
+            yield name_entry
 
     def readlink(self, path: bytes) -> bytes:
         raise _denied("links are not supported")

@@ -14,7 +14,7 @@ import trio
 from actors.file import FileArrived, InFlight
 from sftpsms import folders
 from sftpsms.config import Settings
-from sftpsms.names import is_account_name, quoted
+from sftpsms.names import BadName, quoted
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,10 @@ def scan(settings: Settings) -> list[tuple[str, str, Path, bool]]:
         return found
     now = time.time()
     for root in sorted(settings.accounts_dir.iterdir()):
-        if not is_account_name(root.name):
-            continue  # not an account's folder (an old store's bad name): never processed
+        try:
+            settings.account_root(root.name)
+        except BadName:
+            continue  # not an account's folder (a link): never processed
         send = root / folders.SEND
         if not send.is_dir():
             continue

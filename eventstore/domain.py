@@ -1143,7 +1143,7 @@ class LoginRecord(Aggregate):
             aggregate.failures += 1
 
     class LoginLockedOut(Aggregate.Event):
-        key: str  # "user:<name>" or "peer:<address>"
+        key: str  # "pair:<address>:<name>" or "peer:<address>" (older logs: "user:<name>")
         until: str
 
         def apply(self, aggregate: LoginRecord) -> None:

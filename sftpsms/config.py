@@ -97,6 +97,11 @@ class Settings:
         return self.data_dir / "readmodels.db"
 
     @property
+    def history_db(self) -> Path:
+        """The message-level history (eventstore.history), followed from the log off the hot path."""
+        return self.data_dir / "history.db"
+
+    @property
     def webhooks_db(self) -> Path:
         """The webhook sender's position in the notification log and what it settled past it."""
         return self.data_dir / "webhooks.db"
@@ -106,8 +111,8 @@ class Settings:
         return self.data_dir / "accounts"
 
     def account_root(self, username: str) -> Path:
-        """The account's folder; raises `names.BadName` for a name that is not an account name
-        (an old store may hold one) or whose folder is a link: no name reaches outside its root."""
+        """The account's folder; raises `names.BadName` for a name that would reach outside
+        `accounts_dir` (`..`, a separator: an old store may hold one) or whose folder is a link."""
         return folders.account_root(self.accounts_dir, username)
 
     @property

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sftpsms.names import BadName, check_account_name, check_file_name, quoted
+from sftpsms.names import BadName, check_file_name
 
 SEND = "Send_SMS"
 PROCESSED = "Processed"
@@ -30,8 +30,17 @@ def is_temporary(name: str) -> bool:
 
 
 def is_allowed(name: str) -> bool:
-    """A name that is processed once its upload is complete."""
-    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and not is_output_name(name)
+    """A name that is processed once its upload is complete (a name that `upload_refusal` refuses
+    never is, however it got into Send_SMS)."""
+    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and _storable(name)
+
+
+def _storable(name: str) -> bool:
+    try:
+        check_file_name(name)
+    except BadName:
+        return False
+    return len(name.encode("utf-8")) <= MAX_UPLOAD_NAME_BYTES and not is_output_name(name)
 
 
 def is_output_name(name: str) -> bool:
@@ -64,12 +73,14 @@ def is_zip(name: str) -> bool:
 
 
 def account_root(accounts_dir: Path, username: str) -> Path:
-    """`accounts_dir/username`, only for a valid account name (so never `..`, `/` or empty) and only
-    when it is a real folder or not there yet: a link there is refused, never followed."""
-    check_account_name(username)
+    """`accounts_dir/username`, only when that stays inside `accounts_dir`: never for an empty name,
+    `.`, `..`, a separator or NUL (an old store may hold such a name; new ones are checked by
+    `names.check_account_name`), and never through a link. Raises BadName otherwise."""
+    if not username or username in (".", "..") or any(char in username for char in "/\\\0"):
+        raise BadName(f"account name {username!r} cannot name a folder")
     root = accounts_dir / username
-    if root.is_symlink() or root.parent != accounts_dir:
-        raise BadName(f"the folder of account {quoted(username)} is not inside the accounts folder")
+    if root.is_symlink() or root.resolve().parent != accounts_dir.resolve():
+        raise BadName(f"the folder of account {username!r} is not inside the accounts folder")
     return root
 
 
@@ -125,7 +136,7 @@ def filed_name(folder: Path, name: str, file_id: str, *, moving: bool) -> str:
             taken = True
         if not taken:
             return candidate
-    raise FileExistsError(f"no free name in {folder} for {quoted(name)}")
+    raise FileExistsError(f"no free name in {folder} for {name!r}")
 
 
 def outputs_name(folder: Path, name: str, file_id: str) -> str:

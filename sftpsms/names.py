@@ -21,10 +21,10 @@ def check_account_name(name: str) -> str:
     if not name:
         raise BadName("an account name cannot be empty")
     if len(name) > ACCOUNT_NAME_MAX:
-        raise BadName(f"account name {quoted(name)} is longer than {ACCOUNT_NAME_MAX} characters")
+        raise BadName(f"account name {name!r} is longer than {ACCOUNT_NAME_MAX} characters")
     if _ACCOUNT_NAME.fullmatch(name) is None:
         raise BadName(
-            f"account name {quoted(name)} is not allowed: use letters, digits, '.', '_' and '-', "
+            f"account name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit"
         )
     return name
@@ -61,7 +61,11 @@ def check_file_name(name: str) -> str:
     return name
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._@+:/-]+")
+
+
 def quoted(name: object) -> str:
-    """A name for a log line or a message: Python's repr, so newlines, quotes and control characters
-    are escaped and the name's ends are visible."""
-    return repr(str(name))
+    """A name for a log line (`file=... account=...`) or a message: as it is when plain, else
+    Python's repr, so newlines, spaces, quotes and control characters are escaped and visible."""
+    text = str(name)
+    return text if _PLAIN.fullmatch(text) else repr(text)

@@ -250,6 +250,22 @@ def test_a_second_failing_upload_of_a_name_does_not_replace_the_first_ones_outpu
     assert (errors / renamed["filed_as"]).read_bytes() == b"second, not json either"
 
 
+def test_a_zip_entry_named_like_a_report_does_not_replace_it(service: Service, tmp_path: Path) -> None:
+    with sftp(service, "victim") as client:
+        upload(client, "target.json", b"not json")
+    assert service.wait_report("victim", "target.json")[0] == "Errors"
+    report = service.folder("victim", "Errors") / "target.json.report.json"
+    before = report.read_bytes()
+    archive = tmp_path / "sneaky.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("target.json.report.json", b'{"forged": true')
+    with sftp(service, "victim") as client:
+        upload(client, "sneaky.zip", archive.read_bytes())
+    service.wait_report("victim", "sneaky.zip")
+    time.sleep(0.5)
+    assert report.read_bytes() == before
+
+
 # ---- scp -----------------------------------------------------------------------------------------
 
 
@@ -409,7 +425,7 @@ def test_password_checks_beyond_the_queue_are_refused_as_busy(tmp_path: Path) ->
         def attempt(n: int) -> None:
             reasons.append(refusal(running, f"user{n}", "wrong"))
 
-        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(16)]
+        threads = [threading.Thread(target=attempt, args=(n,)) for n in range(24)]
         for thread in threads:
             thread.start()
         for thread in threads:

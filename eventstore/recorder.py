@@ -58,6 +58,13 @@ class BatchingSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         last = int(c.fetchone()[0])
         return list(range(last - len(stored_events) + 1, last + 1))
 
+    @property
+    def database_file(self) -> str | None:
+        """The SQLite file the events are in, or None for an in-memory store: a follower on the
+        same machine may ATTACH it read-only and project in SQL (eventstore.history)."""
+        pool = self.datastore.pool
+        return None if pool.is_sqlite_memory_mode else str(pool.db_name)
+
     def insert_rows(self, rows: Sequence[tuple[str, int, str, bytes]]) -> None:
         """Insert ready-made rows (originator id, version, topic, state) in one transaction.
         Raises eventsourcing's IntegrityError when a (originator id, version) is taken, like a save."""

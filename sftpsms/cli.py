@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from eventstore.domain import (
     DeliveryLog,
@@ -579,6 +580,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     from actors.file import file_report
 
+    if args.all:
+        return cmd_replay_all(args)
+    if args.file is None:
+        raise CliError("give --file NAME, or --all for every file of the account")
     settings = _settings(args)
     with _store(settings) as store:
         try:
@@ -606,6 +611,52 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if verdict == "yes" else 1
 
 
+def cmd_replay_all(args: argparse.Namespace) -> int:
+    """Every file of an account (the last upload of each name, whose report is the one filed):
+    rebuild its report from the events and compare it with the filed one. Exit 1 when any report
+    differs or is missing."""
+    from actors.file import file_report
+
+    if args.file is not None or args.receipt is not None:
+        raise CliError("--all replays every file of the account: leave out --file and --receipt")
+    settings = _settings(args)
+    rows: list[dict[str, Any]] = []
+    with _store(settings) as store:
+        store.account(args.account)
+        models = _models(settings, store)
+        files = models.files(account=args.account)
+        models.close()
+        last: dict[str, dict[str, Any]] = {}
+        for row in files:
+            if last.get(row["name"], {}).get("receipt", 0) < row["receipt"]:
+                last[row["name"]] = row
+        progress = _Progress("replay")
+        for done, (name, row) in enumerate(sorted(last.items()), 1):
+            if row["completed_at"] is None:
+                rows.append({"file": name, "receipt": row["receipt"], "status": row["status"], "filed_report": "in progress"})
+                continue
+            report = file_report(store, UUID(row["file_id"]))
+            folder = "Processed" if report["status"] == "processed" else "Errors"
+            filed = _read_filed_report(settings.account_root(args.account) / folder / f"{name}.report.json")
+            verdict = "missing" if filed is None else "yes" if filed == report else "no"
+            rows.append({"file": name, "receipt": row["receipt"], "status": report["status"], "filed_report": verdict})
+            progress.update(f"{done:,} of {len(last):,} files")
+        progress.done(f"{len(last):,} files")
+    bad = [row for row in rows if row["filed_report"] in ("no", "missing")]
+    if args.json:
+        print(json.dumps({"account": args.account, "files": rows, "all_match": not bad}, indent=2))
+    else:
+        _print_table(rows, ["file", "receipt", "status", "filed_report"])
+        if bad:
+            print(
+                f"{len(bad)} of {len(rows)} filed reports do not match their events "
+                f"({sum(r['filed_report'] == 'no' for r in bad)} differ, {sum(r['filed_report'] == 'missing' for r in bad)} missing)"
+            )
+        else:
+            print(f"all {len(rows)} filed reports match their events")
+    return 1 if bad else 0
+
+
 def _read_filed_report(path: Path) -> Any:
     """The filed report's JSON, or None when there is none (a report that is not JSON compares
     as different, not as missing)."""
@@ -620,12 +671,300 @@ def _read_filed_report(path: Path) -> Any:
 
 
 def cmd_readmodels_rebuild(args: argparse.Namespace) -> int:
+    from eventstore.history import History
+
     settings = _settings(args)
     with _store(settings) as store:
+        if args.verify:
+            return _verify_readmodels(args, settings, store)
         models = ReadModels(settings.readmodels_db)
         position = models.rebuild(store)
         models.close()
-    _emit(args, {"position": position}, f"read models rebuilt up to event {position}")
+        history = History(settings.history_db)
+        try:
+            history.rebuild(store)
+        finally:
+            history.close()
+    _emit(args, {"position": position}, f"read models and history rebuilt up to event {position}")
+    return 0
+
+
+def _overall(digests: dict[str, tuple[int, str]]) -> str:
+    import hashlib
+
+    lines = "".join(f"{table}:{count}:{digest}\n" for table, (count, digest) in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _verify_readmodels(args: argparse.Namespace, settings: Settings, store: SmsStore) -> int:
+    """Build every read model afresh beside the live ones (which are left as they are), each up to
+    the live one's position, and compare their digests table by table."""
+    import shutil
+    import tempfile
+
+    from eventstore.history import History, table_digests
+
+    live_models = ReadModels(settings.readmodels_db)
+    live_models.catch_up(store)
+    live_history = History(settings.history_db)
+    scratch = Path(tempfile.mkdtemp(prefix="verify-", dir=settings.data_dir))
+    results: dict[str, Any] = {}
+    try:
+        _catch_up_history(live_history, store)
+        for name, conn, position_of, fresh_path in (
+            ("readmodels", live_models.db.conn, live_models.position, scratch / "readmodels.db"),
+            ("history", live_history.conn, live_history.position, scratch / "history.db"),
+        ):
+            conn.execute("BEGIN")  # one snapshot of the live database: the server may be writing
+            try:
+                position = position_of()
+                live = table_digests(conn)
+            finally:
+                conn.execute("COMMIT")
+            if name == "readmodels":
+                fresh_models = ReadModels(fresh_path)
+                fresh_models.catch_up(store, until=position)
+                fresh = table_digests(fresh_models.db.conn)
+                fresh_models.close()
+            else:
+                fresh_history = History(fresh_path)
+                fresh_history.catch_up(store, until=position)
+                fresh = table_digests(fresh_history.conn)
+                fresh_history.close()
+            tables = {
+                table: {
+                    "rows": live.get(table, (0, ""))[0],
+                    "live": live.get(table, (0, "-"))[1],
+                    "fresh": fresh.get(table, (0, "-"))[1],
+                    "fresh_rows": fresh.get(table, (0, ""))[0],
+                    "equal": live.get(table) == fresh.get(table),
+                }
+                for table in sorted(set(live) | set(fresh))
+            }
+            results[name] = {
+                "position": position,
+                "tables": tables,
+                "live": _overall(live),
+                "fresh": _overall(fresh),
+                "equal": live == fresh,
+            }
+    finally:
+        live_models.close()
+        live_history.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    equal = all(result["equal"] for result in results.values())
+    if args.json:
+        print(json.dumps({"equal": equal, "databases": results}, indent=2))
+    else:
+        for name, result in results.items():
+            print(f"{name}.db up to event {result['position']}:")
+            print(f"  {'TABLE':<14} {'ROWS':>9}  {'LIVE':<16}  {'FRESH':<16}")
+            for table, row in result["tables"].items():
+                mark = "" if row["equal"] else f"   DIFFERENT ({row['fresh_rows']} rows fresh)"
+                print(f"  {table:<14} {row['rows']:>9}  {row['live'][:16]:<16}  {row['fresh'][:16]:<16}{mark}")
+            print(f"  {'overall':<14} {'':>9}  {result['live'][:16]:<16}  {result['fresh'][:16]:<16}")
+        print("live and fresh are equal" if equal else "live and fresh DIFFER: rebuild with 'sftpsms readmodels rebuild'")
+    return 0 if equal else 1
+
+
+def _log_progress(what: str) -> tuple[_Progress, Any]:
+    progress = _Progress(what)
+    return progress, lambda position, until: progress.update(f"read the event log to {position:,} of {until:,}")
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    """Write one account's month as an audit bundle (JSONL + CSV per part, manifest.json)."""
+    from eventstore.audit import AuditError, check_month, export_bundle
+
+    settings = _settings(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file, not a directory")
+    try:
+        check_month(args.month)
+        with _store(settings) as store:
+            store.account(args.username)
+            progress, report = _log_progress("audit")
+            manifest = export_bundle(store, args.username, args.month, out, report)
+            progress.done("done")
+    except AuditError as error:
+        raise CliError(str(error)) from None
+    except OSError as error:
+        raise CliError(f"cannot write the bundle into {out}: {error.strerror or error}") from None
+    counts = {name: part["count"] for name, part in manifest["parts"].items()}
+    if args.json:
+        print(json.dumps({"out": str(out), **manifest}))
+    else:
+        print(f"audit bundle of {args.username} for {args.month} in {out}:")
+        for name, count in counts.items():
+            print(f"  {name:<12} {count:>9} rows  ({name}.jsonl, {name}.csv)")
+        positions = manifest["positions"]
+        print(f"  event-log positions {positions['first']} to {positions['last']}; digests in {out / 'manifest.json'}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Re-derive a bundle from the events; exit 1 when any part does not match."""
+    from eventstore.audit import AuditError, read_manifest, verify_bundle
+
+    settings = _settings(args)
+    bundle = Path(args.bundle)
+    try:
+        manifest = read_manifest(bundle)
+        with _store(settings) as store:
+            store.account(manifest["account"])
+            progress, report = _log_progress("audit")
+            results = verify_bundle(store, bundle, report)
+            progress.done("done")
+    except AuditError as error:
+        raise CliError(str(error)) from None
+    matches = all(result["match"] for result in results.values())
+    if args.json:
+        print(json.dumps({"bundle": str(bundle), "account": manifest["account"], "month": manifest["month"],
+                          "match": matches, "parts": results}))
+    else:
+        print(f"audit bundle {bundle} ({manifest['account']}, {manifest['month']}):")
+        for name, result in results.items():
+            print(f"  {name:<12} {'match' if result['match'] else 'MISMATCH'}")
+            for problem in result["problems"]:
+                print(f"    {problem}")
+        print("every part matches its events" if matches else "the bundle does NOT match the events")
+    return 0 if matches else 1
+
+
+class _Progress:
+    """A progress line on stderr, at most once a second and only for runs that last."""
+
+    def __init__(self, what: str) -> None:
+        import time
+
+        self.what = what
+        self.clock = time.monotonic
+        self.started = self.last = self.clock()
+        self.shown = False
+
+    def update(self, text: str) -> None:
+        now = self.clock()
+        if now - self.last >= 1.0 and now - self.started >= 1.0:
+            self.last = now
+            self.shown = True
+            print(f"{self.what}: {text}", file=sys.stderr, flush=True)
+
+    def done(self, text: str) -> None:
+        if self.shown:
+            print(f"{self.what}: {text}", file=sys.stderr, flush=True)
+
+
+def _history_time(text: str | None, flag: str) -> str | None:
+    """An ISO date or time (UTC unless it says otherwise) as the history compares it."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{flag} takes an ISO date or time, e.g. 2026-11-01 or 2026-11-01T08:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def _catch_up_history(history: Any, store: SmsStore) -> None:
+    progress = _Progress("history")
+    until = store.last_position()
+    while True:
+        position, done = history.catch_up(store, until=until, max_pages=1)
+        if done:
+            break
+        progress.update(f"following the event log, {position:,} of {until:,}")
+    progress.done(f"caught up with the event log at {until:,}")
+
+
+HISTORY_TABLE = (
+    ("queued_at", 25), ("account", 12), ("file", 20), ("index", 7), ("msisdn", 15), ("customer_id", 12),
+    ("status", 9), ("parts", 5), ("final_at", 25), ("replies", 7),
+)
+HISTORY_CSV = (
+    "message_id", "account", "file", "file_id", "receipt", "index", "msisdn", "customer_id", "text", "parts",
+    "sender_id", "queued_at", "submitted_at", "gateway", "gateway_id", "status", "error", "final_at", "refunded",
+    "replies",
+)
+
+
+def _reply_text(replies: list[dict[str, Any]]) -> str:
+    return " | ".join(r["text"] + (" (opt-out)" if r["opt_out"] else "") for r in replies)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Stream the messages a query selects, a page at a time (memory stays flat on any range)."""
+    import csv
+
+    from eventstore.history import History, HistoryError, HistoryQuery
+
+    if args.msisdn is None and args.customer_id is None and args.file is None and args.account is None:
+        raise CliError("give at least one of --msisdn, --customer-id, --file and --account")
+    fmt = "json" if args.json else args.format
+    since, until = _history_time(args.since, "--since"), _history_time(args.until, "--until")
+    settings = _settings(args)
+    with _store(settings) as store:
+        country = store.account(args.account).country if args.account else args.country.upper()
+        msisdn = None
+        if args.msisdn is not None:
+            msisdn = normalise_msisdn(args.msisdn, country)
+            if msisdn is None:
+                raise CliError(f"{args.msisdn!r} is not a phone number")
+        history = History(settings.history_db)
+        try:
+            _catch_up_history(history, store)
+            file_ids: list[str | None] = [None]
+            if args.file is not None:
+                found = history.files(name=args.file, account=args.account)
+                owners = sorted({f["account"] for f in found})
+                if len(owners) > 1:
+                    raise CliError(f"several accounts have a file {args.file!r}: add --account ({', '.join(owners)})")
+                if not found:
+                    which = f" for account {args.account!r}" if args.account else ""
+                    raise CliError(f"no file named {args.file!r}{which}")
+                file_ids = [f["file_id"] for f in found]
+            out = sys.stdout
+            writer: Any = None
+            if fmt == "csv":
+                writer = csv.writer(out, lineterminator="\n")
+                writer.writerow(HISTORY_CSV)
+            elif fmt == "table":
+                print("  ".join(name.upper().ljust(width) for name, width in HISTORY_TABLE))
+            progress = _Progress("history")
+            count = 0
+            for file_id in file_ids:
+                query = HistoryQuery(
+                    msisdn=msisdn, customer_id=args.customer_id, file_id=file_id, account=args.account,
+                    since=since, until=until, status=args.status,
+                )
+                for message in history.iter_messages(query):
+                    if fmt == "json":
+                        out.write(json.dumps(message) + "\n")
+                    elif fmt == "csv":
+                        writer.writerow(
+                            [_reply_text(message["replies"]) if c == "replies" else message[c] for c in HISTORY_CSV]
+                        )
+                    else:
+                        cells = {**message, "replies": len(message["replies"])}
+                        out.write(
+                            "  ".join(
+                                str(cells[name] if cells[name] is not None else "-").ljust(width)
+                                for name, width in HISTORY_TABLE
+                            ).rstrip()
+                            + "\n"
+                        )
+                    count += 1
+                    if count % 1000 == 0:
+                        progress.update(f"{count:,} messages")
+            progress.done(f"{count:,} messages")
+            if fmt == "table" and count == 0:
+                print("(none)")
+        except HistoryError as error:
+            raise CliError(str(error)) from None
+        finally:
+            history.close()
     return 0
 
 
@@ -795,14 +1134,84 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--account", help="needed when several accounts have a file of that name")
     events.set_defaults(func=cmd_events)
 
-    replay = sub.add_parser("replay", parents=[common], help="rebuild a file's report from its events and compare")
+    replay = sub.add_parser(
+        "replay",
+        parents=[common],
+        help="rebuild a file's report from its events and compare",
+        description="Rebuild a file's report from its events and compare it with the report filed in "
+        "Processed or Errors: yes, NO (it differs) or missing (deleted). With --all, every file of "
+        "the account at once (the last upload of each name). Exit 1 when any report differs or is missing.",
+    )
     replay.add_argument("--account", required=True)
-    replay.add_argument("--file", required=True, metavar="NAME")
+    replay.add_argument("--file", metavar="NAME")
+    replay.add_argument("--all", action="store_true", help="every file of the account, one line each")
     replay.add_argument("--receipt", type=int, help="which upload of that name (default the last)")
     replay.set_defaults(func=cmd_replay)
 
+    history = sub.add_parser(
+        "history",
+        parents=[common],
+        help="every message sent to a number, a customerId, in a file or by an account",
+        description="The message-level history: each message with its file, text, sender ID, when it was "
+        "queued, submitted and got its final status, the gateway and its id, the error, the refund of "
+        "an expired message, and its replies. Give at least one of --msisdn, --customer-id, --file and "
+        "--account (together they narrow each other). Times are ISO dates or times, UTC unless they say "
+        "otherwise; --since is inclusive, --until exclusive, both compared with when the message was "
+        "queued. Output streams (any range in flat memory); --format json writes one JSON object per line.",
+    )
+    history.add_argument("--msisdn", metavar="NUMBER", help="international (+27..., 0027...) or national (083...)")
+    history.add_argument("--customer-id", metavar="ID", help="the contact's customerId from the file")
+    history.add_argument("--file", metavar="NAME", help="a file's messages in contact order (every upload of the name)")
+    history.add_argument("--account", metavar="USER", help="an account's messages (its country reads national numbers)")
+    history.add_argument("--since", metavar="TIME", help="queued at or after TIME")
+    history.add_argument("--until", metavar="TIME", help="queued before TIME")
+    history.add_argument("--status", help="queued, submitted, delivered, failed or expired")
+    history.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default table)")
+    history.add_argument("--country", default="ZA", help="country of national numbers without --account (default ZA)")
+    history.set_defaults(func=cmd_history)
+
+    audit = sub.add_parser(
+        "audit", help="audit bundles: an account's month from the events, with digests"
+    ).add_subparsers(dest="action", required=True)
+    aexport = audit.add_parser(
+        "export",
+        parents=[common],
+        help="write an account's month as JSONL and CSV with a manifest of SHA-256 digests",
+        description="Write the messages queued, their submissions, receipts (delivery reports and "
+        "expiries with their refunds), replies, the credit ledger (with the running balance) and the "
+        "opt-out changes of one account's month, each as PART.jsonl and PART.csv, and manifest.json "
+        "with each file's SHA-256 and size, the row counts and the event-log positions covered. Rows "
+        "belong to the month of their event (UTC). Derived from the events alone: the same month "
+        "exported twice gives byte-identical bundles.",
+    )
+    aexport.add_argument("username")
+    aexport.add_argument("--month", required=True, metavar="YYYY-MM")
+    aexport.add_argument("--out", required=True, metavar="DIR", help="directory for the bundle (created if missing)")
+    aexport.set_defaults(func=cmd_audit_export)
+    averify = audit.add_parser(
+        "verify",
+        parents=[common],
+        help="re-derive a bundle from the events: match or mismatch per part",
+        description="Read DIR/manifest.json, derive the same account's month again from the events, "
+        "and compare each part with the manifest and with its files on disk. Exit 0 when every part "
+        "matches, 1 when any does not.",
+    )
+    averify.add_argument("bundle", metavar="DIR")
+    averify.set_defaults(func=cmd_audit_verify)
+
     readmodels = sub.add_parser("readmodels", help="read-model maintenance").add_subparsers(dest="action", required=True)
-    rebuild = readmodels.add_parser("rebuild", parents=[common], help="drop and rebuild every read model from the events")
+    rebuild = readmodels.add_parser(
+        "rebuild",
+        parents=[common],
+        help="drop and rebuild every read model (and the history) from the events",
+        description="Drop the read models and the message history and project the whole event log "
+        "again. With --verify nothing is dropped: every read model is built afresh in a scratch "
+        "database up to the live one's position and each table's rows are compared by SHA-256 "
+        "(exit 1 when any differ).",
+    )
+    rebuild.add_argument(
+        "--verify", action="store_true", help="compare the live read models with fresh ones; print a digest per table"
+    )
     rebuild.set_defaults(func=cmd_readmodels_rebuild)
     return parser
 

@@ -88,6 +88,11 @@ class Settings:
         return self.data_dir / "readmodels.db"
 
     @property
+    def history_db(self) -> Path:
+        """The message-level history (eventstore.history), followed from the log off the hot path."""
+        return self.data_dir / "history.db"
+
+    @property
     def webhooks_db(self) -> Path:
         """The webhook sender's position in the notification log and what it settled past it."""
         return self.data_dir / "webhooks.db"

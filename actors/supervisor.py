@@ -34,7 +34,7 @@ from actors.file import (
     run_file_worker,
     utc_now,
 )
-from actors.ftp_server import serve_ftp
+from actors.ftp_server import FtpLimits, serve_ftp
 from actors.gateway import Gateway, GatewayReport
 from actors.http_gateway import HttpGateway
 from actors.http_inbound import serve_http
@@ -229,6 +229,7 @@ async def run_service(
                         ftp_gate,
                         host=settings.sftp_host,
                         port=settings.ftp_port,
+                        limits=FtpLimits.from_settings(settings),
                         certfile=Path(settings.ftp_certfile) if settings.ftp_certfile else None,
                         keyfile=Path(settings.ftp_keyfile) if settings.ftp_keyfile else None,
                     )

@@ -101,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         ftp_certfile=args.ftp_cert,
         ftp_keyfile=args.ftp_key,
+        ftp_passive_ports=args.ftp_passive_ports,
         send_rate=args.send_rate,
         smtp_host=args.smtp_host,
         smtp_port=args.smtp_port,
@@ -108,6 +109,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         smtp_user=args.smtp_user,
         mail_from=args.mail_from,
     )
+    if settings.ftp_port >= 0:
+        from actors.ftp_server import FtpSettingError, parse_port_range
+
+        try:
+            parse_port_range(settings.ftp_passive_ports)
+        except FtpSettingError as error:
+            raise CliError(str(error)) from None
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -1051,6 +1059,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--ftp-cert", default=None, help="PEM certificate: the FTP door then requires explicit FTPS")
     serve.add_argument("--ftp-key", default=None, help="PEM private key, if not in the certificate file")
+    serve.add_argument(
+        "--ftp-passive-ports", default=None, metavar="FIRST-LAST",
+        help="FTP passive data ports, to open in the firewall (default 60000-60099)",
+    )
     serve.add_argument("--send-rate", type=float, default=None, help="SMS parts per second for the whole service")
     serve.add_argument("--smtp-host", default=None, help="send status emails through this SMTP server (default: .eml files in DATA/outbox)")
     serve.add_argument("--smtp-port", type=int, default=None, help="SMTP port (default 25)")

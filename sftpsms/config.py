@@ -20,6 +20,12 @@ class Settings:
     ftp_port: int = -1  # -1: no FTP door; 0: any free port
     ftp_certfile: str = ""  # PEM certificate (and key, or ftp_keyfile): explicit FTPS required
     ftp_keyfile: str = ""
+    # FTP passive data ports come from this small range (open it in the firewall); "" lets the
+    # kernel pick any ephemeral port. The connection limits are the doors' shared ones below.
+    ftp_passive_ports: str = "60000-60099"
+    # After an FTP upload's data ended, how long a control connection lost still means "cut off"
+    # (a killed client closes both at once); each whole upload's 226 waits this long.
+    ftp_cutoff_grace: float = 0.05
     sweep_interval: float = 5.0  # seconds between sweeps of Send_SMS (PRODUCT.md §2)
     incomplete_upload_timeout: float = 24 * 3600.0  # a cut-off upload is filed as File.Corrupt after
     file_workers: int = 2  # files processed at once

@@ -132,3 +132,69 @@ def test_revoking_the_ftp_key_closes_an_open_ftp_session(service: Service) -> No
             time.sleep(0.1)
     with pytest.raises(ftplib.error_perm):
         connect(service, key["key_id"], key["secret"])
+
+
+def test_passive_ports_come_from_a_small_default_range(service: Service) -> None:
+    with connect(service, "legacy") as client:
+        for _ in range(5):
+            host, port = client.makepasv()
+            assert 60000 <= port <= 60099, port
+        epsv = client.sendcmd("EPSV")
+        assert 60000 <= int(re.search(r"\|(\d+)\|", epsv).group(1)) <= 60099, epsv  # type: ignore[union-attr]
+
+
+def test_passive_port_ranges_are_parsed_and_checked() -> None:
+    from actors.ftp_server import FtpSettingError, parse_port_range
+
+    assert parse_port_range("60000-60099") == range(60000, 60100)
+    assert parse_port_range("61000") == range(61000, 61001)
+    assert parse_port_range("") is None
+    for bad in ("60099-60000", "80-90", "a-b", "60000-70000"):
+        with pytest.raises(FtpSettingError, match="ftp_passive_ports"):
+            parse_port_range(bad)
+
+
+def test_a_relative_data_directory_works_and_no_server_path_is_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scripts/serve --ftp-port 2121` uses the relative `var`: folders list, uploads land, and the
+    client sees `/Send_SMS`, never where the data directory is. The door logs its start once and
+    stops at once with a client connected."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    env = {"SFTPSMS_FTP_PASSIVE_PORTS": "61000-61009"}
+    with running_service(Path("var"), "--ftp-port", "0", env=env) as relative:
+        relative.add_account("legacy")
+        client = connect(relative, "legacy")
+        replies = [client.cwd("Send_SMS"), client.pwd()]
+        assert replies[0] == '250 "/Send_SMS" is the current directory.', replies
+        assert replies[1] == "/Send_SMS"
+        assert 61000 <= client.makepasv()[1] <= 61009
+        client.storbinary("STOR rel.json", io.BytesIO(BODY))
+        lines: list[str] = []
+        client.retrlines("LIST /Processed", lines.append)
+        client.cwd("/Errors")
+        client.retrlines("LIST", lines.append)
+        replies.append(client.cwd(".."))
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+        assert not any(str(tmp_path) in text or "var/" in text for text in replies + lines), (replies, lines)
+        assert relative.wait_report("legacy", "rel.json")[0] == "Processed"
+        time.sleep(1.0)  # the loop has run a while: its start is still logged once
+        assert relative.log().count("starting FTP server") + relative.log().count("ftp door serving") == 1
+        started = time.monotonic()
+        relative.process.terminate()
+        relative.process.wait(timeout=15)
+        assert time.monotonic() - started < 5
+        client.close()
+
+
+def test_serve_refuses_an_unusable_passive_port_range(tmp_path: Path) -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "sftpsms.cli", "serve", "--data-dir", str(tmp_path), "--ftp-port", "0",
+         "--ftp-passive-ports", "80-90"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2 and "ftp_passive_ports" in result.stderr, result.stderr

@@ -31,6 +31,7 @@ from uuid import UUID
 import trio
 from eventsourcing.application import AggregateNotFoundError
 
+from actors.faults import log_failure
 from actors.gateway import GatewayReceipt, GatewayReport
 from eventstore.domain import DeliveryLog, DispatchLog, delivery_log_id, dispatch_log_id, message_id
 from eventstore.projections import ReadModels
@@ -140,7 +141,7 @@ async def run_expiry(
             try:
                 found: list[Any] = await trio.to_thread.run_sync(expiry.due, datetime.now(UTC))
             except Exception:
-                log.exception("looking for expired messages failed; trying again next round")
+                log_failure(log, "looking for expired messages failed; trying again next round")
                 found = []
             if found:
                 log.info("expiry: %d messages without a final status past their validity period", len(found))

@@ -78,7 +78,12 @@ class Projector:
         deferred_since: float | None = None
         while True:
             await trio.sleep(HISTORY_INTERVAL)
-            if await trio.to_thread.run_sync(self.ingest_in_flight):
+            try:
+                ingesting = await trio.to_thread.run_sync(self.ingest_in_flight)
+            except Exception:  # e.g. a full disk: asked again next round, never stops the service
+                log_failure(log, "history: cannot tell whether a file is being ingested")
+                continue
+            if ingesting:
                 now = trio.current_time()
                 if deferred_since is None:
                     deferred_since = now

@@ -151,7 +151,9 @@ def _refuse_os_error(error: OSError) -> NoReturn:
     if error.errno == errno.ENAMETOOLONG:
         raise asyncssh.SFTPInvalidFilename("file name too long") from None
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise asyncssh.SFTPNoSpaceOnFilesystem("no space left") from None
+        raise asyncssh.SFTPNoSpaceOnFilesystem(
+            "the service's disk is full: this upload is kept unprocessed; try again later"
+        ) from None
     raise _denied(os.strerror(error.errno or errno.EACCES)) from None
 
 
@@ -162,7 +164,7 @@ class _Handle:
         self.name = name
         self.writing = writing
         self.append = append
-        self.too_big = False  # a write went past max_file_bytes: never processed
+        self.too_big = False  # a write went past max_file_bytes, or failed: never processed
 
 
 def _too_big(limit: int) -> asyncssh.SFTPError:
@@ -564,6 +566,10 @@ class _SftpServer(asyncssh.SFTPServer):
         try:
             return os.pwrite(file_obj.fd, data, offset)
         except OSError as error:
+            # A write that failed (a full disk, most likely) leaves a hole: the upload is marked
+            # cut off like one past the size limit, kept unprocessed for a resume or a new upload.
+            file_obj.too_big = True
+            log.warning("file=%s account=%s write failed (%s), kept unprocessed", quoted(file_obj.name), self.login.account, error)
             _refuse_os_error(error)
 
     def _check_size(self, size: int) -> None:
@@ -588,7 +594,7 @@ class _SftpServer(asyncssh.SFTPServer):
         if not file_obj.writing:
             return
         if file_obj.too_big:
-            log.warning("file=%s account=%s too big, kept unprocessed", quoted(file_obj.name), self.login.account)
+            log.warning("file=%s account=%s unfinished (too big or a failed write), kept unprocessed", quoted(file_obj.name), self.login.account)
             return  # its marker stays: never processed, filed as an incomplete upload in time
         if self.channel.is_closing():
             # The connection dropped and asyncssh is closing what was left open: a partial upload.

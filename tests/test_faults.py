@@ -406,3 +406,27 @@ def test_a_full_disk_pauses_files_and_they_carry_on_without_a_restart_once_space
             assert store.account("acme").balance == 0
         finally:
             store.close()
+
+
+def test_an_upload_while_the_disk_is_full_is_refused_clearly_never_processed_and_works_once_freed(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "64m") as disk:
+        with running_service(disk / "data") as service:
+            service.add_account("acme", credits=30_000)
+            contacts = [{"msisdn": "27831234567", "customerId": f"customer-{n:08}"} for n in range(30_000)]
+            padded = json.dumps({"Version": 7, "Message_Template": "x", "Contacts": contacts})  # ~1.6 MB
+            filler = fill(disk, leave=500_000)
+            with service.paramiko("acme") as sftp:
+                with pytest.raises(OSError, match="disk is full"):
+                    with sftp.open("Send_SMS/full.json", "wb") as remote:
+                        remote.write(padded.encode())
+            time.sleep(6)  # a sweep and more: the partial upload is never processed
+            assert not (service.folder("acme", "Errors") / "full.json.report.json").exists()
+            assert not (service.folder("acme", "Processed") / "full.json.report.json").exists()
+            filler.unlink()
+            with service.paramiko("acme") as sftp:  # the customer uploads again: it goes through
+                with sftp.open("Send_SMS/full.json", "wb") as remote:
+                    remote.write(padded.encode())
+            folder, report = service.wait_report("acme", "full.json")
+            log = service.log()
+        assert (folder, report["messages_queued"]) == ("Processed", 30_000), report
+        assert log.count("Traceback") == 0, log[-5000:]

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sftpsms import filing
 from tests.service import Service, running_service
 
 GOOD = json.dumps({"Version": 7, "Message_Template": "Hi", "Contacts": [{"msisdn": "27831234567"}]})
@@ -142,8 +143,10 @@ def test_files_over_the_file_and_contact_limits_fail_naming_them(tight: Service)
     big = json.dumps({"Version": 7, "Message_Template": "x", "Foo": "y" * 60_000, "Bar": "y" * 60_000,
                       "Baz": "y" * 60_000, "Qux": "y" * 60_000, "Contacts": [{"msisdn": "27831234567"}]})
     # Through the door, the upload itself is refused once it passes the limit (and never processed) ...
-    with pytest.raises(OSError, match="too big"):
-        upload(tight, "big.json", big.encode())
+    with pytest.raises(OSError, match="too big"), tight.paramiko("mallory") as sftp:
+        with sftp.open("Send_SMS/big.json", "wb") as remote:  # not pipelined: each write answered
+            for start in range(0, len(big), 32768):
+                remote.write(big[start : start + 32768].encode())
     # ... and a file over it that reached Send_SMS another way (an operator's copy, a limit lowered
     # since) fails when its processing starts, naming the limit.
     (tight.folder("mallory", "Send_SMS") / "placed.json").write_bytes(big.encode())
@@ -198,7 +201,8 @@ def test_a_zip_inside_a_zip_fails(service: Service, tmp_path: Path) -> None:
 @pytest.mark.parametrize("entry", ["bad\nname.json", "x" * 251 + ".json", "x" * 233 + ".json", "../up.json"])
 def test_unsafe_entry_names_fail_the_zip(service: Service, entry: str) -> None:
     assert "unsafe" in failed(service, "names.zip", zipped({entry: GOOD.encode()}))
-    (service.folder("mallory", "Errors") / "names.zip.report.json").unlink()
+    (service.folder("mallory", "Errors") / "names.zip.report.json").unlink()  # the customer tidies up,
+    (service.folder("mallory", "Errors") / "names.zip").unlink()  # so the next one is filed as names.zip
 
 
 def test_too_many_entries_fail_the_zip(service: Service) -> None:
@@ -252,7 +256,7 @@ def test_entries_over_the_total_and_the_account_allowance_fail_the_zip(tight: Se
 
 
 def test_an_entry_with_the_longest_allowed_name_is_filed_with_its_report(service: Service) -> None:
-    name = "n" * 232 + ".json"  # 237 bytes: .<name>.delivery.csv.tmp is 255
+    name = "n" * (filing.MAX_FILED_BYTES - len(".json")) + ".json"  # the longest filed as it is
     report = report_of(service, "longname.zip", zipped({name: GOOD.encode()}))
     assert report["status"] == "processed"
     assert service.wait_report("mallory", name)[0] == "Processed"
@@ -264,15 +268,18 @@ def test_an_entry_with_the_longest_allowed_name_is_filed_with_its_report(service
 def wait_new_report(service: Service, name: str, seen: set[str], timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stem, _, suffix = name.rpartition(".")
         for folder in ("Processed", "Errors"):
-            path = service.folder("mallory", folder) / f"{name}.report.json"
-            try:
-                report = json.loads(path.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue
-            if report.get("file_id") not in seen:
-                seen.add(report["file_id"])
-                return dict(report)
+            # A later file of the name is filed beside the earlier one's outputs, never over them:
+            # as <stem>.<id>.<suffix>, which its report's filed_as says.
+            for path in sorted(service.folder("mallory", folder).glob(f"{stem}*.{suffix}.report.json")):
+                try:
+                    report = json.loads(path.read_text())
+                except (FileNotFoundError, json.JSONDecodeError):
+                    continue
+                if report.get("file_id") not in seen and report.get("file") == name:
+                    seen.add(report["file_id"])
+                    return dict(report)
         time.sleep(0.02)
     raise AssertionError(f"no new report for {name}:\n{service.log()[-3000:]}")
 

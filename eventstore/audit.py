@@ -17,12 +17,12 @@ import io
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from eventstore.domain import (
@@ -34,6 +34,7 @@ from eventstore.domain import (
     account_id,
     message_id_text,
 )
+from eventstore.history import notification_fields, originator_hex
 from eventstore.store import SmsStore
 
 FORMAT = "sftpsms-audit/1"
@@ -94,14 +95,7 @@ def audit_rows(
     deliveries: set[str] = set()
     balance = 0
     plain = store.writes_batch_rows
-    loads = orjson.loads
-
-    def state(n: Notification) -> dict[str, Any]:
-        if plain:
-            return loads(n.state)  # type: ignore[no-any-return]
-        fields = dict(vars(store.mapper.to_domain_event(n)))
-        fields["timestamp"] = fields["timestamp"].isoformat()
-        return fields
+    state = partial(notification_fields, store, plain=plain)
 
     position = 0
     while position < until:
@@ -109,7 +103,7 @@ def audit_rows(
         if not page:
             break
         for n in page:
-            topic, where = n.topic, _hex(n)
+            topic, where = n.topic, originator_hex(n)
             if topic == _T[ContactBatch.MessageQueued]:
                 if where not in batches:
                     continue
@@ -195,11 +189,6 @@ def audit_rows(
         position = page[-1].id
         if progress is not None:
             progress(position, until)
-
-
-def _hex(notification: Notification) -> str:
-    originator = notification.originator_id
-    return originator.hex if isinstance(originator, UUID) else UUID(originator).hex
 
 
 def _csv_value(value: Any) -> Any:

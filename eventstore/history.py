@@ -30,6 +30,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -308,19 +309,12 @@ class History:
         sent: list[tuple[Any, ...]] = []
         outcomes: list[tuple[Any, ...]] = []
         replies: list[tuple[Any, ...]] = []
-        loads = orjson.loads
-
-        def state(notification: Notification) -> dict[str, Any]:
-            if plain:
-                return loads(notification.state)  # type: ignore[no-any-return]
-            fields = dict(vars(store.mapper.to_domain_event(notification)))
-            fields["timestamp"] = fields["timestamp"].isoformat()
-            return fields
+        state = partial(notification_fields, store, plain=plain)
 
         for n in notifications:
             topic = n.topic
             if topic == QUEUED:
-                batch = self._batch(_hex(n))
+                batch = self._batch(originator_hex(n))
                 if batch is None:
                     continue
                 fkey, sender_id = batch
@@ -338,7 +332,7 @@ class History:
                     )
                 )
             elif topic == SUBMITTED:
-                fkey_or_none = self._log(_hex(n))
+                fkey_or_none = self._log(originator_hex(n))
                 if fkey_or_none is not None:
                     e = state(n)
                     key = fkey_or_none << FILE_SHIFT | e["index"]
@@ -350,7 +344,7 @@ class History:
                     key = fkey_or_none << FILE_SHIFT | e["index"]
                     outcomes.append((key, e["status"], e["error"], e["at"], 0))
             elif topic == EXPIRED:
-                fkey_or_none = self._log(_hex(n))
+                fkey_or_none = self._log(originator_hex(n))
                 if fkey_or_none is not None:
                     e = state(n)
                     outcomes.append((fkey_or_none << FILE_SHIFT | e["index"], "expired", None, e["at"], e["parts"]))
@@ -366,19 +360,19 @@ class History:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
                 if fkey_or_none is not None:
-                    batch_hex = _hex(n)
+                    batch_hex = originator_hex(n)
                     self.conn.execute(INSERT_BATCH, [batch_hex, fkey_or_none, e["sender_id"]])
                     self._remember(self._batches, batch_hex, (fkey_or_none, e["sender_id"]))
             elif topic == DISPATCHING:
                 e = state(n)
                 fkey_or_none = self._file(e["file_id"])
                 if fkey_or_none is not None:
-                    log_hex = _hex(n)
+                    log_hex = originator_hex(n)
                     self.conn.execute(INSERT_LOG, [log_hex, fkey_or_none])
                     self._remember(self._logs, log_hex, fkey_or_none)
             elif topic == RECEIVED:
                 e = state(n)
-                file_id = str(UUID(_hex(n)))
+                file_id = str(UUID(originator_hex(n)))
                 cursor = self.conn.execute(INSERT_FILE, [file_id, e["account"], e["name"], e["receipt"], e["received_at"]])
                 if cursor.rowcount:
                     self._remember(self._files, file_id, int(cursor.lastrowid or 0))
@@ -538,7 +532,19 @@ class History:
             message["replies"] = by_key.get(message.pop("_key"), [])
 
 
-def _hex(notification: Notification) -> str:
+def notification_fields(store: SmsStore, notification: Notification, *, plain: bool) -> dict[str, Any]:
+    """An event's fields from its notification: the stored JSON itself where the store's states are
+    plain transcoder output (`plain`, i.e. `store.writes_batch_rows`), else through the mapper, with
+    the timestamp as ISO text either way. Shared by the history and the audit export."""
+    if plain:
+        return orjson.loads(notification.state)  # type: ignore[no-any-return]
+    fields = dict(vars(store.mapper.to_domain_event(notification)))
+    fields["timestamp"] = fields["timestamp"].isoformat()
+    return fields
+
+
+def originator_hex(notification: Notification) -> str:
+    """The hex of a notification's originator id, whichever type the recorder gave it."""
     originator = notification.originator_id
     return originator.hex if isinstance(originator, UUID) else UUID(originator).hex
 

@@ -8,9 +8,10 @@ A body is one JSON object or an array of them. Answers are JSON: 200 `{"recorded
 m}`, 202 when every receipt was an intermediate status (accepted, en route: nothing to record), and
 `{"error": "..."}` with 400 (malformed), 401 (bad token), 404 (no such gateway), 405, 413 or 503.
 
-The server is a small HTTP/1.1 server on trio built on h11: no thread, no second event loop, one
-task per connection, keep-alive. It knows nothing about gateways; it serves `Routes`, a mapping of
-(method, path) to a handler, which `inbound_routes` builds for one HTTP gateway.
+The endpoints are served by the node's one HTTP server (actors/web: hypercorn on the service's trio
+loop, no thread, no second event loop), beside the REST API. This module knows nothing about the
+server: it offers `Routes`, a mapping of (method, path) to a handler, which `inbound_routes` builds
+for one HTTP gateway.
 """
 
 from __future__ import annotations
@@ -20,29 +21,24 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import h11
 import orjson
 import trio
 
 from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport
 from sftpsms.gatewayids import final_status
 from sftpsms.gateways import HttpGatewayConfig
-from sftpsms.names import quoted
+
+if TYPE_CHECKING:
+    from actors.web.context import WebContext
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20  # bytes in one request body
 MAX_ITEMS = 1000  # receipts or replies in one request
-MAX_CONNECTIONS = 256  # served at once; further ones wait in the listen backlog
-READ_TIMEOUT = 30.0  # seconds a connection may stay silent while we wait for (more of) a request
-WRITE_TIMEOUT = 30.0  # seconds to hand over one response
 DELIVER_TIMEOUT = 20.0  # seconds to wait for room on the reports channel before answering 503
-RECEIVE_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -89,140 +85,20 @@ async def serve_http(
     *,
     host: str,
     port: int,
+    context: WebContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `routes` (and GET /health) on host:port until cancelled; reports the bound port
-    (port 0: any free one) through task_status.started.
+    """Serve `routes` (and GET /health; with a context, the REST API) on host:port until
+    cancelled; reports the bound port (port 0: any free one) through task_status.started. The one
+    HTTP server of the node (actors/web): hypercorn on this trio loop.
 
-    Resource handling: each connection is its own task (trio.serve_listeners closes its stream when
-    it ends); at most MAX_CONNECTIONS are served at once. A connection silent for READ_TIMEOUT is
-    closed.
     Error handling: a malformed request gets a 4xx and its connection closed; a handler that raises
     HttpError answers with it; any other exception in a handler is a bug, logged and answered with
-    500 — it never stops the server.
-    """
-    table: dict[tuple[str, str], Handler] = {("GET", "/health"): health, **routes}
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = int(listeners[0].socket.getsockname()[1])
-    limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
-    task_status.started(bound)
-    await trio.serve_listeners(partial(_serve_connection, routes=table, limiter=limiter), listeners)
+    500: it never stops the server."""
+    from actors.web.app import build_app
+    from actors.web.server import serve_app
 
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _serve_connection(stream: trio.SocketStream, *, routes: Routes, limiter: trio.CapacityLimiter) -> None:
-    async with limiter:
-        try:
-            await _serve_requests(stream, routes)
-        except Exception:  # a bug here must cost one connection, not the server (and the service)
-            log.exception("http connection failed")
-
-
-async def _serve_requests(stream: trio.SocketStream, routes: Routes) -> None:
-    connection = h11.Connection(h11.SERVER)
-    while True:
-        try:
-            request = await _read_request(connection, stream)
-        except h11.RemoteProtocolError as error:
-            if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await _send(connection, stream, HttpError(error.error_status_hint, str(error)).response())
-            return
-        except _BodyTooLarge:
-            await _send(connection, stream, HttpError(413, f"body over {MAX_BODY} bytes").response())
-            return
-        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # idle, too slow, or gone
-        if request is None:
-            return
-        response = await _respond(routes, request)
-        if not await _send(connection, stream, response, head=request.method == "HEAD"):
-            return
-        if connection.our_state is h11.MUST_CLOSE:
-            return
-        try:
-            connection.start_next_cycle()
-        except h11.LocalProtocolError:
-            return
-
-
-async def _next_event(connection: h11.Connection, stream: trio.SocketStream) -> Any:
-    while True:
-        event = connection.next_event()
-        if event is h11.NEED_DATA:
-            with trio.fail_after(READ_TIMEOUT):
-                data = await stream.receive_some(RECEIVE_SIZE)
-            connection.receive_data(data)  # b"": the peer closed
-            continue
-        return event
-
-
-async def _read_request(connection: h11.Connection, stream: trio.SocketStream) -> HttpRequest | None:
-    event = await _next_event(connection, stream)
-    if isinstance(event, h11.ConnectionClosed):
-        return None
-    if not isinstance(event, h11.Request):
-        raise h11.RemoteProtocolError(f"expected a request, got {type(event).__name__}")
-    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in event.headers}
-    length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        raise _BodyTooLarge
-    if connection.they_are_waiting_for_100_continue:  # e.g. curl, for large bodies
-        with trio.fail_after(WRITE_TIMEOUT):
-            await stream.send_all(connection.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-    body = bytearray()
-    while True:
-        part = await _next_event(connection, stream)
-        if isinstance(part, h11.Data):
-            body += part.data
-            if len(body) > MAX_BODY:
-                raise _BodyTooLarge
-        elif isinstance(part, h11.EndOfMessage):
-            break
-        else:
-            raise h11.RemoteProtocolError(f"unexpected {type(part).__name__} in a request body")
-    path = unquote(urlsplit(event.target.decode("latin-1")).path)
-    return HttpRequest(event.method.decode("latin-1").upper(), path, headers, bytes(body))
-
-
-async def _respond(routes: Routes, request: HttpRequest) -> HttpResponse:
-    method = "GET" if request.method == "HEAD" else request.method
-    handler = routes.get((method, request.path))
-    if handler is None:
-        allowed = sorted(method for method, path in routes if path == request.path)
-        if allowed:
-            return HttpError(405, f"{request.method} not allowed", (("allow", ", ".join(allowed)),)).response()
-        return HttpError(404, f"no such endpoint: {request.path}").response()
-    try:
-        return await handler(request)
-    except HttpError as error:
-        log.info("http method=%s path=%s status=%d error=%s", quoted(request.method), quoted(request.path), error.status, error.message)
-        return error.response()
-    except Exception:
-        log.exception("http handler for %s %s failed", quoted(request.method), quoted(request.path))
-        return HttpError(500, "internal error").response()
-
-
-async def _send(connection: h11.Connection, stream: trio.SocketStream, response: HttpResponse, *, head: bool = False) -> bool:
-    """Write a response (without its body for HEAD); False when the peer is gone or too slow."""
-    payload = orjson.dumps(response.body)
-    headers = [
-        ("content-type", "application/json"),
-        ("content-length", str(len(payload))),
-        *response.headers,
-    ]
-    events = [h11.Response(status_code=response.status, headers=headers), h11.Data(data=payload), h11.EndOfMessage()]
-    if head:
-        del events[1]
-    data = b"".join(connection.send(event) or b"" for event in events)
-    try:
-        with trio.fail_after(WRITE_TIMEOUT):
-            await stream.send_all(data)
-    except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-        return False
-    return True
+    await serve_app(build_app(routes, context), host=host, port=port, task_status=task_status)
 
 
 # ---- an HTTP gateway's receipts and replies ------------------------------------------------------

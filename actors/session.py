@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import trio
 
@@ -277,6 +278,14 @@ class AccountGate:
         await trio.to_thread.run_sync(folders.ensure_account_folders, root)
         log.info("login account=%s peer=%s channel=%s key=%s", username, peer, self.channel, key_id or "-")
         return Login(account=username, root=root, key_id=key_id)
+
+    async def upload(self, account: str, root: Path, name: str) -> None:
+        """A file written whole into `account`'s Send_SMS by another door (the REST API): picked up
+        as an SFTP upload's clean close is."""
+        if not folders.is_allowed(name) or not self.in_flight.claim(account, name):
+            return  # already being picked up (a sweep got there first)
+        await self.arrivals.send(FileArrived(account, name, root / folders.SEND / name, self.clock()))
+        log.info("file=%s account=%s picked up on upload (%s)", quoted(name), account, self.channel)
 
     async def open_session(self, login: Login, peer: str, disconnect: Callable[[], None]) -> SessionHandle:
         send, receive = trio.open_memory_channel[UploadClosed](SESSION_BUFFER)

@@ -49,6 +49,7 @@ from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
+from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import SmsStore, open_store
@@ -166,10 +167,27 @@ async def run_service(
             assert isinstance(simulator, Simulator)
             for gateway in gateways.values():
                 await nursery.start(gateway.run)
+            door_rules = DoorRules(settings)  # one login guard and connection count for every door
             http_port = None
             if settings.http_port >= 0:
                 routes = {k: h for g in gateways.values() if isinstance(g, HttpGateway) for k, h in g.routes().items()}
-                http_port = await nursery.start(partial(serve_http, routes, host=settings.http_host, port=settings.http_port))
+                rest_gate = AccountGate(
+                    rules=door_rules,
+                    settings=settings,
+                    store=store_client.clone(),
+                    nursery=nursery,
+                    arrivals=arrivals_send.clone(),
+                    in_flight=in_flight,
+                    clock=clock,
+                    channel="rest",
+                )
+                web = WebContext(
+                    settings=settings, store=store_client.clone(), gate=rest_gate, in_flight=in_flight, clock=clock,
+                    catch_up=projector.catch_up,
+                )
+                http_port = await nursery.start(
+                    partial(serve_http, routes, host=settings.http_host, port=settings.http_port, context=web)
+                )
                 log.info("http listening on %s:%d", settings.http_host, http_port)
             elif any(isinstance(g, HttpGateway) for g in gateways.values()):
                 log.warning("http gateways configured but no --http-port: their receipts and replies cannot arrive")
@@ -199,7 +217,6 @@ async def run_service(
             await nursery.start(
                 partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)
             )
-            door_rules = DoorRules(settings)  # one login guard and connection count for both doors
             gate = AccountGate(
                 rules=door_rules,
                 settings=settings,

@@ -537,6 +537,34 @@ class ReadModels:
             )
         )
 
+    def file_row(self, file_id: str) -> dict[str, Any] | None:
+        rows = list(self.db.table("files").rows_where("file_id = ?", [file_id], limit=1))
+        return rows[0] if rows else None
+
+    def files_page(
+        self, account: str, *, name: str | None = None, before: list[Any] | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """An account's files, newest first, after the (received_at, receipt) `before` of the last
+        page (the REST API's pages)."""
+        where, args = ["account = ?"], [account]
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        if before is not None:
+            where.append("(received_at, receipt) < (?, ?)")
+            args += before
+        return list(
+            self.db.table("files").rows_where(
+                " AND ".join(where), args, order_by="received_at DESC, receipt DESC", limit=limit
+            )
+        )
+
+    def optouts_page(self, account: str, *, after: str = "", limit: int = 1000) -> list[str]:
+        rows = self.db.execute(
+            "SELECT msisdn FROM optouts WHERE account = ? AND msisdn > ? ORDER BY msisdn LIMIT ?", [account, after, limit]
+        )
+        return [row[0] for row in rows.fetchall()]
+
     def pending_batches(self, limit: int) -> list[dict[str, Any]]:
         return list(
             self.db.table("batches").rows_where(

@@ -53,7 +53,9 @@ OUTCOMES_BUFFER = 1000
 GROUP = 500
 GROUP_WAIT = 0.1  # seconds to wait for more outcomes before recording a group
 
-SUBSCRIPTION_TOPICS = (get_topic(Account.WebhookAdded), get_topic(Account.WebhookRemoved))
+SUBSCRIPTION_TOPICS = (
+    get_topic(Account.WebhookAdded), get_topic(Account.WebhookRemoved), get_topic(Account.WebhookSecretRotated)
+)
 SOURCE_KINDS = {get_topic(DeliveryLog.DeliveryReported): "delivery", get_topic(DeliveryLog.ReplyReceived): "reply"}
 TOPICS = (*SUBSCRIPTION_TOPICS, *SOURCE_KINDS)
 
@@ -107,6 +109,9 @@ class Subscriptions:
             hooks[event.url] = Subscription(event.url, event.secret, frozenset(event.events))
         elif isinstance(event, Account.WebhookRemoved):
             hooks.pop(event.url, None)
+        elif isinstance(event, Account.WebhookSecretRotated) and event.url in hooks:
+            old = hooks[event.url]
+            hooks[event.url] = Subscription(old.url, event.secret, old.events)
 
     def of(self, account: str) -> list[Subscription]:
         return list(self.by_account.get(_account_id(account), {}).values())
@@ -508,3 +513,50 @@ async def replay_webhooks(
         with trio.CancelScope(shield=True):
             await client.aclose()
     return summaries
+
+
+class ReplayRefused(Exception):
+    """A replay that cannot start: bad bounds, no such webhook."""
+
+
+def replay_range(
+    settings: Settings,
+    username: str,
+    since: str,
+    until: str | None,
+    url: str | None,
+    progress: Callable[[int, int], None] = lambda done, read: None,
+) -> dict[str, Any]:
+    """POST a range of an account's events again (the CLI's `webhook replay` and the REST API's),
+    in this thread with its own store and trio loop; the run is recorded on each webhook's log.
+    Returns {"webhooks": {url: counts}, "events", "delivered", "failed"}."""
+    from eventstore.store import open_store
+
+    try:
+        since_bound = ReplayBound.parse(since)
+        until_bound = ReplayBound.parse(until) if until else None
+    except ValueError:
+        raise ReplayRefused("since/until take a notification position (digits) or an ISO time") from None
+    store = open_store(settings.data_dir)
+    try:
+        hooks = store.account(username).webhooks
+        if url is not None and url not in hooks:
+            raise ReplayRefused(f"{username} has no webhook {url}")
+        if not hooks:
+            raise ReplayRefused(f"{username} has no webhooks")
+        pages = replay_pages(store, username, since_bound, until_bound, url)
+        summaries = trio.run(partial(replay_webhooks, pages, settings=settings, clock=_utc_now, progress=progress))
+        at = _utc_now().isoformat()
+        for hook_url in sorted(hooks if url is None else [url]):
+            summary = summaries.get(hook_url)
+            counts = summary.as_dict() if summary else {"events": 0, "delivered": 0, "failed": 0}
+            store.record_webhook_replay(username, hook_url, since=since, until=until, at=at, **counts)
+    finally:
+        store.close()
+    result = {hook_url: summary.as_dict() for hook_url, summary in sorted(summaries.items())}
+    total = {key: sum(s[key] for s in result.values()) for key in ("events", "delivered", "failed")}
+    return {"webhooks": result, **total}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -212,6 +212,13 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.webhooks.pop(self.url, None)
 
+    class WebhookSecretRotated(Aggregate.Event):
+        url: str
+        secret: str
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.webhooks[self.url] = {**aggregate.webhooks[self.url], "secret": self.secret}
+
     def __init__(
         self,
         username: str,
@@ -332,6 +339,11 @@ class Account(Aggregate):
         if url not in self.webhooks:
             raise DomainError(f"no webhook {url}")
         self.trigger_event(self.WebhookRemoved, url=url)
+
+    def rotate_webhook_secret(self, url: str, secret: str) -> None:
+        if url not in self.webhooks:
+            raise DomainError(f"no webhook {url}")
+        self.trigger_event(self.WebhookSecretRotated, url=url, secret=secret)
 
 
 class Routes(Aggregate):

@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS replies (
     id INTEGER PRIMARY KEY, message INTEGER NOT NULL, account TEXT NOT NULL, msisdn TEXT NOT NULL,
     text TEXT NOT NULL, at TEXT NOT NULL, opt_out INTEGER NOT NULL, gateway TEXT NOT NULL, reply_id TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS replies_message ON replies (message);
+CREATE INDEX IF NOT EXISTS replies_account ON replies (account, id);
 """
 
 # A message's row is written once; what happens to it later goes into narrow tables keyed like it
@@ -189,6 +190,8 @@ class History:
             self.conn.execute("BEGIN IMMEDIATE")  # nothing is attached yet
             self._create_schema()
             self.conn.execute("COMMIT")
+        elif not self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'replies_account'").fetchone():
+            self.conn.execute("CREATE INDEX IF NOT EXISTS replies_account ON replies (account, id)")  # added later
         self._attached: str | None = None  # the events file attached as `log`, for the SQL path
         self._files: dict[str, int] = {}
         self._batches: dict[str, tuple[int, str | None]] = {}
@@ -507,6 +510,28 @@ class History:
         last = rows[-1] if rows else None
         next_cursor = _encode_cursor(last[10], last[0]) if more and last is not None else None
         return {"messages": messages, "next": next_cursor}
+
+    def replies(self, account: str, *, after: int = 0, limit: int = 100, since: str | None = None) -> list[dict[str, Any]]:
+        """An account's replies, oldest first, after the reply key `after` (a page's last `key`)."""
+        where, args = ["r.account = ?", "r.id > ?"], [account, after]
+        if since is not None:
+            where.append("r.at >= ?")
+            args.append(since)
+        rows = self.conn.execute(
+            "SELECT r.id, r.message, f.file_id, f.name, r.msisdn, r.text, r.at, r.opt_out, r.gateway"  # noqa: S608
+            f" FROM replies r LEFT JOIN files f ON f.fkey = r.message >> {FILE_SHIFT}"
+            f" WHERE {' AND '.join(where)} ORDER BY r.id LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [
+            {
+                "key": row[0],
+                "message_id": message_id_text(UUID(row[2]), row[1] & INDEX_MASK) if row[2] else None,
+                "file_id": row[2], "file": row[3], "msisdn": row[4], "text": row[5], "at": row[6],
+                "opt_out": bool(row[7]), "gateway": row[8],
+            }
+            for row in rows
+        ]
 
     def iter_messages(self, query: HistoryQuery, page_size: int = 1000) -> Iterator[dict[str, Any]]:
         """Every message of the query, a page at a time (memory stays flat on any range)."""

@@ -559,6 +559,13 @@ class ReadModels:
             )
         )
 
+    def api_keys(self, account: str) -> list[dict[str, Any]]:
+        return list(
+            self.db.table("api_keys").rows_where(
+                "account = ?", [account], order_by="created_at", select="key_id, channel, created_at, revoked_at"
+            )
+        )
+
     def optouts_page(self, account: str, *, after: str = "", limit: int = 1000) -> list[str]:
         rows = self.db.execute(
             "SELECT msisdn FROM optouts WHERE account = ? AND msisdn > ? ORDER BY msisdn LIMIT ?", [account, after, limit]

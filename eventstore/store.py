@@ -266,6 +266,32 @@ class SmsStore(Application[UUID]):
             raise UnknownAccount(f"no account {username!r}") from None
         return account
 
+    def ledger(self, username: str) -> list[dict[str, Any]]:
+        """Every change of an account's credit balance, oldest first, each with the balance after
+        it: additions, reservations for files, refunds, transfers (the account's own events)."""
+        self.account(username)  # UnknownAccount
+        signs: dict[type, tuple[str, int]] = {
+            Account.CreditsAdded: ("added", +1), Account.CreditsReserved: ("reserved", -1),
+            Account.CreditsRefunded: ("refunded", +1), Account.CreditsTransferredOut: ("transferred_out", -1),
+            Account.CreditsTransferredIn: ("transferred_in", +1),
+        }
+        entries, balance = [], 0
+        for stored in self.recorder.select_events(account_id(username)):
+            event: Any = self.mapper.to_domain_event(stored)
+            kind = signs.get(type(event))
+            if kind is None:
+                continue
+            entry, sign = kind
+            amount = sign * int(event.amount)
+            balance += amount
+            entries.append({
+                "version": event.originator_version, "at": event.timestamp.isoformat(), "entry": entry,
+                "amount": amount, "balance": balance, "file_id": getattr(event, "file_id", None),
+                "counterparty": getattr(event, "to_account", None) or getattr(event, "from_account", None),
+                "reason": getattr(event, "reason", None),
+            })
+        return entries
+
     def add_credits(self, username: str, amount: int, reason: str = "manual") -> int:
         def command() -> int:
             account = self.account(username)
@@ -340,6 +366,27 @@ class SmsStore(Application[UUID]):
             self.save(account)
 
         self._retrying(command)
+
+    def rotate_webhook_secret(self, username: str, url: str, secret: str) -> None:
+        def command() -> None:
+            account = self.account(username)
+            account.rotate_webhook_secret(url, secret)
+            self.save(account)
+
+        self._retrying(command)
+
+    def webhook_deliveries(self, account: str, url: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """The settled POSTs to one webhook, oldest first, after the log version `after`: each
+        delivered (with the answer's status) or failed (with the last error), and replay runs."""
+        rows = []
+        for stored in self.recorder.select_events(webhook_log_id(account, url), gt=after or None, limit=limit):
+            event = self.mapper.to_domain_event(stored)
+            fields = {k: v for k, v in event.__dict__.items() if k not in ("originator_id", "originator_version", "timestamp")}
+            kind = type(event).__name__
+            if kind == "WebhookLogStarted":
+                continue
+            rows.append({"version": event.originator_version, "event": kind, **fields})
+        return rows
 
     def remove_webhook(self, username: str, url: str) -> None:
         def command() -> None:

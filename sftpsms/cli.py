@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -425,37 +424,36 @@ def cmd_webhook_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_webhook_replay(args: argparse.Namespace) -> int:
-    import trio
+def cmd_webhook_rotate(args: argparse.Namespace) -> int:
+    from sftpsms.webhooks import new_secret
 
-    from actors.file import utc_now
-    from actors.webhooks import ReplayBound, replay_pages, replay_webhooks
-
-    try:
-        since = ReplayBound.parse(args.since)
-        until = ReplayBound.parse(args.until) if args.until else None
-    except ValueError:
-        raise CliError("--since/--until take a notification position (digits) or an ISO time") from None
+    secret = new_secret()
     settings = _settings(args)
     with _store(settings) as store:
-        hooks = store.account(args.username).webhooks
-        if args.url is not None and args.url not in hooks:
-            raise CliError(f"{args.username} has no webhook {args.url}")
-        if not hooks:
-            raise CliError(f"{args.username} has no webhooks")
-        pages = replay_pages(store, args.username, since, until, args.url)
+        store.rotate_webhook_secret(args.username, args.url, secret)
+    text = (
+        f"webhook {args.url} of {args.username}: new signing secret (shown only now): {secret}\n"
+        f"POSTs from now on are signed with it; the old secret no longer verifies them."
+    )
+    _emit(args, {"username": args.username, "url": args.url, "secret": secret}, text)
+    return 0
 
-        def progress(done: int, read: int) -> None:
-            print(f"replayed {done} of {read} POSTs read so far", file=sys.stderr, flush=True)
 
-        summaries = trio.run(partial(replay_webhooks, pages, settings=settings, clock=utc_now, progress=progress))
-        at = utc_now().isoformat()
-        for url in sorted(hooks if args.url is None else [args.url]):
-            summary = summaries.get(url)
-            counts = summary.as_dict() if summary else {"events": 0, "delivered": 0, "failed": 0}
-            store.record_webhook_replay(args.username, url, since=args.since, until=args.until, at=at, **counts)
-    result = {url: summary.as_dict() for url, summary in sorted(summaries.items())}
-    total = {key: sum(s[key] for s in result.values()) for key in ("events", "delivered", "failed")}
+def cmd_webhook_replay(args: argparse.Namespace) -> int:
+    from actors.webhooks import ReplayRefused, replay_range
+
+    def progress(done: int, read: int) -> None:
+        print(f"replayed {done} of {read} POSTs read so far", file=sys.stderr, flush=True)
+
+    settings = _settings(args)
+    try:
+        replayed = replay_range(settings, args.username, args.since, args.until, args.url, progress)
+    except ReplayRefused as refused:
+        raise CliError(str(refused)) from None
+    except DomainError as error:
+        raise CliError(str(error)) from None
+    result = replayed["webhooks"]
+    total = {key: replayed[key] for key in ("events", "delivered", "failed")}
     if args.json:
         print(json.dumps({"username": args.username, "since": args.since, "until": args.until, "webhooks": result, **total}))
     else:
@@ -1167,6 +1165,14 @@ def build_parser() -> argparse.ArgumentParser:
     wremove.add_argument("username", type=_account_name)
     wremove.add_argument("url")
     wremove.set_defaults(func=cmd_webhook_remove)
+    wrotate = webhook.add_parser(
+        "rotate", parents=[common], help="give URL a new signing secret; prints it once",
+        description="Replace a webhook's signing secret. POSTs signed from then on use the new one "
+        "(the old one stops verifying them): update the receiver first or accept both for a while.",
+    )
+    wrotate.add_argument("username", type=_account_name)
+    wrotate.add_argument("url")
+    wrotate.set_defaults(func=cmd_webhook_rotate)
     wreplay = webhook.add_parser(
         "replay",
         parents=[common],

@@ -12,7 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from tests.receiver import running_receiver
 from tests.service import Service, running_service
 
 FILE = {
@@ -24,6 +26,14 @@ FILE = {
         {"msisdn": "not a number", "customerId": "C3"},
     ],
 }
+
+
+GATEWAYS = """
+[gateways.simulator]
+delay = 0.05
+reply_per_mille = 500
+reply_text = "Thanks, got it"
+"""
 
 
 class Api:
@@ -45,6 +55,8 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     data = tmp_path_factory.mktemp("rest") / "data"
+    data.mkdir()
+    (data / "gateways.toml").write_text(GATEWAYS)
     with running_service(data, "--http-port", "0") as service:
         assert service.http_port
         service.add_account("acme", credits=100)
@@ -222,3 +234,121 @@ def test_no_data_path_is_reachable_outside_the_account(api: Api, tmp_path: Path)
         for path in ("/api/v1/files/..%2F..%2Frival", "/api/v1/files/%2e%2e/original", "/api/v1/optouts/..%2F..%2Fx"):
             answer = client.get(path)
             assert answer.status_code in (400, 404, 405), (path, answer.status_code)
+
+
+def test_keys_are_listed_created_and_revoked_over_rest(api: Api) -> None:
+    with api.client("acme-sub") as client:
+        listed = client.get("/api/v1/keys").json()
+        assert listed["channels"] == {"sftp": False, "ftp": False, "rest": True}  # a new sub-account: rest only
+        assert [k["channel"] for k in listed["keys"]] == ["rest"]
+        created = client.post("/api/v1/keys", json={"channel": "sftp"})
+        assert created.status_code == 201
+        key = created.json()
+        assert key["secret"] and key["key_id"].startswith("ak_")
+        after = client.get("/api/v1/keys").json()
+        assert after["channels"]["sftp"] is True and "secret" not in str(after)
+        assert client.post("/api/v1/keys", json={"channel": "fax"}).status_code == 400
+        with httpx.Client(base_url=api.base, auth=(key["key_id"], key["secret"]), timeout=30) as sftp_key:
+            assert sftp_key.get("/api/v1/files").status_code == 401  # an sftp key is not a rest key
+        rest = client.post("/api/v1/keys", json={"channel": "rest"}).json()
+        with httpx.Client(base_url=api.base, auth=(rest["key_id"], rest["secret"]), timeout=30) as second:
+            assert second.get("/api/v1/credits").status_code == 200
+            revoked = client.delete(f"/api/v1/keys/{rest['key_id']}")
+            assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+            assert second.get("/api/v1/credits").status_code == 401  # at once: revoked through this server
+        assert client.delete(f"/api/v1/keys/{api.keys['acme'][0]}").status_code == 404  # another account's key
+    with api.client("acme") as parent:
+        assert parent.get("/api/v1/credits").status_code == 200
+
+
+def test_transfers_to_a_sub_account_and_the_ledger(api: Api) -> None:
+    with api.client("acme") as client:
+        before = client.get("/api/v1/credits").json()["credits"]
+        moved = client.post("/api/v1/transfers", json={"to": "acme-sub", "amount": 7})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["balances"] == {"acme": before - 7, "acme-sub": 7}
+        subs = client.get("/api/v1/subaccounts").json()["sub_accounts"]
+        assert [(s["username"], s["credits"]) for s in subs] == [("acme-sub", 7)]
+        too_much = client.post("/api/v1/transfers", json={"to": "acme-sub", "amount": 10**8})
+        assert too_much.status_code == 400 and too_much.json()["code"] == "InsufficientCredits"
+        assert client.post("/api/v1/transfers", json={"to": "rival", "amount": 1}).status_code == 404
+        entries = client.get("/api/v1/credits/ledger").json()["entries"]
+        assert entries[0]["entry"] == "added" and entries[-1]["entry"] == "transferred_out"
+        assert entries[-1]["amount"] == -7 and entries[-1]["balance"] == before - 7
+        assert any(e["entry"] == "reserved" and e["file_id"] for e in entries)
+        page = client.get("/api/v1/credits/ledger", params={"limit": 1}).json()
+        second = client.get("/api/v1/credits/ledger", params={"limit": 1, "cursor": page["next"]}).json()
+        assert [e["version"] for e in page["entries"] + second["entries"]] == [e["version"] for e in entries[:2]]
+    with api.client("acme-sub") as sub:
+        assert sub.post("/api/v1/transfers", json={"to": "acme", "amount": 1}).status_code == 404  # not its sub
+        assert sub.get("/api/v1/credits/ledger").json()["entries"][-1]["entry"] == "transferred_in"
+
+
+def test_replies_arrive_in_the_inbox(api: Api) -> None:
+    sftp_upload(api.service, "rival", "for-replies.json", FILE)
+    with api.client("rival") as client:
+        deadline = time.monotonic() + 30
+        replies: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not replies:
+            replies = client.get("/api/v1/replies").json()["replies"]
+            time.sleep(0.2)
+        assert replies and all(r["text"] == "Thanks, got it" and not r["opt_out"] for r in replies)
+        assert {r["msisdn"] for r in replies} <= {"27831234501", "27831234502"}
+    with api.client("acme") as other:
+        assert all(r["file"] != "for-replies.json" for r in other.get("/api/v1/replies").json()["replies"])
+
+
+def test_opt_outs_import_from_a_csv(api: Api) -> None:
+    csv_text = "msisdn,name\n0831110001,Ann\n+27 83 111 0002,Bo\n"
+    with api.client("rival") as client:
+        answer = client.post("/api/v1/optouts/import", files={"file": ("list.csv", csv_text.encode(), "text/csv")})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["added"] == ["27831110001", "27831110002"]
+        listed = client.get("/api/v1/optouts").json()["msisdns"]
+        assert {"27831110001", "27831110002"} <= set(listed)
+        bad = client.post("/api/v1/optouts/import", files={"file": ("list.csv", b"msisdn\nhello1\n", "text/csv")})
+        assert bad.status_code == 400
+
+
+def test_webhooks_added_rotated_logged_replayed_and_removed(api: Api) -> None:
+    with running_receiver() as receiver, api.client("acme") as client:
+        url = f"http://127.0.0.1:{receiver.port}/hook"
+        added = client.post("/api/v1/webhooks", json={"url": url, "events": ["delivery"]})
+        assert added.status_code == 201, added.text
+        first_secret = added.json()["secret"]
+        assert client.post("/api/v1/webhooks", json={"url": "ftp://x"}).status_code == 400
+        sftp_upload(api.service, "acme", "hooked.json", FILE)
+        before = receiver.wait(2)  # a delivery status for each of its two messages
+        assert Webhook(first_secret).verify(before[0].body, before[0].headers)
+        rotated = client.post("/api/v1/webhooks/rotate", json={"url": url})
+        assert rotated.status_code == 200
+        second_secret = rotated.json()["secret"]
+        assert second_secret != first_secret
+        sftp_upload(api.service, "acme", "hooked-again.json", FILE)
+        after = receiver.wait(4)[2:]
+        assert Webhook(second_secret).verify(after[0].body, after[0].headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(first_secret).verify(after[0].body, after[0].headers)
+        listed = client.get("/api/v1/webhooks").json()["webhooks"]
+        assert listed[0]["url"] == url and listed[0]["events"] == ["delivery"]
+        deadline = time.monotonic() + 30
+        deliveries: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(deliveries) < 4:
+            deliveries = client.get("/api/v1/webhooks/deliveries", params={"url": url}).json()["deliveries"]
+            time.sleep(0.2)
+        assert [d["event"] for d in deliveries] == ["WebhookDelivered"] * 4 and deliveries[0]["status_code"] == 200
+        originals = {r.id for r in receiver.received}
+        replayed = client.post("/api/v1/webhooks/replay", json={"url": url, "since": "0"})
+        assert replayed.status_code == 200, replayed.text
+        # Since position 0: the delivery statuses of every file of the account so far, the two
+        # above among them with the ids and bodies of the first time.
+        total = replayed.json()["delivered"]
+        assert total >= 4 and len(receiver.received) == 4 + total
+        again = {r.id: r.body for r in receiver.received[4:]}
+        assert originals <= set(again)
+        assert all(again[r.id] == r.body for r in receiver.received[:4])
+        assert client.post("/api/v1/webhooks/remove", json={"url": url}).status_code == 200
+        assert client.get("/api/v1/webhooks").json()["webhooks"] == []
+        assert client.post("/api/v1/webhooks/rotate", json={"url": url}).status_code == 404
+    with api.client("rival") as rival:
+        assert rival.get("/api/v1/webhooks/deliveries", params={"url": url}).status_code == 404

@@ -21,8 +21,6 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 
-import trio
-
 from actors.file import InFlight
 from actors.session import KEY_PREFIX, AccountGate, LoginBusy
 from actors.sftp_server import LoginRefused
@@ -96,8 +94,10 @@ class WebContext:
             self._checked.popitem(last=False)
         return principal
 
-    async def in_thread(self, function: Callable[[], object]) -> object:
-        return await trio.to_thread.run_sync(function)
+    def forget(self, key_id: str) -> None:
+        """A key revoked through this server stops working at once (not after AUTH_TTL)."""
+        for cached in [k for k in self._checked if k[0] == key_id]:
+            del self._checked[cached]
 
 
 def _basic(authorization: str | None) -> tuple[str, str]:

@@ -17,8 +17,10 @@ import base64
 import os
 import secrets
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import orjson
@@ -29,14 +31,20 @@ from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response
 
 from actors.file import file_report
+from actors.session import KEY_PREFIX
 from actors.web.app import ApiError
 from actors.web.context import Principal, WebContext
+from actors.webhooks import ReplayRefused, replay_range
+from eventstore.domain import WEBHOOK_EVENTS, DomainError, webhook_log_id
 from eventstore.history import STATUSES, History, HistoryError, HistoryQuery
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore
+from eventstore.store import SmsStore, UnknownApiKey
 from sftpsms import folders
+from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.names import quoted
 from sftpsms.numbers import normalise_msisdn
+from sftpsms.passwords import hash_password
+from sftpsms.webhooks import new_secret
 
 T = TypeVar("T")
 
@@ -417,7 +425,7 @@ async def list_optouts(
 
 async def _normalised(context: WebContext, account: str, raw: list[str]) -> list[str]:
     country = (await context.account(account)).country
-    numbers = []
+    numbers: list[str] = []
     for text in raw:
         number = normalise_msisdn(text, country)
         if number is None:
@@ -444,3 +452,388 @@ async def remove_optout(request: Request, caller: Caller, msisdn: str, account: 
     return {"account": who, "removed": numbers}
 
 
+
+
+async def _body_csv_numbers(file: UploadFile, limit: int) -> list[str]:
+    """The numbers of an uploaded CSV: the first column of every row (a header row without digits
+    is skipped), at most `limit` rows."""
+    import csv
+    import io
+
+    raw = await file.read(MAX_IMPORT_BYTES + 1)
+    if len(raw) > MAX_IMPORT_BYTES:
+        raise ApiError(413, f"the CSV is over {MAX_IMPORT_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the CSV is not UTF-8", "File.Corrupt") from None
+    numbers: list[str] = []
+    for row in csv.reader(io.StringIO(text)):
+        if not row or not row[0].strip():
+            continue
+        cell = row[0].strip()
+        if not numbers and not any(ch.isdigit() for ch in cell):
+            continue  # a header
+        numbers.append(cell)
+        if len(numbers) > limit:
+            raise ApiError(400, f"more than {limit} numbers in one import")
+    if not numbers:
+        raise ApiError(400, "the CSV holds no numbers")
+    return numbers
+
+
+MAX_IMPORT_BYTES = 8 << 20
+MAX_IMPORT_NUMBERS = 100_000
+
+
+@router.post("/optouts/import", response_model=OptOutsChanged, responses={**ERRORS, 413: {"model": ErrorOut}},
+             summary="opt out every number of a CSV (first column; a header row is skipped)")
+async def import_optouts(
+    request: Request, caller: Caller, file: Annotated[UploadFile, File(description="CSV, numbers in the first column")],
+    account: AccountParam = None,
+) -> Any:
+    context = context_of(request)
+    who = target(caller, account)
+    raw = await _body_csv_numbers(file, MAX_IMPORT_NUMBERS)
+    numbers = await _normalised(context, who, raw)
+    await context.store.run(partial(SmsStore.change_optouts, username=who, add=numbers))
+    return {"account": who, "added": numbers}
+
+
+# ---- replies -------------------------------------------------------------------------------
+
+
+class ReplyRow(BaseModel):
+    key: int
+    message_id: str | None
+    file_id: str | None
+    file: str | None
+    msisdn: str
+    text: str
+    at: str
+    opt_out: bool
+    gateway: str
+
+
+class RepliesPage(BaseModel):
+    replies: list[ReplyRow]
+    next: str | None
+
+
+@router.get("/replies", response_model=RepliesPage, responses=ERRORS, summary="replies to the account's messages, oldest first")
+async def list_replies(
+    request: Request, caller: Caller, account: AccountParam = None,
+    since: Annotated[str | None, Query(max_length=40, description="ISO-8601 UTC, inclusive")] = None,
+    limit: Limit = 100, cursor: CursorParam = None,
+) -> Any:
+    context = context_of(request)
+    who = target(caller, account)
+    after = _uncursor(cursor, 1)[0] if cursor else 0
+    if not isinstance(after, int):
+        raise ApiError(400, "not a cursor this API gave out")
+    rows = await in_thread(with_history(context, lambda h: h.replies(who, after=after, limit=limit + 1, since=since)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"replies": rows, "next": _cursor([rows[-1]["key"]]) if more and rows else None}
+
+
+# ---- credits: the ledger, sub-accounts and transfers ---------------------------------------------
+
+
+class LedgerEntry(BaseModel):
+    version: int
+    at: str
+    entry: str = Field(description="added, reserved, refunded, transferred_out or transferred_in")
+    amount: int
+    balance: int
+    file_id: str | None
+    counterparty: str | None
+    reason: str | None
+
+
+class LedgerPage(BaseModel):
+    account: str
+    entries: list[LedgerEntry]
+    next: str | None
+
+
+@router.get("/credits/ledger", response_model=LedgerPage, responses=ERRORS, summary="every change of the balance, oldest first")
+async def ledger(
+    request: Request, caller: Caller, account: AccountParam = None, limit: Limit = 100, cursor: CursorParam = None,
+) -> Any:
+    context = context_of(request)
+    who = target(caller, account)
+    after = _uncursor(cursor, 1)[0] if cursor else 0
+    if not isinstance(after, int):
+        raise ApiError(400, "not a cursor this API gave out")
+    entries = await context.store.run(partial(SmsStore.ledger, username=who))
+    entries = [entry for entry in entries if entry["version"] > after]
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return {"account": who, "entries": entries, "next": _cursor([entries[-1]["version"]]) if more and entries else None}
+
+
+class SubAccount(BaseModel):
+    username: str
+    credits: int
+    created_at: str
+
+
+class SubAccounts(BaseModel):
+    account: str
+    sub_accounts: list[SubAccount]
+
+
+@router.get("/subaccounts", response_model=SubAccounts, responses=ERRORS, summary="your sub-accounts and their balances")
+async def sub_accounts(request: Request, caller: Caller) -> Any:
+    context = context_of(request)
+    parent = await context.account(caller.account)
+    subs = [await context.account(name) for name in parent.sub_accounts]
+    return {
+        "account": caller.account,
+        "sub_accounts": [{"username": s.username, "credits": s.balance, "created_at": s.created_at} for s in subs],
+    }
+
+
+class TransferIn(BaseModel):
+    to: str = Field(..., max_length=64, description="one of your sub-accounts")
+    amount: int = Field(..., gt=0, le=1_000_000_000)
+
+
+class TransferOut(BaseModel):
+    from_account: str
+    to: str
+    amount: int
+    balances: dict[str, int]
+
+
+@router.post("/transfers", response_model=TransferOut, responses=ERRORS, summary="move credits to a sub-account")
+async def transfer(request: Request, caller: Caller, order: TransferIn) -> Any:
+    context = context_of(request)
+    parent = await context.account(caller.account)
+    if order.to not in parent.sub_accounts:
+        raise ApiError(404, f"no such sub-account: {order.to}")
+    if parent.balance < order.amount:
+        raise ApiError(400, f"{caller.account} has {parent.balance} credits, not {order.amount}", "InsufficientCredits")
+    try:
+        mine, theirs = await context.store.run(
+            partial(SmsStore.transfer_credits, parent=caller.account, sub=order.to, amount=order.amount)
+        )
+    except DomainError as error:
+        raise ApiError(400, str(error), "InsufficientCredits" if "credit" in str(error).lower() else None) from None
+    return {"from_account": caller.account, "to": order.to, "amount": order.amount,
+            "balances": {caller.account: mine, order.to: theirs}}
+
+
+# ---- API keys ------------------------------------------------------------------------------
+
+
+class KeyRow(BaseModel):
+    key_id: str
+    channel: str
+    created_at: str
+    revoked_at: str | None
+
+
+class KeysOut(BaseModel):
+    account: str
+    keys: list[KeyRow]
+    channels: dict[str, bool]
+
+
+class KeyIn(BaseModel):
+    channel: str = Field(..., description=f"one of {', '.join(CHANNELS)}")
+
+
+class KeyCreated(KeyRow):
+    secret: str = Field(description="shown only in this answer")
+
+
+def _channels(account: Any) -> dict[str, bool]:
+    created = datetime.fromisoformat(account.created_at)
+    return {channel: channel_active(created, channel, account.channels_with_keys) for channel in CHANNELS}
+
+
+@router.get("/keys", response_model=KeysOut, responses=ERRORS, summary="the account's API keys and which channels are on")
+async def list_keys(request: Request, caller: Caller, account: AccountParam = None) -> Any:
+    context = context_of(request)
+    who = target(caller, account)
+    found = await context.account(who)
+    rows = await models(context, lambda m: m.api_keys(who))
+    return {"account": who, "keys": rows, "channels": _channels(found)}
+
+
+@router.post("/keys", response_model=KeyCreated, status_code=201, responses=ERRORS, summary="create a key (activates its channel)")
+async def create_key(request: Request, caller: Caller, order: KeyIn) -> Any:
+    context = context_of(request)
+    if order.channel not in CHANNELS:
+        raise ApiError(400, f"a channel is one of {', '.join(CHANNELS)}")
+    key_id = KEY_PREFIX + secrets.token_hex(8)
+    secret = secrets.token_urlsafe(24)
+    hashed = await in_thread(partial(hash_password, secret))
+    now = context.clock()
+    await context.store.run(
+        partial(SmsStore.create_api_key, username=caller.account, key_id=key_id, channel=order.channel, secret_hash=hashed, now=now)
+    )
+    return {"key_id": key_id, "channel": order.channel, "created_at": now.isoformat(), "revoked_at": None, "secret": secret}
+
+
+@router.delete("/keys/{key_id}", response_model=KeyRow, responses=ERRORS, summary="revoke a key (its channel closes with its last key)")
+async def revoke_key(request: Request, caller: Caller, key_id: str) -> Any:
+    context = context_of(request)
+    try:
+        key = await context.store.run(partial(SmsStore.api_key, key_id=key_id))
+    except (UnknownApiKey, DomainError):
+        raise ApiError(404, f"no such key: {key_id}") from None
+    if key.account != caller.account:
+        raise ApiError(404, f"no such key: {key_id}")
+    if key.revoked_at is None:
+        key = await context.store.run(partial(SmsStore.revoke_api_key, key_id=key_id, now=context.clock()))
+        context.forget(key_id)
+    return {"key_id": key_id, "channel": key.channel, "created_at": key.created_at, "revoked_at": key.revoked_at}
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookRow(BaseModel):
+    url: str
+    events: list[str]
+    delivered: int
+    failed: int
+
+
+class WebhooksOut(BaseModel):
+    account: str
+    webhooks: list[WebhookRow]
+
+
+class WebhookIn(BaseModel):
+    url: str = Field(..., max_length=2000, description="http:// or https://")
+    events: list[str] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), description="delivery, reply or both")
+
+
+class WebhookSecret(BaseModel):
+    url: str
+    events: list[str]
+    secret: str = Field(description="the signing secret (Standard Webhooks), shown only in this answer")
+
+
+class WebhookRef(BaseModel):
+    url: str = Field(..., max_length=2000)
+
+
+class WebhookReplayIn(WebhookRef):
+    since: str = Field(..., max_length=40, description="a notification position (digits) or an ISO time")
+    until: str | None = Field(None, max_length=40)
+
+
+class WebhookReplayOut(BaseModel):
+    webhooks: dict[str, dict[str, int]]
+    events: int
+    delivered: int
+    failed: int
+
+
+class DeliveryRow(BaseModel):
+    version: int
+    event: str = Field(description="WebhookDelivered, WebhookFailed or WebhookReplay")
+    model_config = {"extra": "allow"}
+
+
+class DeliveriesPage(BaseModel):
+    url: str
+    deliveries: list[DeliveryRow]
+    next: str | None
+
+
+async def _hooks(context: WebContext, account: str) -> dict[str, Any]:
+    return dict((await context.account(account)).webhooks)
+
+
+@router.get("/webhooks", response_model=WebhooksOut, responses=ERRORS, summary="the account's webhooks, with delivered/failed counts")
+async def list_webhooks(request: Request, caller: Caller) -> Any:
+    context = context_of(request)
+
+    def counts(store: SmsStore, url: str) -> tuple[int, int]:
+        if not store.exists(webhook_log_id(caller.account, url)):
+            return 0, 0
+        log = store.webhook_log(caller.account, url)
+        return int(log.delivered), int(log.failed)
+
+    rows = []
+    for url, hook in sorted((await _hooks(context, caller.account)).items()):
+        delivered, failed = await context.store.run(partial(counts, url=url))
+        rows.append({"url": url, "events": list(hook["events"]), "delivered": delivered, "failed": failed})
+    return {"account": caller.account, "webhooks": rows}
+
+
+@router.post("/webhooks", response_model=WebhookSecret, status_code=201, responses=ERRORS, summary="POST the account's events to a URL")
+async def add_webhook(request: Request, caller: Caller, order: WebhookIn) -> Any:
+    context = context_of(request)
+    parts = urlsplit(order.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiError(400, f"{quoted(order.url)} is not an http:// or https:// URL")
+    secret = new_secret()
+    try:
+        await context.store.run(
+            partial(SmsStore.add_webhook, username=caller.account, url=order.url, secret=secret, events=order.events)
+        )
+    except DomainError as error:
+        raise ApiError(400, str(error)) from None
+    return {"url": order.url, "events": sorted(set(order.events)), "secret": secret}
+
+
+@router.post("/webhooks/remove", response_model=WebhookRef, responses=ERRORS, summary="stop POSTing to a URL")
+async def remove_webhook(request: Request, caller: Caller, order: WebhookRef) -> Any:
+    context = context_of(request)
+    if order.url not in await _hooks(context, caller.account):
+        raise ApiError(404, f"no such webhook: {order.url}")
+    await context.store.run(partial(SmsStore.remove_webhook, username=caller.account, url=order.url))
+    return {"url": order.url}
+
+
+@router.post("/webhooks/rotate", response_model=WebhookSecret, responses=ERRORS, summary="a new signing secret for a URL")
+async def rotate_webhook(request: Request, caller: Caller, order: WebhookRef) -> Any:
+    context = context_of(request)
+    hooks = await _hooks(context, caller.account)
+    if order.url not in hooks:
+        raise ApiError(404, f"no such webhook: {order.url}")
+    secret = new_secret()
+    await context.store.run(
+        partial(SmsStore.rotate_webhook_secret, username=caller.account, url=order.url, secret=secret)
+    )
+    return {"url": order.url, "events": list(hooks[order.url]["events"]), "secret": secret}
+
+
+@router.get("/webhooks/deliveries", response_model=DeliveriesPage, responses=ERRORS, summary="a webhook's delivery log")
+async def webhook_deliveries(
+    request: Request, caller: Caller, url: Annotated[str, Query(max_length=2000)], limit: Limit = 100,
+    cursor: CursorParam = None,
+) -> Any:
+    context = context_of(request)
+    if url not in await _hooks(context, caller.account):
+        raise ApiError(404, f"no such webhook: {url}")
+    after = _uncursor(cursor, 1)[0] if cursor else 0
+    if not isinstance(after, int):
+        raise ApiError(400, "not a cursor this API gave out")
+    rows = await context.store.run(
+        partial(SmsStore.webhook_deliveries, account=caller.account, url=url, after=after, limit=limit + 1)
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"url": url, "deliveries": rows, "next": _cursor([rows[-1]["version"]]) if more and rows else None}
+
+
+@router.post("/webhooks/replay", response_model=WebhookReplayOut, responses=ERRORS,
+             summary="POST a range of events again, with the same webhook ids and bodies")
+async def replay(request: Request, caller: Caller, order: WebhookReplayIn) -> Any:
+    context = context_of(request)
+    if order.url not in await _hooks(context, caller.account):
+        raise ApiError(404, f"no such webhook: {order.url}")
+    try:
+        return await in_thread(
+            partial(replay_range, context.settings, caller.account, order.since, order.until, order.url)
+        )
+    except ReplayRefused as refused:
+        raise ApiError(400, str(refused)) from None

@@ -174,34 +174,66 @@ def test_an_upload_over_rest_gets_the_same_report_as_one_over_sftp(api: Api) -> 
 
 
 def test_every_route_as_another_account_or_a_sub_account_is_404(api: Api) -> None:
+    """Each operation of the OpenAPI document, aimed at acme's data by rival (another account) and by
+    acme-sub (acme's sub-account: a child does not see its parent). The table must name every
+    operation, so a new route cannot be left out."""
     report = sftp_upload(api.service, "acme", "private.json", FILE)
     file_id = report["file_id"]
-    routes = [
-        ("GET", f"/api/v1/files/{file_id}", {}),
-        ("GET", f"/api/v1/files/{file_id}/original", {}),
-        ("GET", f"/api/v1/files/{file_id}/messages", {}),
-        ("GET", "/api/v1/files", {"account": "acme"}),
-        ("GET", "/api/v1/messages", {"account": "acme"}),
-        ("GET", "/api/v1/account", {"account": "acme"}),
-        ("GET", "/api/v1/credits", {"account": "acme"}),
-        ("GET", "/api/v1/optouts", {"account": "acme"}),
-        ("POST", "/api/v1/optouts", {"account": "acme"}),
-        ("DELETE", "/api/v1/optouts/0831234599", {"account": "acme"}),
-    ]
-    for who in ("rival", "acme-sub"):
-        with api.client(who) as client:
-            for method, path, params in routes:
-                body = {"msisdns": ["0831234599"]} if method == "POST" else None
-                answer = client.request(method, path, params=params, json=body)
-                assert answer.status_code == 404, (who, method, path, answer.text)
-                assert answer.json()["error"]
-    with api.client("acme") as parent:
-        assert parent.get("/api/v1/account", params={"account": "acme-sub"}).json()["username"] == "acme-sub"
-        assert parent.get("/api/v1/files", params={"account": "acme-sub"}).status_code == 200
-        assert parent.get("/api/v1/files", params={"account": "rival"}).status_code == 404
-        assert parent.get("/api/v1/files/not-a-uuid").status_code == 404
-    with api.client("acme") as client:
-        assert "acme-sub" not in str(client.get("/api/v1/optouts").json())
+    acme_key = api.keys["acme"][0]
+    with running_receiver() as receiver, api.client("acme") as owner:
+        hook = owner.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["reply"]})
+        assert hook.status_code == 201
+        theirs = {"account": "acme"}
+        routes: dict[tuple[str, str], tuple[str, dict[str, Any], Any]] = {
+            ("GET", "/api/v1/account"): ("/api/v1/account", theirs, None),
+            ("GET", "/api/v1/credits"): ("/api/v1/credits", theirs, None),
+            ("GET", "/api/v1/credits/ledger"): ("/api/v1/credits/ledger", theirs, None),
+            ("GET", "/api/v1/files"): ("/api/v1/files", theirs, None),
+            ("GET", "/api/v1/files/{file_id}"): (f"/api/v1/files/{file_id}", {}, None),
+            ("GET", "/api/v1/files/{file_id}/original"): (f"/api/v1/files/{file_id}/original", {}, None),
+            ("GET", "/api/v1/files/{file_id}/messages"): (f"/api/v1/files/{file_id}/messages", {}, None),
+            ("GET", "/api/v1/messages"): ("/api/v1/messages", theirs, None),
+            ("GET", "/api/v1/replies"): ("/api/v1/replies", theirs, None),
+            ("GET", "/api/v1/optouts"): ("/api/v1/optouts", theirs, None),
+            ("POST", "/api/v1/optouts"): ("/api/v1/optouts", theirs, {"msisdns": ["0831234599"]}),
+            ("POST", "/api/v1/optouts/import"): ("/api/v1/optouts/import", theirs, "csv"),
+            ("DELETE", "/api/v1/optouts/{msisdn}"): ("/api/v1/optouts/0831234599", theirs, None),
+            ("GET", "/api/v1/keys"): ("/api/v1/keys", theirs, None),
+            ("DELETE", "/api/v1/keys/{key_id}"): (f"/api/v1/keys/{acme_key}", {}, None),
+            ("GET", "/api/v1/webhooks/deliveries"): ("/api/v1/webhooks/deliveries", {"url": receiver.url}, None),
+            ("POST", "/api/v1/webhooks/remove"): ("/api/v1/webhooks/remove", {}, {"url": receiver.url}),
+            ("POST", "/api/v1/webhooks/rotate"): ("/api/v1/webhooks/rotate", {}, {"url": receiver.url}),
+            ("POST", "/api/v1/webhooks/replay"): ("/api/v1/webhooks/replay", {}, {"url": receiver.url, "since": "0"}),
+            ("POST", "/api/v1/transfers"): ("/api/v1/transfers", {}, {"to": "acme-sub", "amount": 1}),
+        }
+        # Operations that only ever act on the caller's own account (nothing of another to aim at).
+        own_only = {("GET", "/api/v1/subaccounts"), ("GET", "/api/v1/webhooks"), ("POST", "/api/v1/webhooks"),
+                    ("POST", "/api/v1/keys"), ("POST", "/api/v1/files")}
+        document = httpx.get(f"{api.base}/openapi.json").json()
+        operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+        assert operations == set(routes) | own_only
+        for who in ("rival", "acme-sub"):
+            with api.client(who) as client:
+                for (method, _), (path, params, body) in routes.items():
+                    if body == "csv":
+                        answer = client.post(path, params=params, files={"file": ("x.csv", b"0831234599\n", "text/csv")})
+                    else:
+                        answer = client.request(method, path, params=params, json=body)
+                    assert answer.status_code == 404, (who, method, path, answer.text)
+                    assert answer.json()["error"]
+                own = client.get("/api/v1/subaccounts").json()
+                assert own["account"] == who and "acme" not in [s["username"] for s in own["sub_accounts"]]
+                assert client.get("/api/v1/webhooks").json()["webhooks"] == []
+        # Nothing of acme's changed: its key works, its webhook and opt-outs are as they were.
+        assert owner.get("/api/v1/credits").status_code == 200
+        assert [h["url"] for h in owner.get("/api/v1/webhooks").json()["webhooks"]] == [receiver.url]
+        assert "27831234599" not in owner.get("/api/v1/optouts").json()["msisdns"]
+        assert owner.post("/api/v1/webhooks/remove", json={"url": receiver.url}).status_code == 200
+        # The parent reads its sub-account's data; no one reads a stranger's.
+        assert owner.get("/api/v1/account", params={"account": "acme-sub"}).json()["username"] == "acme-sub"
+        assert owner.get("/api/v1/files", params={"account": "acme-sub"}).status_code == 200
+        assert owner.get("/api/v1/files", params={"account": "rival"}).status_code == 404
+        assert owner.get("/api/v1/files/not-a-uuid").status_code == 404
 
 
 def test_a_revoked_key_stops_working(api: Api) -> None:

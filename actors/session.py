@@ -36,6 +36,7 @@ SESSION_BUFFER = 0
 WATCH_INTERVAL = 1.0
 KEY_PREFIX = "ak_"
 BAD_LOGIN = "invalid username or password"
+WEB = "web"  # the control panel's gate: the account's username and password only
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,9 @@ class AccountGate:
 
     async def _login(self, username: str, password: str, peer: str) -> Login:
         if username.startswith(KEY_PREFIX):
+            if self.channel == WEB:  # the control panel takes the account's own password, never a key
+                await self.rules.verify(None, password)  # the same time as a wrong password
+                raise LoginRefused(BAD_LOGIN)
             return await self._key_login(username, password, peer)
         try:
             account: Account | None = await self.store.run(lambda s: s.account(username))
@@ -267,6 +271,8 @@ class AccountGate:
         return await self._admit(key.account, peer, key_id=key_id)
 
     def _channel_open(self, account: Account) -> bool:
+        if self.channel == WEB:
+            return True  # the control panel is every account's own: no key opens or closes it
         return channel_active(datetime.fromisoformat(account.created_at), self.channel, account.channels_with_keys)
 
     async def _admit(self, username: str, peer: str, key_id: str | None) -> Login:

@@ -43,7 +43,7 @@ from actors.pass_one import PassOneWorkers
 from actors.projector import Projector
 from actors.receipts import ReportRecorder, run_receipts
 from actors.recovery import run_recovery
-from actors.session import AccountGate, DoorRules
+from actors.session import WEB, AccountGate, DoorRules
 from actors.sftp_server import DoorLimits, serve_sftp
 from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
@@ -184,6 +184,10 @@ async def run_service(
                 web = WebContext(
                     settings=settings, store=store_client.clone(), gate=rest_gate, in_flight=in_flight, clock=clock,
                     catch_up=projector.catch_up,
+                    panel_gate=AccountGate(
+                        rules=door_rules, settings=settings, store=store_client.clone(), nursery=nursery,
+                        arrivals=arrivals_send.clone(), in_flight=in_flight, clock=clock, channel=WEB,
+                    ),
                 )
                 http_port = await nursery.start(
                     partial(serve_http, routes, host=settings.http_host, port=settings.http_port, context=web)

@@ -511,6 +511,39 @@ class History:
         next_cursor = _encode_cursor(last[10], last[0]) if more and last is not None else None
         return {"messages": messages, "next": next_cursor}
 
+    def file_counts(self, file_id: str) -> dict[str, int]:
+        """How many of a file's messages are in each status (STATUSES), for live progress."""
+        row = self.conn.execute("SELECT fkey FROM files WHERE file_id = ?", [file_id]).fetchone()
+        counts = dict.fromkeys(STATUSES, 0)
+        if row is None:
+            return counts
+        low, high = message_key(int(row[0]), 0), message_key(int(row[0]), INDEX_MASK)
+        for status, count in self.conn.execute(
+            f"SELECT {STATUS} AS status, count(*) FROM messages m"  # noqa: S608
+            " LEFT JOIN sent s ON s.id = m.id LEFT JOIN outcomes o ON o.id = m.id"
+            " WHERE m.id BETWEEN ? AND ? GROUP BY status",
+            [low, high],
+        ):
+            counts[status] = int(count)
+        return counts
+
+    def activity(self, account: str, since: str, *, by: str = "hour") -> list[dict[str, Any]]:
+        """Messages sent (submitted) per hour or day since `since` (ISO-8601 UTC, on the time
+        queued), with how many of them were delivered and failed: the control panel's chart."""
+        width = {"hour": 13, "day": 10}[by]
+        rows = self.conn.execute(
+            f"SELECT substr(s.submitted_at, 1, {width}) AS slot, count(*),"  # noqa: S608
+            " sum(o.status = 'delivered'), sum(o.status = 'failed')"
+            " FROM messages m JOIN sent s ON s.id = m.id"
+            " LEFT JOIN outcomes o ON o.id = m.id WHERE m.account = ? AND m.queued_at >= ?"
+            " GROUP BY slot ORDER BY slot",
+            [account, since],
+        ).fetchall()
+        return [
+            {"slot": row[0], "sent": int(row[1]), "delivered": int(row[2] or 0), "failed": int(row[3] or 0)}
+            for row in rows
+        ]
+
     def replies(self, account: str, *, after: int = 0, limit: int = 100, since: str | None = None) -> list[dict[str, Any]]:
         """An account's replies, oldest first, after the reply key `after` (a page's last `key`)."""
         where, args = ["r.account = ?", "r.id > ?"], [account, after]

@@ -85,6 +85,22 @@ def _inbound_endpoint(handler: Handler) -> Any:
     return endpoint
 
 
+def _wants_html(request: Request) -> bool:
+    """A browser on a control panel page (not the API, not a gateway) gets an HTML error page."""
+    path = request.url.path
+    if path.startswith(("/api/", "/gateways/", "/openapi.json", "/health", "/progress")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _html_error(request: Request, status: int, message: str) -> Response:
+    from actors.web.panel import templates
+
+    response = templates.TemplateResponse(request, "error.html", {"status": status, "message": message}, status_code=status)
+    response.headers["content-security-policy"] = "default-src 'none'; style-src 'self'; frame-ancestors 'none'"
+    return response
+
+
 def build_app(routes: Routes, context: WebContext | None = None) -> FastAPI:
     """One app for the node: `routes` (the HTTP gateways' inbound endpoints), GET /health and, given
     a context, the REST API under /api/v1/ with its OpenAPI document at /openapi.json."""
@@ -106,10 +122,12 @@ def build_app(routes: Routes, context: WebContext | None = None) -> FastAPI:
                 Route(path, _inbound_endpoint(handler), methods=[method], include_in_schema=False)
             )
     if context is not None:
-        from actors.web.rest import router
+        from actors.web.panel import router as panel
+        from actors.web.rest import router as rest
 
         app.state.context = context
-        app.include_router(router)
+        app.include_router(rest)
+        app.include_router(panel)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -118,6 +136,8 @@ def build_app(routes: Routes, context: WebContext | None = None) -> FastAPI:
             message = f"no such endpoint: {request.url.path}"
         elif error.status_code == 405:
             message = f"{request.method} not allowed"
+        if _wants_html(request):
+            return _html_error(request, error.status_code, message)
         return error_response(error.status_code, message, headers=error.headers or ())
 
     @app.exception_handler(RequestValidationError)
@@ -130,6 +150,8 @@ def build_app(routes: Routes, context: WebContext | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def refused(request: Request, error: ApiError) -> Response:
+        if _wants_html(request):
+            return _html_error(request, error.status, error.message)
         return error_response(error.status, error.message, error.code, error.headers)
 
     @app.exception_handler(Exception)

@@ -56,6 +56,7 @@ class WebContext:
     in_flight: InFlight
     clock: Callable[[], datetime]
     catch_up: Callable[[], Awaitable[object]]  # the read models up to the log's end (read your writes)
+    panel_gate: AccountGate | None = None  # channel "web": the control panel's logins
 
     def __post_init__(self) -> None:
         self._checked: OrderedDict[tuple[str, bytes], tuple[float, Principal]] = OrderedDict()

@@ -140,6 +140,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 f"data in {settings.data_dir.resolve()}",
                 flush=True,
             )
+            if running.http_port is not None:
+                print(
+                    f"control panel: http://{settings.http_host}:{running.http_port}/ (log in as the account);"
+                    f" REST API: http://{settings.http_host}:{running.http_port}/api/v1/ (a rest key)",
+                    flush=True,
+                )
 
     try:
         run(main)

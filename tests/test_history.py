@@ -222,6 +222,46 @@ def test_sql_and_general_paths_in_any_steps_and_a_rebuild_give_identical_content
     assert table_digests(whole.conn) == expected
 
 
+def test_a_catch_up_far_behind_builds_the_message_indexes_once_at_the_end(
+    store: SmsStore, tmp_path: Path, populated: dict[str, UUID]
+) -> None:
+    import eventstore.history as module
+
+    indexed = History(tmp_path / "indexed.db")
+    indexed.catch_up(store)  # a few hundred positions: under DEFER_LAG, the indexes stay up
+    expected = table_digests(indexed.conn)
+    names = set(module.MESSAGE_INDEXES)
+
+    def indexes(history: History) -> set[str]:
+        rows = history.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        return {row[0] for row in rows} & names
+
+    assert indexes(indexed) == names
+    original = module.DEFER_LAG, module.SQL_WINDOW
+    module.DEFER_LAG, module.SQL_WINDOW = 10, 5  # "far behind" is now ten positions
+    try:
+        deferred = History(tmp_path / "deferred.db")
+        position, done = deferred.catch_up(store, max_pages=1)
+        while deferred.conn.execute("SELECT count(*) FROM messages").fetchone()[0] < 2:
+            position, done = deferred.catch_up(store, max_pages=1)  # until a few messages are in
+        assert not done and 0 < position < store.last_position()
+        assert indexes(deferred) == set()  # dropped for the catch-up ...
+        number = indexed.page(HistoryQuery(msisdn="27831110000"))["messages"]
+        partial = deferred.page(HistoryQuery(msisdn="27831110000"))["messages"]
+        assert partial and [m["message_id"] for m in partial] == [m["message_id"] for m in number][: len(partial)]
+        assert deferred.page(HistoryQuery(account="acme"), limit=2)["messages"]  # ... queries still answered
+        reopened = History(tmp_path / "deferred.db")  # another process finishes the catch-up
+        assert reopened.catch_up(store)[1]
+        assert indexes(reopened) == names  # built once the log's end is reached
+        assert table_digests(reopened.conn) == expected
+        assert reopened.page(HistoryQuery(msisdn="27831110000"))["messages"] == number
+        # Not deferred when the history already holds more than the lag's worth of messages.
+        module.DEFER_LAG = 1
+        assert reopened.catch_up(store)[1] and indexes(reopened) == names
+    finally:
+        module.DEFER_LAG, module.SQL_WINDOW = original
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()

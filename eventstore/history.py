@@ -578,7 +578,7 @@ class History:
         rows = self.conn.execute(
             f"SELECT substr(s.submitted_at, 1, {width}) AS slot, count(*),"  # noqa: S608
             " sum(o.status = 'delivered'), sum(o.status = 'failed')"
-            " FROM messages m JOIN sent s ON s.id = m.id"
+            f" FROM messages m {self._index('messages_account')} JOIN sent s ON s.id = m.id"
             " LEFT JOIN outcomes o ON o.id = m.id WHERE m.account = ? AND m.queued_at >= ?"
             " GROUP BY slot ORDER BY slot",
             [account, since],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
@@ -260,6 +261,25 @@ def test_a_catch_up_far_behind_builds_the_message_indexes_once_at_the_end(
         assert reopened.catch_up(store)[1] and indexes(reopened) == names
     finally:
         module.DEFER_LAG, module.SQL_WINDOW = original
+
+
+def test_an_older_history_gets_todays_indexes_when_opened(tmp_path: Path) -> None:
+    import eventstore.history as module
+
+    path = tmp_path / "old.db"
+    History(path).close()
+    old = sqlite3.connect(path)
+    old.execute("DROP INDEX messages_msisdn")
+    old.execute("CREATE INDEX messages_msisdn ON messages (msisdn, queued_at)")  # an earlier definition
+    old.execute("DROP INDEX replies_account")  # not there before
+    old.commit()
+    old.close()
+    History(path).close()
+    check = sqlite3.connect(path)
+    found = dict(check.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"))
+    assert found["messages_msisdn"] == f"CREATE INDEX messages_msisdn {module.MESSAGE_INDEXES['messages_msisdn']}"
+    assert found["replies_account"] == "CREATE INDEX replies_account ON replies (account, id)"
+    check.close()
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -38,7 +38,7 @@ from actors.notifier import Notify
 from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
-from eventstore.domain import File, InsufficientBalance
+from eventstore.domain import MAX_ERRORS_IN_EVENT, File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import Attempt, SmsStore
 from sftpsms import filing, folders
@@ -70,6 +70,15 @@ Clock = Callable[[], datetime]
 T = TypeVar("T")
 # Codes a file fails with before its content was judged (the rest are ParseFailed).
 NOT_PARSE_CODES = {ErrorCode.DUPLICATE_FOUND, ErrorCode.INSUFFICIENT_CREDITS, ErrorCode.INTERNAL_SERVER_ERROR}
+
+
+# Details of the failures a file meets before pass 1 (a validation reports the same words).
+INCOMPLETE_DETAIL = "upload incomplete"
+NO_ENTRY_PROCESSED = "no entry of the zip was processed"
+
+
+def duplicate_detail(name: str) -> str:
+    return f"a file named {name!r} was processed for this account in the last 48 hours"
 
 
 def utc_now() -> datetime:
@@ -250,16 +259,11 @@ async def receive_and_run(
     try:
         await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
         if incomplete:
-            await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
+            await _fail(context, receipt.file_id, ErrorCode.CORRUPT, INCOMPLETE_DETAIL)
         elif receipt.duplicate_of is not None and not folders.is_zip(name):
             # A zip's name need not be unique (upstream: "The .zip file names don't need to be
             # unique"); its entries' names are, and each entry's own receipt checks that.
-            await _fail(
-                context,
-                receipt.file_id,
-                ErrorCode.DUPLICATE_FOUND,
-                f"a file named {name!r} was processed for this account in the last 48 hours",
-            )
+            await _fail(context, receipt.file_id, ErrorCode.DUPLICATE_FOUND, duplicate_detail(name))
         else:
             await run_file(context, receipt.file_id)
             return receipt.file_id
@@ -688,19 +692,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     plan = planned.plan
     assert plan is not None
     checked = time.perf_counter()
-    summary = {
-        "contacts": plan.contacts,
-        "messages": plan.messages,
-        "rejected": plan.rejected,
-        "optouts": plan.optouts,
-        "parts": plan.parts,
-        "batches": batch_count(plan.contacts),
-        "sender_id": plan.sender_id,
-        "not_before": plan.not_before.isoformat() if plan.not_before else None,
-        "expires_at": plan.expires_at.isoformat() if plan.expires_at else None,
-        "email": plan.header.email,
-        "warnings": list(plan.header.warnings),
-    }
+    summary = plan_summary(plan)
     try:
         await context.store.run(lambda s: s.accept_file(file.id, credits=plan.credits, summary=summary))
     except InsufficientBalance as short:
@@ -737,6 +729,40 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     )
 
 
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What FileAccepted records of a plan (with the credits reserved beside it)."""
+    return {
+        "contacts": plan.contacts,
+        "messages": plan.messages,
+        "rejected": plan.rejected,
+        "optouts": plan.optouts,
+        "parts": plan.parts,
+        "batches": batch_count(plan.contacts),
+        "sender_id": plan.sender_id,
+        "not_before": plan.not_before.isoformat() if plan.not_before else None,
+        "expires_at": plan.expires_at.isoformat() if plan.expires_at else None,
+        "email": plan.header.email,
+        "warnings": list(plan.header.warnings),
+    }
+
+
+def envelope_summary(warnings: list[str]) -> dict[str, Any]:
+    """What FileAccepted records of a zip with at least one entry processed: no contacts of its own."""
+    return {
+        "contacts": 0,
+        "messages": 0,
+        "rejected": 0,
+        "optouts": 0,
+        "parts": 0,
+        "batches": 0,
+        "sender_id": "Fixed",
+        "not_before": None,
+        "expires_at": None,
+        "email": None,
+        "warnings": warnings,
+    }
+
+
 def batch_count(contacts: int) -> int:
     return -(-contacts // BATCH_SIZE)
 
@@ -758,24 +784,12 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         )
     processed = [o for o in outcomes if o["status"] == "processed"]
     if processed:
-        summary = {
-            "contacts": 0,
-            "messages": 0,
-            "rejected": 0,
-            "optouts": 0,
-            "parts": 0,
-            "batches": 0,
-            "sender_id": "Fixed",
-            "not_before": None,
-            "expires_at": None,
-            "email": None,
-            "warnings": envelope_warnings(outcomes, contents.skipped),
-        }
+        summary = envelope_summary(envelope_warnings(outcomes, contents.skipped))
         await context.store.run(lambda s: s.accept_file(zip_file.id, credits=0, summary=summary))
         now = context.clock()
         await context.store.run(lambda s: s.complete_file(zip_file.id, now))
     else:
-        await _fail(context, zip_file.id, ErrorCode.EMPTY_SEND, "no entry of the zip was processed")
+        await _fail(context, zip_file.id, ErrorCode.EMPTY_SEND, NO_ENTRY_PROCESSED)
 
 
 def extract_envelope(settings: Settings, account: str, work: Path, entries_dir: Path) -> ZipContents:
@@ -803,51 +817,107 @@ def _folder_bytes(folder: Path) -> int:
         return 0
 
 
+def _renamed(name: str) -> list[str]:
+    filed = filing.filed_name(name)
+    return [] if filed == name else [f"filed as {filed!r}: the name cannot be stored as it is"]
+
+
+def processed_report(
+    *,
+    name: str,
+    account: str,
+    summary: dict[str, Any],
+    contact_errors: list[dict[str, Any]],
+    received_at: str,
+    completed_at: str | None,
+    file_id: str | None,
+) -> dict[str, Any]:
+    """The report of a processed file, from its FileAccepted summary (contacts, messages, optouts,
+    parts, credits, warnings) and every contact error its batches sealed. A validation builds the
+    report a real upload would get with this very function (actors/validator.py)."""
+    return build_report(
+        file=name,
+        account=account,
+        status="processed",
+        error_code=None,
+        detail=None,
+        contacts=summary["contacts"],
+        messages_queued=summary["messages"],
+        optouts_skipped=summary["optouts"],
+        parts=summary["parts"],
+        credits_used=summary["credits"],
+        contact_errors=contact_errors,
+        received_at=received_at,
+        completed_at=completed_at,
+        warnings=[*summary.get("warnings", []), *_renamed(name)],
+        file_id=file_id,
+    )
+
+
+def failed_report(
+    *,
+    name: str,
+    account: str,
+    error_code: str | None,
+    detail: str | None,
+    contacts: int,
+    contact_errors: list[dict[str, Any]],
+    optouts: int,
+    received_at: str,
+    completed_at: str | None,
+    file_id: str | None,
+) -> dict[str, Any]:
+    """The report of a file that failed as a whole: its contact errors as its failure event keeps
+    them (in index order, the first MAX_ERRORS_IN_EVENT)."""
+    errors = sorted(contact_errors, key=lambda error: int(error["index"]))[:MAX_ERRORS_IN_EVENT]
+    return build_report(
+        file=name,
+        account=account,
+        status="failed",
+        error_code=error_code,
+        detail=detail,
+        contacts=contacts,
+        messages_queued=0,
+        optouts_skipped=optouts or sum(1 for e in errors if e.get("code") == ErrorCode.OPTOUT),
+        parts=0,
+        credits_used=0,
+        contact_errors=errors,
+        received_at=received_at,
+        completed_at=completed_at,
+        warnings=_renamed(name),
+        file_id=file_id,
+    )
+
+
 def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
     file = store.file(file_id)
     account = store.account(file.account)
-    filed = filing.filed_name(file.name)
-    renamed = [] if filed == file.name else [f"filed as {filed!r}: the name cannot be stored as it is"]
     if file.outcome == "processed":
         summary = file.summary
         errors: list[dict[str, Any]] = []
         for sealed in store.sealed_batches(file.id, int(summary.get("batches", 0))):
             errors.extend(sealed.errors)
-        report = build_report(
-            file=file.name,
+        report = processed_report(
+            name=file.name,
             account=file.account,
-            status="processed",
-            error_code=None,
-            detail=None,
-            contacts=summary["contacts"],
-            messages_queued=summary["messages"],
-            optouts_skipped=summary["optouts"],
-            parts=summary["parts"],
-            credits_used=summary["credits"],
+            summary=summary,
             contact_errors=errors,
             received_at=file.received_at,
             completed_at=file.completed_at,
-            warnings=[*summary.get("warnings", []), *renamed],
             file_id=str(file.id),
         )
         email = summary.get("email") or account.email
     else:
-        optouts = file.failure_optouts or sum(1 for e in file.failure_errors if e.get("code") == ErrorCode.OPTOUT)
-        report = build_report(
-            file=file.name,
+        report = failed_report(
+            name=file.name,
             account=file.account,
-            status="failed",
             error_code=file.error_code,
             detail=file.detail,
             contacts=file.failure_contacts,
-            messages_queued=0,
-            optouts_skipped=optouts,
-            parts=0,
-            credits_used=0,
             contact_errors=file.failure_errors,
+            optouts=file.failure_optouts,
             received_at=file.received_at,
             completed_at=file.completed_at,
-            warnings=renamed,
             file_id=str(file.id),
         )
         email = account.email

@@ -49,6 +49,7 @@ from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
+from actors.validator import run_validator
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
 from eventstore.store import SmsStore, open_store
@@ -65,6 +66,7 @@ from sftpsms.gateways import (
 log = logging.getLogger(__name__)
 
 ARRIVALS_BUFFER = 64
+VALIDATIONS_BUFFER = 16
 NOTIFY_BUFFER = 256
 REPORTS_BUFFER = 1000
 
@@ -156,6 +158,9 @@ async def run_service(
             with arrivals_receive:
                 for _ in range(settings.file_workers):
                     await nursery.start(partial(run_file_worker, arrivals_receive.clone(), context=context))
+            # Uploads into Validate: checked like real ones, never sent (issue 12).
+            validations_send, validations_receive = trio.open_memory_channel[FileArrived](VALIDATIONS_BUFFER)
+            await nursery.start(partial(run_validator, validations_receive, context=context))
             reports_send, reports_receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
             gateway_set = load_gateways(settings.gateways_path)
             gateways = {
@@ -197,7 +202,10 @@ async def run_service(
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
 
             await nursery.start(
-                partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)
+                partial(
+                    run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock,
+                    validations=validations_send.clone(),
+                )
             )
             door_rules = DoorRules(settings)  # one login guard and connection count for both doors
             gate = AccountGate(
@@ -208,6 +216,7 @@ async def run_service(
                 arrivals=arrivals_send,
                 in_flight=in_flight,
                 clock=clock,
+                validations=validations_send.clone(),
             )
             await nursery.start(gate.watch)
             ftp_port = None
@@ -221,6 +230,7 @@ async def run_service(
                     in_flight=in_flight,
                     clock=clock,
                     channel="ftp",
+                    validations=validations_send.clone(),
                 )
                 await nursery.start(ftp_gate.watch)
                 ftp_port = await nursery.start(
@@ -235,6 +245,7 @@ async def run_service(
                     )
                 )
                 log.info("ftp listening on %s:%d", settings.sftp_host, ftp_port)
+            validations_send.close()  # the sweeper and the gates hold clones
             port = await nursery.start(
                 partial(
                     serve_sftp,

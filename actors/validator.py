@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -132,13 +133,14 @@ async def run_validator(
 
 async def validate(context: FileContext, arrived: FileArrived) -> None:
     """Validate one upload of Validate (or resume one from its working folder) to its reports."""
+    started = time.perf_counter()
     if is_resumption(context.settings, arrived.path):
         work: Path | None = arrived.path.parent
         log.info("file=%s account=%s validation resumed", quoted(arrived.name), arrived.account)
     else:
         work = await trio.to_thread.run_sync(_take, context.settings, arrived, context.clock().isoformat())
     if work is not None:
-        await _finish(context, work)
+        await _finish(context, work, started)
 
 
 def _upload_path(work: Path, name: str) -> Path:
@@ -168,7 +170,7 @@ def _take(settings: Settings, arrived: FileArrived, received_at: str) -> Path | 
     return work
 
 
-async def _finish(context: FileContext, work: Path) -> None:
+async def _finish(context: FileContext, work: Path, started: float) -> None:
     settings = context.settings
     meta = json.loads(await trio.Path(work / META).read_bytes())
     account, name, received_at = meta["account"], meta["name"], meta["received_at"]
@@ -207,12 +209,13 @@ async def _finish(context: FileContext, work: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     await trio.to_thread.run_sync(put_reports)
+    seconds = time.perf_counter() - started  # from pickup to every report in Validate
     for item in checked:
         report = item.report
         log.info(
-            "file=%s account=%s validation=%s status=%s code=%s would_queue=%d credits_needed=%d",
+            "file=%s account=%s validation=%s status=%s code=%s contacts=%d would_queue=%d credits_needed=%d seconds=%.3f",
             quoted(item.name), account, report["validation_id"], report["status"], report["error_code"],
-            report["would_queue"], report["credits_needed"],
+            report["contacts"], report["would_queue"], report["credits_needed"], seconds,
         )
 
 

@@ -39,7 +39,7 @@ def connect(service: Service, user: str, password: str = "secret-pw") -> ftplib.
     return client
 
 
-def test_ftp_login_lists_the_three_folders_and_an_upload_is_processed(service: Service) -> None:
+def test_ftp_login_lists_the_four_folders_and_an_upload_is_processed(service: Service) -> None:
     with connect(service, "legacy") as client:
         assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS", "Validate"]
         client.storbinary("STOR Send_SMS/ftp.json", io.BytesIO(BODY))

@@ -18,7 +18,8 @@ Per upload:
 A stop or crash anywhere leaves the working folder: the sweep hands it back here (a FileArrived
 whose path is its `meta.json`) and the steps go on from where they were: reports already made are
 not made again, and FileValidated is recorded once per upload. A validation that raises, or that
-was cut short by crashes `file_max_failures` times, is reported as InternalServerError.
+was cut short by crashes `file_max_failures` times (a stop does not count), is reported as
+InternalServerError.
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ async def _finish(context: FileContext, work: Path, started: float) -> None:
         else:
             try:
                 checked = await _check(context, work, account, name, upload, received_at, incomplete=bool(meta["incomplete"]))
+            except trio.Cancelled:
+                # A stop is not the file's fault: this attempt does not count (a crash does).
+                meta["attempts"] -= 1
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(write_json_atomically, work / META, meta)
+                raise
             except Exception as error:
                 if is_disk_full(error):
                     raise

@@ -450,6 +450,23 @@ def test_a_planted_symlink_pointing_outside_is_not_followed(server: Server, tmp_
     assert secret.read_text() == "top secret"
 
 
+def test_an_upload_into_validate_is_reported_with_its_folder_and_other_folders_stay_read_only(server: Server) -> None:
+    with server.paramiko("alice") as sftp:
+        with sftp.open("Validate/check.json", "wb") as remote:
+            remote.write(b'{"Version": 7}')
+        for folder in ("Processed", "Errors"):
+            with pytest.raises(OSError):
+                sftp.open(f"{folder}/check.json", "wb")
+        with sftp.open("Send_SMS/sent.json", "wb") as remote:
+            remote.write(b'{"Version": 7}')
+        with pytest.raises(OSError):
+            sftp.rename("Send_SMS/sent.json", "Validate/sent.json")
+    server.gate.recorder.wait_for(lambda: len(server.gate.recorder.events("alice")) >= 2)
+    assert [(e.folder, e.name) for e in server.gate.recorder.events("alice")][-2:] == [("Validate", "check.json"), ("Send_SMS", "sent.json")]
+    assert (server.folder("alice", "Validate") / "check.json").read_bytes() == b'{"Version": 7}'
+    assert not (server.root("alice") / ".incomplete-validate" / "check.json").exists()
+
+
 def test_a_folder_replaced_by_a_symlink_is_not_reachable(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

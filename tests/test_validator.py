@@ -390,3 +390,25 @@ def test_a_validation_whose_reports_were_made_before_a_crash_is_recorded_and_fil
         assert report["detail"] == "as kept"
         assert count_events(service, "FileValidated") == 1  # recorded by the first run, not again
         wait_for(lambda: not work.exists(), service, "the working folder removed")
+
+
+def test_an_upload_cut_off_in_validate_is_never_checked_and_once_stale_is_reported_corrupt(tmp_path: Path) -> None:
+    import paramiko
+
+    with running_service(tmp_path / "data", env={"SFTPSMS_INCOMPLETE_UPLOAD_TIMEOUT": "1.5"}) as service:
+        service.add_account("acme")
+        for folder in ("Validate", "Send_SMS"):
+            transport = paramiko.Transport(("127.0.0.1", service.port))
+            transport.connect(username="acme", password="secret-pw")
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            assert sftp is not None
+            remote = sftp.open(f"{folder}/cut.json", "wb")
+            remote.write(b'{"Version": 7, "Message_Template": "x", "Contacts": [{"msisdn": "27831234567"}')
+            remote.flush()
+            transport.sock.close()  # the connection drops before the client closes the file
+        wait_for(lambda: (service.folder("acme", ".incomplete-validate") / "cut.json").exists(), service, "the marker")
+        assert (service.folder("acme", "Validate") / "cut.json").exists()  # kept for a resume meanwhile
+        validation = validation_report(service, "acme", "cut.json")
+        real = service.wait_report("acme", "cut.json")[1]
+        assert (validation["status"], validation["error_code"], validation["detail"]) == ("invalid", "File.Corrupt", "upload incomplete")
+        assert_same(validation, real)

@@ -136,6 +136,8 @@ async def validate(context: FileContext, arrived: FileArrived) -> None:
     """Validate one upload of Validate (or resume one from its working folder) to its reports."""
     started = time.perf_counter()
     if is_resumption(context.settings, arrived.path):
+        if not arrived.path.exists():
+            return  # finished meanwhile (the sweep listed it just before it was removed)
         work: Path | None = arrived.path.parent
         log.info("file=%s account=%s validation resumed", quoted(arrived.name), arrived.account)
     else:

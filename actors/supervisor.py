@@ -160,7 +160,9 @@ async def run_service(
                     await nursery.start(partial(run_file_worker, arrivals_receive.clone(), context=context))
             # Uploads into Validate: checked like real ones, never sent (issue 12).
             validations_send, validations_receive = trio.open_memory_channel[FileArrived](VALIDATIONS_BUFFER)
-            await nursery.start(partial(run_validator, validations_receive, context=context))
+            with validations_receive:
+                for _ in range(settings.file_workers):  # one big validation does not hold up the others
+                    await nursery.start(partial(run_validator, validations_receive.clone(), context=context))
             reports_send, reports_receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
             gateway_set = load_gateways(settings.gateways_path)
             gateways = {

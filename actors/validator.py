@@ -259,7 +259,7 @@ async def _check_file(
             context, account, name, path, received_at, envelope,
             failure=FileFailure(ErrorCode.DUPLICATE_FOUND, duplicate_detail(name)),
         )
-    key = hashlib.sha256(name.encode()).hexdigest()[:16]  # one spool per entry of a zip
+    key = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]  # one spool per entry of a zip
     spool = work / f"spool-{key}.jsonl"
     planned = await plan_upload(
         context,

@@ -2,7 +2,7 @@
 
 Start order matters and is explicit: the pass-one worker processes (they import while the rest
 starts), the writer (everyone talks to the store through it), then the read-model follower, the
-file pipeline, the gateway side, the sweeper, the SFTP door, whose port is reported once it
+file pipeline and the validators (uploads into Validate), the gateway side, the sweeper, the SFTP door, whose port is reported once it
 listens, and last recovery of files a stop or crash left in work/: in the background, so no
 backlog and no poisoned file can keep the doors shut.
 """

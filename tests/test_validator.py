@@ -412,3 +412,22 @@ def test_an_upload_cut_off_in_validate_is_never_checked_and_once_stale_is_report
         real = service.wait_report("acme", "cut.json")[1]
         assert (validation["status"], validation["error_code"], validation["detail"]) == ("invalid", "File.Corrupt", "upload incomplete")
         assert_same(validation, real)
+
+
+def test_a_validation_cut_short_by_crashes_too_often_is_reported_as_an_internal_error(tmp_path: Path) -> None:
+    """Like a real upload's quarantine: after file_max_failures (2) attempts a crash ended, the
+    next start reports it instead of trying again forever."""
+    data_dir = tmp_path / "data"
+    work = data_dir / "validating" / "poison"
+    work.mkdir(parents=True)
+    received_at = "2026-12-04T00:00:00+00:00"
+    meta = {"account": "acme", "name": "poison.json", "received_at": received_at, "incomplete": False, "attempts": 2}
+    (work / "meta.json").write_text(json.dumps(meta))
+    (work / "upload.json").write_bytes(body_bytes(v7(Message_Template="x", Contacts=[{"msisdn": MTN[0]}])))
+    with running_service(data_dir) as service:
+        service.add_account("acme")
+        report = validation_report(service, "acme", "poison.json")
+        assert (report["status"], report["error_code"]) == ("invalid", "InternalServerError"), report
+        assert "cut short 2 times" in report["detail"]
+        wait_for(lambda: not work.exists(), service, "the working folder removed")
+        assert count_events(service, "FileValidated") == 1

@@ -254,6 +254,7 @@ def test_a_zip_gets_a_report_per_entry_with_the_credits_earlier_entries_would_re
         "entry first.json: valid", "entry second.json: invalid InsufficientCredits", "entry broken.json: invalid File.Corrupt",
         "skipped entry 'notes.csv'",
     ]  # fmt: skip
+    assert not any(name_taken(service, "zippy", name) for name in validations)
     real_own = send(service, "zippy", "bundle.zip", data)
     for name, validation in validations.items():
         assert_same(validation, service.wait_report("zippy", name)[1])

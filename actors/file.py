@@ -19,12 +19,12 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
@@ -38,7 +38,7 @@ from actors.notifier import Notify
 from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
-from eventstore.domain import File, InsufficientBalance
+from eventstore.domain import MAX_ERRORS_IN_EVENT, File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import Attempt, SmsStore
 from sftpsms import filing, folders
@@ -67,8 +67,18 @@ from sftpsms.report import build_report, write_json_atomically
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 # Codes a file fails with before its content was judged (the rest are ParseFailed).
 NOT_PARSE_CODES = {ErrorCode.DUPLICATE_FOUND, ErrorCode.INSUFFICIENT_CREDITS, ErrorCode.INTERNAL_SERVER_ERROR}
+
+
+# Details of the failures a file meets before pass 1 (a validation reports the same words).
+INCOMPLETE_DETAIL = "upload incomplete"
+NO_ENTRY_PROCESSED = "no entry of the zip was processed"
+
+
+def duplicate_detail(name: str) -> str:
+    return f"a file named {name!r} was processed for this account in the last 48 hours"
 
 
 def utc_now() -> datetime:
@@ -249,16 +259,11 @@ async def receive_and_run(
     try:
         await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
         if incomplete:
-            await _fail(context, receipt.file_id, ErrorCode.CORRUPT, "upload incomplete")
+            await _fail(context, receipt.file_id, ErrorCode.CORRUPT, INCOMPLETE_DETAIL)
         elif receipt.duplicate_of is not None and not folders.is_zip(name):
             # A zip's name need not be unique (upstream: "The .zip file names don't need to be
             # unique"); its entries' names are, and each entry's own receipt checks that.
-            await _fail(
-                context,
-                receipt.file_id,
-                ErrorCode.DUPLICATE_FOUND,
-                f"a file named {name!r} was processed for this account in the last 48 hours",
-            )
+            await _fail(context, receipt.file_id, ErrorCode.DUPLICATE_FOUND, duplicate_detail(name))
         else:
             await run_file(context, receipt.file_id)
             return receipt.file_id
@@ -309,8 +314,8 @@ STOP_GRACE = 5.0  # seconds a stopped pass 1 has to notice; after that its threa
 
 
 async def run_stoppable(
-    work: Callable[[StopFlag], Plan], *, budget: float, abandoned: Callable[[], None] = lambda: None
-) -> Plan:
+    work: Callable[[StopFlag], T], *, budget: float, abandoned: Callable[[], None] = lambda: None
+) -> T:
     """Run pass 1 in a thread, stopping it at the time budget (BudgetExceeded) or when cancelled.
 
     Cancellation is prompt: the thread is told to stop and given STOP_GRACE seconds; one stuck in
@@ -318,10 +323,10 @@ async def run_stoppable(
     pass 1 is the file's fault, so its attempt is ended as failed, not paused."""
     flag = StopFlag()
     done = trio.Event()
-    result: list[outcome.Outcome[Plan]] = []
+    result: list[outcome.Outcome[T]] = []
     token = trio.lowlevel.current_trio_token()
 
-    def deliver(value: outcome.Outcome[Plan]) -> None:
+    def deliver(value: outcome.Outcome[T]) -> None:
         result.append(value)
         try:
             token.run_sync_soon(done.set)
@@ -506,30 +511,108 @@ def _policy(store: SmsStore, username: str) -> tuple[AccountPolicy, dict[str, st
 PROGRESS_EVERY = 100_000
 
 
-def _progress(file: File, stage: str, done: int) -> None:
-    if done % PROGRESS_EVERY == 0:
-        log.info("file=%s account=%s %s=%d", quoted(file.name), file.account, stage, done)
+@dataclass(frozen=True)
+class FileFailure:
+    """How pass 1 failed a file as a whole: its code and detail, and what was counted up to there
+    (for the report; `plan` None when it failed before any contact was read)."""
+
+    code: ErrorCode
+    detail: str
+    plan: Plan | None = None
+
+    @property
+    def contacts(self) -> int:
+        return self.plan.contacts if self.plan is not None else 0
+
+    @property
+    def contact_errors(self) -> list[dict[str, Any]]:
+        return self.plan.first_errors if self.plan is not None else []
+
+    @property
+    def optouts(self) -> int:
+        return self.plan.optouts if self.plan is not None else 0
+
+
+@dataclass(frozen=True)
+class Planned:
+    """What `plan_upload` decided: a plan to accept, or the failure; and where its time went."""
+
+    plan: Plan | None
+    failure: FileFailure | None
+    prepare: float  # seconds: read models caught up, the account and routes read
+    pass_one: float  # seconds of pass 1
+
+
+async def plan_upload(
+    context: FileContext,
+    *,
+    account: str,
+    name: str,
+    path: Path,
+    spool: Path,
+    parts: Path,
+    checkpoint: Path | None,
+    balance: int | None = None,
+    spent: int = 0,
+    abandoned: Callable[[], None] = lambda: None,
+) -> Planned:
+    """Pass 1 of an upload's bytes at `path` against the account's state now, and the verdict: the
+    one way both a real upload (run_file) and a validation (actors/validator.py) are planned, so
+    a validation says exactly what the upload would give.
+
+    The read models are caught up first (opt-outs and routes added a moment ago count). `balance`
+    replaces the account's (a resumed accepted file: its reserved credits), `spent` is taken off
+    it (earlier entries of a zip being validated). With `checkpoint`, pass 1 checkpoints there
+    and resumes from one left by an interrupted run. Outcomes are spooled to `spool`; the
+    pass-one workers' part files are `<parts>.partN`. Raises BudgetExceeded past the file's time
+    budget (run_stoppable)."""
+    started = time.perf_counter()
+    await context.projector.catch_up()
+    policy, routes = await context.store.run(lambda s: _policy(s, account))
+    if balance is not None or spent:
+        policy = replace(policy, balance=(policy.balance if balance is None else balance) - spent)
+    checking = time.perf_counter()
+    try:
+        plan: Plan | None = await run_stoppable(
+            partial(_pass_one, context, account, name, path, spool, parts, checkpoint, policy, routes),
+            budget=context.settings.file_time_budget,
+            abandoned=abandoned,
+        )
+        failure = None
+    except PlanFailed as failed:
+        plan, failure = None, FileFailure(failed.code, failed.detail, failed.plan)
+    except FileRejected as rejection:
+        plan, failure = None, FileFailure(rejection.code, rejection.detail)
+    return Planned(plan, failure, checking - started, time.perf_counter() - checking)
 
 
 def _pass_one(
-    context: FileContext, file: File, policy: AccountPolicy, routes: dict[str, str], flag: StopFlag
+    context: FileContext,
+    account: str,
+    name: str,
+    path: Path,
+    spool: Path,
+    parts: Path,
+    checkpoint_path: Path | None,
+    policy: AccountPolicy,
+    routes: dict[str, str],
+    flag: StopFlag,
 ) -> Plan:
     models = ReadModels(context.settings.readmodels_db)
 
     def progress(done: int) -> None:
         flag.check()
-        _progress(file, "validated", done)
+        if done % PROGRESS_EVERY == 0:
+            log.info("file=%s account=%s validated=%d", quoted(name), account, done)
 
-    spool = context.settings.spool_dir / f"{file.id}.jsonl"
-    checkpoint_path = _checkpoint_path(context.settings, file.id)
-    resume = read_checkpoint(checkpoint_path, spool)
+    resume = read_checkpoint(checkpoint_path, spool) if checkpoint_path is not None else None
     if resume is not None:
-        log.info("file=%s account=%s pass 1 resumes at contact %d", quoted(file.name), file.account, resume.contacts)
+        log.info("file=%s account=%s pass 1 resumes at contact %d", quoted(name), account, resume.contacts)
 
     try:
-        context.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        spool.parent.mkdir(parents=True, exist_ok=True)
         plan = plan_file(
-            _work_path(context.settings, file.id, file.name),
+            path,
             policy=policy,
             networks=NetworkDirectory(routes),
             opted_out=lambda msisdns: models.opted_out(policy.username, msisdns),
@@ -542,16 +625,17 @@ def _pass_one(
                 if resume is not None
                 else pass_one_checker(
                     context.pass_one,
-                    parts=context.settings.spool_dir / str(file.id),
+                    parts=parts,
                     optouts=(context.settings.readmodels_db, policy.username),
                 )
             ),
             resume=resume,
-            checkpoint=partial(write_checkpoint, checkpoint_path),
+            checkpoint=partial(write_checkpoint, checkpoint_path) if checkpoint_path is not None else None,
             limits=Limits.from_settings(context.settings),
         )
-        # The whole pass, for a resume of pass 2 after a crash (the spool need not be rebuilt).
-        write_checkpoint(checkpoint_path, Checkpoint.of(plan, spool.stat().st_size))
+        if checkpoint_path is not None:
+            # The whole pass, for a resume of pass 2 after a crash (the spool need not be rebuilt).
+            write_checkpoint(checkpoint_path, Checkpoint.of(plan, spool.stat().st_size))
         return plan
     finally:
         models.close()
@@ -580,48 +664,35 @@ def read_checkpoint(path: Path, spool: Path) -> Checkpoint | None:
 
 
 async def _run_contacts(context: FileContext, file: File) -> None:
-    # Opt-outs and routes added a moment ago must count: catch the read models up first.
-    started = time.perf_counter()
-    await context.projector.catch_up()
-    policy, routes = await context.store.run(lambda s: _policy(s, file.account))
-    if file.status == "accepted":
+    settings = context.settings
+    planned = await plan_upload(
+        context,
+        account=file.account,
+        name=file.name,
+        path=_work_path(settings, file.id, file.name),
+        spool=settings.spool_dir / f"{file.id}.jsonl",
+        parts=settings.spool_dir / str(file.id),
+        checkpoint=_checkpoint_path(settings, file.id),
         # Resumed after a crash: its credits are reserved already; pass 1 only rebuilds the spool.
-        policy = replace(policy, balance=int(file.summary["credits"]))
-    try:
-        checking = time.perf_counter()
-        plan = await run_stoppable(
-            partial(_pass_one, context, file, policy, routes),
-            budget=context.settings.file_time_budget,
-            abandoned=partial(context.in_flight.abandoned.add, file.id),
-        )
-        checked = time.perf_counter()
-    except PlanFailed as failure:
+        balance=int(file.summary["credits"]) if file.status == "accepted" else None,
+        abandoned=partial(context.in_flight.abandoned.add, file.id),
+    )
+    if planned.failure is not None:
+        failure = planned.failure
         await _fail(
             context,
             file.id,
             failure.code,
             failure.detail,
-            contacts=failure.plan.contacts,
-            contact_errors=failure.plan.first_errors,
-            optouts=failure.plan.optouts,
+            contacts=failure.contacts,
+            contact_errors=failure.contact_errors,
+            optouts=failure.optouts,
         )
         return
-    except FileRejected as rejection:
-        await _fail(context, file.id, rejection.code, rejection.detail)
-        return
-    summary = {
-        "contacts": plan.contacts,
-        "messages": plan.messages,
-        "rejected": plan.rejected,
-        "optouts": plan.optouts,
-        "parts": plan.parts,
-        "batches": batch_count(plan.contacts),
-        "sender_id": plan.sender_id,
-        "not_before": plan.not_before.isoformat() if plan.not_before else None,
-        "expires_at": plan.expires_at.isoformat() if plan.expires_at else None,
-        "email": plan.header.email,
-        "warnings": list(plan.header.warnings),
-    }
+    plan = planned.plan
+    assert plan is not None
+    checked = time.perf_counter()
+    summary = plan_summary(plan)
     try:
         await context.store.run(lambda s: s.accept_file(file.id, credits=plan.credits, summary=summary))
     except InsufficientBalance as short:
@@ -650,12 +721,46 @@ async def _run_contacts(context: FileContext, file: File) -> None:
         quoted(file.name),
         file.account,
         plan.contacts,
-        checking - started,
-        checked - checking,
+        planned.prepare,
+        planned.pass_one,
         queueing - checked,
         queued - queueing,
         time.perf_counter() - queued,
     )
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """What FileAccepted records of a plan (with the credits reserved beside it)."""
+    return {
+        "contacts": plan.contacts,
+        "messages": plan.messages,
+        "rejected": plan.rejected,
+        "optouts": plan.optouts,
+        "parts": plan.parts,
+        "batches": batch_count(plan.contacts),
+        "sender_id": plan.sender_id,
+        "not_before": plan.not_before.isoformat() if plan.not_before else None,
+        "expires_at": plan.expires_at.isoformat() if plan.expires_at else None,
+        "email": plan.header.email,
+        "warnings": list(plan.header.warnings),
+    }
+
+
+def envelope_summary(warnings: list[str]) -> dict[str, Any]:
+    """What FileAccepted records of a zip with at least one entry processed: no contacts of its own."""
+    return {
+        "contacts": 0,
+        "messages": 0,
+        "rejected": 0,
+        "optouts": 0,
+        "parts": 0,
+        "batches": 0,
+        "sender_id": "Fixed",
+        "not_before": None,
+        "expires_at": None,
+        "email": None,
+        "warnings": warnings,
+    }
 
 
 def batch_count(contacts: int) -> int:
@@ -665,16 +770,8 @@ def batch_count(contacts: int) -> int:
 async def _run_envelope(context: FileContext, zip_file: File) -> None:
     """A zip: each .txt/.json entry becomes a file of its own with its own report."""
     work = _work_path(context.settings, zip_file.id, zip_file.name)
-    entries_dir = work.parent / "entries"
-    root = context.settings.account_root(zip_file.account)
-
-    def extract() -> ZipContents:
-        shutil.rmtree(entries_dir, ignore_errors=True)
-        used = sum(_folder_bytes(root / folder) for folder in (folders.PROCESSED, folders.ERRORS))
-        return extract_zip(work, entries_dir, Limits.from_settings(context.settings), account_bytes=used)
-
     try:
-        contents = await trio.to_thread.run_sync(extract)
+        contents = await trio.to_thread.run_sync(extract_envelope, context.settings, zip_file.account, work, work.parent / "entries")
     except FileRejected as rejection:
         await _fail(context, zip_file.id, rejection.code, rejection.detail)
         return
@@ -687,25 +784,28 @@ async def _run_envelope(context: FileContext, zip_file: File) -> None:
         )
     processed = [o for o in outcomes if o["status"] == "processed"]
     if processed:
-        summary = {
-            "contacts": 0,
-            "messages": 0,
-            "rejected": 0,
-            "optouts": 0,
-            "parts": 0,
-            "batches": 0,
-            "sender_id": "Fixed",
-            "not_before": None,
-            "expires_at": None,
-            "email": None,
-            "warnings": [f"entry {o['file']}: {o['status']} {o['error_code'] or ''}".strip() for o in outcomes]
-            + [f"skipped entry {name!r}" for name in contents.skipped],
-        }
+        summary = envelope_summary(envelope_warnings(outcomes, contents.skipped))
         await context.store.run(lambda s: s.accept_file(zip_file.id, credits=0, summary=summary))
         now = context.clock()
         await context.store.run(lambda s: s.complete_file(zip_file.id, now))
     else:
-        await _fail(context, zip_file.id, ErrorCode.EMPTY_SEND, "no entry of the zip was processed")
+        await _fail(context, zip_file.id, ErrorCode.EMPTY_SEND, NO_ENTRY_PROCESSED)
+
+
+def extract_envelope(settings: Settings, account: str, work: Path, entries_dir: Path) -> ZipContents:
+    """A zip's entries into `entries_dir` (emptied first), within the limits and what the account's
+    Processed and Errors already hold. Raises FileRejected."""
+    shutil.rmtree(entries_dir, ignore_errors=True)
+    root = settings.account_root(account)
+    used = sum(_folder_bytes(root / folder) for folder in (folders.PROCESSED, folders.ERRORS))
+    return extract_zip(work, entries_dir, Limits.from_settings(settings), account_bytes=used)
+
+
+def envelope_warnings(outcomes: list[dict[str, Any]], skipped: Sequence[str]) -> list[str]:
+    """A zip's report lists how each entry ended and which it skipped."""
+    return [f"entry {o['file']}: {o['status']} {o['error_code'] or ''}".strip() for o in outcomes] + [
+        f"skipped entry {name!r}" for name in skipped
+    ]
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -717,51 +817,107 @@ def _folder_bytes(folder: Path) -> int:
         return 0
 
 
+def _renamed(name: str) -> list[str]:
+    filed = filing.filed_name(name)
+    return [] if filed == name else [f"filed as {filed!r}: the name cannot be stored as it is"]
+
+
+def processed_report(
+    *,
+    name: str,
+    account: str,
+    summary: dict[str, Any],
+    contact_errors: list[dict[str, Any]],
+    received_at: str,
+    completed_at: str | None,
+    file_id: str | None,
+) -> dict[str, Any]:
+    """The report of a processed file, from its FileAccepted summary (contacts, messages, optouts,
+    parts, credits, warnings) and every contact error its batches sealed. A validation builds the
+    report a real upload would get with this very function (actors/validator.py)."""
+    return build_report(
+        file=name,
+        account=account,
+        status="processed",
+        error_code=None,
+        detail=None,
+        contacts=summary["contacts"],
+        messages_queued=summary["messages"],
+        optouts_skipped=summary["optouts"],
+        parts=summary["parts"],
+        credits_used=summary["credits"],
+        contact_errors=contact_errors,
+        received_at=received_at,
+        completed_at=completed_at,
+        warnings=[*summary.get("warnings", []), *_renamed(name)],
+        file_id=file_id,
+    )
+
+
+def failed_report(
+    *,
+    name: str,
+    account: str,
+    error_code: str | None,
+    detail: str | None,
+    contacts: int,
+    contact_errors: list[dict[str, Any]],
+    optouts: int,
+    received_at: str,
+    completed_at: str | None,
+    file_id: str | None,
+) -> dict[str, Any]:
+    """The report of a file that failed as a whole: its contact errors as its failure event keeps
+    them (in index order, the first MAX_ERRORS_IN_EVENT)."""
+    errors = sorted(contact_errors, key=lambda error: int(error["index"]))[:MAX_ERRORS_IN_EVENT]
+    return build_report(
+        file=name,
+        account=account,
+        status="failed",
+        error_code=error_code,
+        detail=detail,
+        contacts=contacts,
+        messages_queued=0,
+        optouts_skipped=optouts or sum(1 for e in errors if e.get("code") == ErrorCode.OPTOUT),
+        parts=0,
+        credits_used=0,
+        contact_errors=errors,
+        received_at=received_at,
+        completed_at=completed_at,
+        warnings=_renamed(name),
+        file_id=file_id,
+    )
+
+
 def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
     file = store.file(file_id)
     account = store.account(file.account)
-    filed = filing.filed_name(file.name)
-    renamed = [] if filed == file.name else [f"filed as {filed!r}: the name cannot be stored as it is"]
     if file.outcome == "processed":
         summary = file.summary
         errors: list[dict[str, Any]] = []
         for sealed in store.sealed_batches(file.id, int(summary.get("batches", 0))):
             errors.extend(sealed.errors)
-        report = build_report(
-            file=file.name,
+        report = processed_report(
+            name=file.name,
             account=file.account,
-            status="processed",
-            error_code=None,
-            detail=None,
-            contacts=summary["contacts"],
-            messages_queued=summary["messages"],
-            optouts_skipped=summary["optouts"],
-            parts=summary["parts"],
-            credits_used=summary["credits"],
+            summary=summary,
             contact_errors=errors,
             received_at=file.received_at,
             completed_at=file.completed_at,
-            warnings=[*summary.get("warnings", []), *renamed],
             file_id=str(file.id),
         )
         email = summary.get("email") or account.email
     else:
-        optouts = file.failure_optouts or sum(1 for e in file.failure_errors if e.get("code") == ErrorCode.OPTOUT)
-        report = build_report(
-            file=file.name,
+        report = failed_report(
+            name=file.name,
             account=file.account,
-            status="failed",
             error_code=file.error_code,
             detail=file.detail,
             contacts=file.failure_contacts,
-            messages_queued=0,
-            optouts_skipped=optouts,
-            parts=0,
-            credits_used=0,
             contact_errors=file.failure_errors,
+            optouts=file.failure_optouts,
             received_at=file.received_at,
             completed_at=file.completed_at,
-            warnings=renamed,
             file_id=str(file.id),
         )
         email = account.email

@@ -3,10 +3,10 @@
 Same accounts, channel rules, folders and pickup semantics as the SFTP door (PRODUCT.md §2):
 
 - a login goes through `Gate.login` (channel "ftp") and opens a session actor;
-- the client sees `/Send_SMS`, `/Processed`, `/Errors`; the account's root is resolved once, at
+- the client sees `/Send_SMS`, `/Processed`, `/Errors`, `/Validate`; the account's root is resolved once, at
   login, and every path is derived from it (a relative data directory works; no server path is
   ever shown; the process's working directory is never changed);
-- uploads go into `Send_SMS` only, under names the filesystem can store and that are not the
+- uploads go into `Send_SMS` (sent) or `Validate` (checked only) only, under names the filesystem can store and that are not the
   service's own outputs (`*.report.json`, `*.delivery.csv`), at most `max_file_bytes` long;
 - an upload is reported to the session actor only when it is complete, and the client's `226` is
   sent only once the trio side took it (backpressure). In FTP's stream mode the end of a file is
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 PERMISSIONS = "elradfw"  # never m (mkdir), M (chmod), T (set mtime)
 POLL_TIMEOUT = 1.0  # the loop wakes earlier for trio's answers, timers and stop
-LOGIN_MESSAGE = "Welcome. Upload into Send_SMS; results appear in Processed and Errors."
+LOGIN_MESSAGE = "Welcome. Upload into Send_SMS; results appear in Processed and Errors. Validate checks a file without sending it."
 
 
 class FtpSettingError(ValueError):
@@ -214,9 +214,9 @@ class _Permissions(DummyAuthorizer):  # type: ignore[misc]
         if os.path.islink(root / parts[0]) or (len(parts) == 2 and os.path.islink(path)):
             return False  # links are never followed
         if perm in "wf":
-            return parts[0] == folders.SEND
+            return parts[0] in folders.UPLOAD_FOLDERS
         if perm == "a":
-            return parts[0] == folders.SEND and len(parts) == 2
+            return parts[0] in folders.UPLOAD_FOLDERS and len(parts) == 2
         return True
 
 
@@ -453,21 +453,28 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     # ---- uploads -----------------------------------------------------------------------------
 
-    def _in_send(self, path: str) -> str | None:
-        """The file name when `path` is a file directly inside Send_SMS, else None."""
+    def _in_upload(self, path: str) -> tuple[str, str] | tuple[None, None]:
+        """(folder, file name) when `path` is a file directly inside Send_SMS or Validate."""
         if self.root is None:
-            return None
+            return None, None
         real = Path(path)
-        return real.name if real.parent == self.root / folders.SEND else None
+        for folder in folders.UPLOAD_FOLDERS:
+            if real.parent == self.root / folder:
+                return folder, real.name
+        return None, None
 
-    def _marker(self, name: str) -> Path:
+    def _in_send(self, path: str) -> str | None:
+        """The file name when `path` is a file directly inside Send_SMS or Validate, else None."""
+        return self._in_upload(path)[1]
+
+    def _marker(self, name: str, folder: str = folders.SEND) -> Path:
         assert self.root is not None
-        return folders.incomplete_marker(self.root, name)
+        return folders.incomplete_marker(self.root, name, folder)
 
     def ftp_STOR(self, file: str, mode: str = "w") -> Any:
-        name = self._in_send(file)
-        if name is None:
-            self.respond("553 Upload into Send_SMS only.")
+        folder, name = self._in_upload(file)
+        if folder is None or name is None:
+            self.respond("553 Upload into Send_SMS only (or into Validate to check a file).")
             return None
         refusal = folders.upload_refusal(name)
         if refusal is not None:
@@ -478,7 +485,7 @@ class _Handler(FTPHandler):  # type: ignore[misc]
             self.respond(f"552 Upload refused: a file may be at most {self.limits.max_file_bytes} bytes.")
             return None
         # Marked before the file can appear, so that a sweep never takes an upload in progress.
-        marker = self._marker(name)
+        marker = self._marker(name, folder)
         marked_here = not marker.exists()
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
@@ -504,19 +511,20 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def _settle(self, file: str, *, alive: bool = False) -> None:
         self._settling = None
-        name = self._in_send(file)
+        folder, name = self._in_upload(file)
         state = "open" if alive else _control_state(self.socket)
         if state != "open":
             log.warning("file=%r account=%s upload cut off (%s), kept unprocessed", name, self._account, state)
             self._aborted = state == "abort"  # the waiting ABOR is answered for this transfer
             return
-        if name is not None:
-            self._marker(name).unlink(missing_ok=True)
-        if name is None or not folders.is_allowed(name) or self.session is None:
+        if folder is None or name is None or not folders.is_allowed(name) or self.session is None:
+            if folder is not None and name is not None:
+                self._marker(name, folder).unlink(missing_ok=True)
             self._answer("226 Transfer complete.")
             return
+        self._marker(name, folder).unlink(missing_ok=True)
         self._taking = True
-        self.calls.call(self.session.upload_closed, name, then=self._taken)
+        self.calls.call(self.session.upload_closed, name, folder, then=self._taken)
 
     def _taken(self, result: object, error: Exception | None) -> None:
         self._taking = False
@@ -560,14 +568,14 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         super().ftp_ABOR(line)
 
     def on_incomplete_file_received(self, file: str) -> None:
-        name = self._in_send(file)
+        folder, name = self._in_upload(file)
         if self._quit_after:
             self._quit_after = False
             super().ftp_QUIT("")  # after the transfer's own 426
-        if self.too_big and name is not None:
+        if self.too_big and folder is not None and name is not None:
             self.too_big = False
             Path(file).unlink(missing_ok=True)
-            self._marker(name).unlink(missing_ok=True)
+            self._marker(name, folder).unlink(missing_ok=True)
             log.warning("file=%r account=%s upload refused: over %d bytes", name, self._account, self.limits.max_file_bytes)
             return
         log.warning("file=%r account=%s upload cut off, kept unprocessed", name, self._account)
@@ -580,13 +588,13 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def ftp_RNTO(self, path: str) -> Any:
         source, self._rnfr = self._rnfr, None
-        new_name = self._in_send(path)
-        old_name = self._in_send(source) if source is not None else None
+        new_folder, new_name = self._in_upload(path)
+        old_folder, old_name = self._in_upload(source) if source is not None else (None, None)
         if source is None:
             self.respond("503 Bad sequence of commands: use RNFR first.")
             return None
-        if old_name is None or new_name is None:
-            self.respond("553 Files can only be renamed within Send_SMS.")
+        if old_name is None or new_name is None or new_folder is None or old_folder != new_folder:
+            self.respond("553 Files can only be renamed within Send_SMS (or within Validate).")
             return None
         refusal = folders.upload_refusal(new_name)
         if refusal is not None:
@@ -600,12 +608,12 @@ class _Handler(FTPHandler):  # type: ignore[misc]
         except OSError as error:
             self.respond(f"550 {os.strerror(error.errno or errno.EACCES)}.")
             return None
-        old_marker = self._marker(old_name)
+        old_marker = self._marker(old_name, new_folder)
         if old_marker.exists():
             # Still being written, or cut off: the new name inherits the mark and is not processed.
-            os.replace(old_marker, self._marker(new_name))
+            os.replace(old_marker, self._marker(new_name, new_folder))
         elif folders.is_allowed(new_name) and self.session is not None:
-            self.calls.call(self.session.upload_closed, new_name, then=self._renamed)
+            self.calls.call(self.session.upload_closed, new_name, new_folder, then=self._renamed)
             return (source, path)
         self.respond("250 Renaming ok.")
         return (source, path)
@@ -616,9 +624,9 @@ class _Handler(FTPHandler):  # type: ignore[misc]
 
     def ftp_DELE(self, path: str) -> Any:
         result = super().ftp_DELE(path)
-        name = self._in_send(path)
-        if result is not None and name is not None:
-            self._marker(name).unlink(missing_ok=True)
+        folder, name = self._in_upload(path)
+        if result is not None and folder is not None and name is not None:
+            self._marker(name, folder).unlink(missing_ok=True)
         return result
 
 

@@ -1,5 +1,6 @@
 """The SFTP session actor: one per connection. It knows the account and turns a completed upload
-(a clean close, or a rename into Send_SMS) into a FileArrived for the file actors.
+(a clean close, or a rename into Send_SMS) into a FileArrived for the file actors, and one into
+Validate into a FileArrived for the validator (actors/validator.py).
 
 `AccountGate` is what the SFTP door calls (through the bridge): it checks logins against the event
 store and starts a session actor per connection.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -43,6 +44,12 @@ WEB = "web"  # the control panel's gate: the account's username and password onl
 class UploadClosed:
     name: str
     accepted: trio.Event = field(compare=False)
+    folder: str = folders.SEND  # or folders.VALIDATE
+
+
+def validation_key(name: str) -> str:
+    """The InFlight name of an upload into Validate (never one of Send_SMS: no name holds `/`)."""
+    return f"{folders.VALIDATE}/{name}"
 
 
 async def run_session(
@@ -52,17 +59,25 @@ async def run_session(
     login: Login,
     in_flight: InFlight,
     clock: Callable[[], datetime],
+    validations: trio.MemorySendChannel[FileArrived] | None = None,
 ) -> None:
-    """Forward completed uploads of one connection until it closes.
+    """Forward completed uploads of one connection until it closes: Send_SMS's to `outbox`,
+    Validate's to `validations` (without one, the sweep finds them).
 
-    Resource handling: closes both channel ends when the connection ends (its inbox closes).
+    Resource handling: closes every channel end when the connection ends (its inbox closes).
     Backpressure: `accepted` is set only once a file actor's inbox took the file, and the SFTP door
     answers the client's CLOSE only then.
     """
-    with inbox, outbox:
+    with inbox, outbox, validations if validations is not None else nullcontext():
         async for event in inbox:
             try:
                 if not folders.is_allowed(event.name):
+                    continue
+                if event.folder == folders.VALIDATE:
+                    if validations is not None and in_flight.claim(login.account, validation_key(event.name)):
+                        path = login.root / folders.VALIDATE / event.name
+                        await validations.send(FileArrived(login.account, event.name, path, clock()))
+                        log.info("file=%s account=%s picked up on close for validation", quoted(event.name), login.account)
                     continue
                 if not in_flight.claim(login.account, event.name):
                     continue  # already being picked up (a sweep got there first)
@@ -80,10 +95,10 @@ class SessionHandle:
         self._send = send
         self._on_close = on_close
 
-    async def upload_closed(self, name: str) -> None:
+    async def upload_closed(self, name: str, folder: str = folders.SEND) -> None:
         accepted = trio.Event()
         try:
-            await self._send.send(UploadClosed(name, accepted))
+            await self._send.send(UploadClosed(name, accepted, folder))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the service is shutting down; the sweep picks the file up on restart
         await accepted.wait()
@@ -158,8 +173,10 @@ class AccountGate:
         clock: Callable[[], datetime],
         channel: str = "sftp",
         rules: DoorRules | None = None,
+        validations: trio.MemorySendChannel[FileArrived] | None = None,
     ) -> None:
         self.settings = settings
+        self.validations = validations  # where uploads into Validate go (actors/validator.py)
         self.store = store
         self.nursery = nursery
         self.arrivals = arrivals
@@ -285,10 +302,16 @@ class AccountGate:
         log.info("login account=%s peer=%s channel=%s key=%s", username, peer, self.channel, key_id or "-")
         return Login(account=username, root=root, key_id=key_id)
 
-    async def upload(self, account: str, root: Path, name: str) -> None:
-        """A file written whole into `account`'s Send_SMS by another door (the REST API): picked up
-        as an SFTP upload's clean close is."""
-        if not folders.is_allowed(name) or not self.in_flight.claim(account, name):
+    async def upload(self, account: str, root: Path, name: str, folder: str = folders.SEND) -> None:
+        """A file written whole into `account`'s Send_SMS (or Validate) by another door (the REST
+        API): picked up as an SFTP upload's clean close is."""
+        if not folders.is_allowed(name):
+            return
+        if folder == folders.VALIDATE:
+            if self.validations is not None and self.in_flight.claim(account, validation_key(name)):
+                await self.validations.send(FileArrived(account, name, root / folders.VALIDATE / name, self.clock()))
+            return  # without a validator channel, the sweep finds it
+        if not self.in_flight.claim(account, name):
             return  # already being picked up (a sweep got there first)
         await self.arrivals.send(FileArrived(account, name, root / folders.SEND / name, self.clock()))
         log.info("file=%s account=%s picked up on upload (%s)", quoted(name), account, self.channel)
@@ -304,6 +327,7 @@ class AccountGate:
                 login=login,
                 in_flight=self.in_flight,
                 clock=self.clock,
+                validations=self.validations.clone() if self.validations is not None else None,
             )
         )
         return handle

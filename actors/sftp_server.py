@@ -1,16 +1,17 @@
-"""The SFTP door: asyncssh's server (asyncio side), confined to an account's three folders.
+"""The SFTP door: asyncssh's server (asyncio side), confined to an account's four folders.
 
 Everything here but `serve_sftp` runs on the asyncio host loop; anything that needs our state goes
 to the trio side through the `Gate` (logins, sessions) via the bridge's `TrioPortal`. The rules
 (PRODUCT.md §2, FINDINGS.md):
 
-- a client sees `/Send_SMS`, `/Processed`, `/Errors` and nothing else; `..` stops at its root;
+- a client sees `/Send_SMS`, `/Processed`, `/Errors`, `/Validate` and nothing else; `..` stops at its root;
   client paths (`/up.json`, `up.json`, `Send_SMS/../../x`) are normalised here and never handed
   to the OS as the client wrote them;
 - symlinks are never followed (asyncssh's own chroot would follow pre-existing ones): the root is
   resolved once, every folder and file is checked with lstat, and files are opened with O_NOFOLLOW;
-- uploads go to `Send_SMS` only, named `.txt`/`.json`/`.zip` or a temporary name (`.part`,
-  `.filepart`, `.tmp`, dot-files) that is reported only once renamed to an allowed name;
+- uploads go to `Send_SMS` (sent) or `Validate` (checked only) only, named `.txt`/`.json`/`.zip`
+  or a temporary name (`.part`, `.filepart`, `.tmp`, dot-files) that is reported only once
+  renamed to an allowed name;
 - an upload is reported on a clean close, and the client's CLOSE is answered only after the trio
   side took it (backpressure); while a write handle is open a marker in `<root>/.incomplete/`
   says so, and a handle closed because the connection dropped keeps its marker: never processed;
@@ -99,9 +100,10 @@ class LoginRefused(Exception):
 class Session(Protocol):
     """One per SFTP session (connection), trio side."""
 
-    async def upload_closed(self, name: str) -> None:
-        """A complete upload of Send_SMS/<name> was closed, or a file renamed into Send_SMS/<name>.
-        Returns once the file was taken: the client's CLOSE (or RENAME) is answered only then."""
+    async def upload_closed(self, name: str, folder: str = folders.SEND) -> None:
+        """A complete upload of <folder>/<name> (Send_SMS or Validate) was closed, or a file
+        renamed into it. Returns once the file was taken: the client's CLOSE (or RENAME) is
+        answered only then."""
         ...
 
     async def close(self) -> None:
@@ -327,7 +329,7 @@ class _SshServer(asyncssh.SSHServer):
 
 
 class _SftpServer(asyncssh.SFTPServer):
-    """One per SFTP session (channel): the account's view of its three folders."""
+    """One per SFTP session (channel): the account's view of its four folders."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel[Any], portal: TrioPortal) -> None:
         super().__init__(chan)
@@ -474,22 +476,22 @@ class _SftpServer(asyncssh.SFTPServer):
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> _Handle:
         folder, name, real = self._resolve(path)
         if folder is None or name is None:
-            raise _denied("only files inside Send_SMS, Processed or Errors can be opened")
+            raise _denied("only files inside Send_SMS, Processed, Errors or Validate can be opened")
         if not pflags & WRITE_FLAGS:
             return self._open_for_reading(folder, name, real)
-        if folder != folders.SEND:
-            raise _denied(f"{folder} is read-only: upload into {folders.SEND}")
+        if folder not in folders.UPLOAD_FOLDERS:
+            raise _denied(f"{folder} is read-only: upload into {folders.SEND} (or {folders.VALIDATE} to check a file)")
         refusal = folders.upload_refusal(name)
         if refusal is not None:
             raise _denied(refusal)
         self.owner.handles.take(self.owner)
         try:
-            return self._open_for_writing(name, real, pflags)
+            return self._open_for_writing(folder, name, real, pflags)
         except BaseException:
             self.owner.handles.give_back(self.owner)
             raise
 
-    def _open_for_writing(self, name: str, real: Path, pflags: int) -> _Handle:
+    def _open_for_writing(self, folder: str, name: str, real: Path, pflags: int) -> _Handle:
         flags = (os.O_RDWR if pflags & asyncssh.FXF_READ else os.O_WRONLY) | os.O_NOFOLLOW
         if pflags & asyncssh.FXF_CREAT:
             flags |= os.O_CREAT
@@ -500,7 +502,7 @@ class _SftpServer(asyncssh.SFTPServer):
         if pflags & asyncssh.FXF_APPEND:
             flags |= os.O_APPEND
         # Marked before the file can appear, so that a sweep never takes an upload in progress.
-        marker = folders.incomplete_marker(self.root, name)
+        marker = folders.incomplete_marker(self.root, name, folder)
         marked_here = not marker.exists()
         marker.parent.mkdir(exist_ok=True)
         marker.touch()
@@ -510,7 +512,7 @@ class _SftpServer(asyncssh.SFTPServer):
             if marked_here:
                 marker.unlink(missing_ok=True)
             _refuse_os_error(error)
-        return _Handle(fd, folders.SEND, name, writing=True, append=bool(pflags & asyncssh.FXF_APPEND))
+        return _Handle(fd, folder, name, writing=True, append=bool(pflags & asyncssh.FXF_APPEND))
 
     def _open_for_reading(self, folder: str, name: str, real: Path) -> _Handle:
         self.owner.handles.take(self.owner)
@@ -601,15 +603,15 @@ class _SftpServer(asyncssh.SFTPServer):
             # The marker stays, so neither we nor the sweep ever process it (PRODUCT.md §2).
             log.warning("file=%s account=%s upload cut off, kept unprocessed", quoted(file_obj.name), self.login.account)
             return
-        folders.incomplete_marker(self.root, file_obj.name).unlink(missing_ok=True)
+        folders.incomplete_marker(self.root, file_obj.name, file_obj.folder).unlink(missing_ok=True)
         if folders.is_allowed(file_obj.name):
-            await self._report(file_obj.name)
+            await self._report(file_obj.name, file_obj.folder)
 
-    async def _report(self, name: str) -> None:
+    async def _report(self, name: str, folder: str) -> None:
         self.owner.busy += 1
         try:
             session = await self._opening
-            await self.portal.call(session.upload_closed, name)
+            await self.portal.call(session.upload_closed, name, folder)
         finally:
             self.owner.busy -= 1
             self.owner.active()
@@ -617,8 +619,8 @@ class _SftpServer(asyncssh.SFTPServer):
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         old_folder, old_name, old_real = self._resolve(oldpath)
         new_folder, new_name, new_real = self._resolve(newpath)
-        if old_folder != folders.SEND or new_folder != folders.SEND or old_name is None or new_name is None:
-            raise _denied(f"files can only be renamed within {folders.SEND}")
+        if old_folder not in folders.UPLOAD_FOLDERS or new_folder != old_folder or old_name is None or new_name is None:
+            raise _denied(f"files can only be renamed within {folders.SEND} (or within {folders.VALIDATE})")
         refusal = folders.upload_refusal(new_name)
         if refusal is not None:
             raise _denied(refusal)
@@ -628,13 +630,13 @@ class _SftpServer(asyncssh.SFTPServer):
             os.replace(old_real, new_real)
         except OSError as error:
             _refuse_os_error(error)
-        old_marker = folders.incomplete_marker(self.root, old_name)
+        old_marker = folders.incomplete_marker(self.root, old_name, old_folder)
         if old_marker.exists():
             # Still open, or cut off: the new name inherits the mark and is not processed.
-            os.replace(old_marker, folders.incomplete_marker(self.root, new_name))
+            os.replace(old_marker, folders.incomplete_marker(self.root, new_name, new_folder))
             return
         if folders.is_allowed(new_name):
-            await self._report(new_name)
+            await self._report(new_name, new_folder)
 
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         await self.rename(oldpath, newpath)
@@ -649,8 +651,8 @@ class _SftpServer(asyncssh.SFTPServer):
             os.unlink(real)
         except OSError as error:
             _refuse_os_error(error)
-        if folder == folders.SEND:
-            folders.incomplete_marker(self.root, name).unlink(missing_ok=True)
+        if folder in folders.UPLOAD_FOLDERS:
+            folders.incomplete_marker(self.root, name, folder).unlink(missing_ok=True)
 
     def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         raise _denied("folders cannot be created")

@@ -2,7 +2,7 @@
 
 Start order matters and is explicit: the pass-one worker processes (they import while the rest
 starts), the writer (everyone talks to the store through it), then the read-model follower, the
-file pipeline, the gateway side, the sweeper, the SFTP door, whose port is reported once it
+file pipeline and the validators (uploads into Validate), the gateway side, the sweeper, the SFTP door, whose port is reported once it
 listens, and last recovery of files a stop or crash left in work/: in the background, so no
 backlog and no poisoned file can keep the doors shut.
 """
@@ -49,6 +49,7 @@ from actors.simulator import Simulator
 from actors.smpp_gateway import SmppGateway
 from actors.submissions import RecentSubmissions
 from actors.sweeper import run_sweeper
+from actors.validator import run_validator
 from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
@@ -66,6 +67,7 @@ from sftpsms.gateways import (
 log = logging.getLogger(__name__)
 
 ARRIVALS_BUFFER = 64
+VALIDATIONS_BUFFER = 16
 NOTIFY_BUFFER = 256
 REPORTS_BUFFER = 1000
 
@@ -157,6 +159,11 @@ async def run_service(
             with arrivals_receive:
                 for _ in range(settings.file_workers):
                     await nursery.start(partial(run_file_worker, arrivals_receive.clone(), context=context))
+            # Uploads into Validate: checked like real ones, never sent (issue 12).
+            validations_send, validations_receive = trio.open_memory_channel[FileArrived](VALIDATIONS_BUFFER)
+            with validations_receive:
+                for _ in range(settings.file_workers):  # one big validation does not hold up the others
+                    await nursery.start(partial(run_validator, validations_receive.clone(), context=context))
             reports_send, reports_receive = trio.open_memory_channel[GatewayReport](REPORTS_BUFFER)
             gateway_set = load_gateways(settings.gateways_path)
             gateways = {
@@ -180,6 +187,7 @@ async def run_service(
                     in_flight=in_flight,
                     clock=clock,
                     channel="rest",
+                    validations=validations_send.clone(),
                 )
                 web = WebContext(
                     settings=settings, store=store_client.clone(), gate=rest_gate, in_flight=in_flight, clock=clock,
@@ -219,7 +227,10 @@ async def run_service(
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
 
             await nursery.start(
-                partial(run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock)
+                partial(
+                    run_sweeper, arrivals_send.clone(), settings=settings, in_flight=in_flight, clock=clock,
+                    validations=validations_send.clone(),
+                )
             )
             gate = AccountGate(
                 rules=door_rules,
@@ -229,6 +240,7 @@ async def run_service(
                 arrivals=arrivals_send,
                 in_flight=in_flight,
                 clock=clock,
+                validations=validations_send.clone(),
             )
             await nursery.start(gate.watch)
             ftp_port = None
@@ -242,6 +254,7 @@ async def run_service(
                     in_flight=in_flight,
                     clock=clock,
                     channel="ftp",
+                    validations=validations_send.clone(),
                 )
                 await nursery.start(ftp_gate.watch)
                 ftp_port = await nursery.start(
@@ -256,6 +269,7 @@ async def run_service(
                     )
                 )
                 log.info("ftp listening on %s:%d", settings.sftp_host, ftp_port)
+            validations_send.close()  # the sweeper and the gates hold clones
             port = await nursery.start(
                 partial(
                     serve_sftp,

@@ -167,3 +167,19 @@ def read_queued_batch(batch: UUID, rows: Iterable[tuple[str, bytes]]) -> QueuedB
         expires_at=opened["expires_at"],
         messages=messages,
     )
+
+
+def spooled_errors(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The contact errors (opt-outs included) that the batches of these spool lines seal, as
+    `batch_rows` puts them in BatchSealed: what a processed file's report lists. A validation
+    (actors/validator.py) reads them from its spool without storing a batch."""
+    errors: list[dict[str, Any]] = []
+    for line in lines:
+        if not line.strip() or line[0] == OBJECT:
+            continue
+        index, msisdn, _customer_id, _text, _parts, code, detail = orjson.loads(line)
+        if code == OPTOUT_CODE:
+            errors.append({"index": index, "msisdn": msisdn or "", "code": OPTOUT_CODE, "detail": OPTOUT_DETAIL})
+        else:
+            errors.append({"index": index, "msisdn": msisdn, "code": code, "detail": detail or ""})
+    return errors

@@ -1238,3 +1238,75 @@ class LoginRecord(Aggregate):
 
     def locked_out(self, key: str, until: str) -> None:
         self.trigger_event(self.LoginLockedOut, key=key, until=until)
+
+
+def validation_id(account: str, name: str, received_at: str) -> UUID:
+    """One id per upload into Validate (the account, the name and when it arrived)."""
+    return uuid5(NAMESPACE, f"validation:{account}:{name}:{received_at}")
+
+
+class Validation(Aggregate):
+    """An upload into Validate: checked as a real upload of the same bytes would be and reported,
+    never sent (issue 12). No credits, no file name taken: FileValidated is its only event."""
+
+    class FileValidated(Aggregate.Created):
+        account: str
+        name: str
+        sha256: str
+        size: int
+        envelope: str | None  # the zip it came in, if any
+        status: str  # "valid" | "invalid"
+        error_code: str | None
+        contacts: int
+        would_queue: int
+        optouts_skipped: int
+        contact_errors: int
+        parts: int
+        credits_needed: int
+        received_at: str
+        validated_at: str
+
+    def __init__(
+        self,
+        account: str,
+        name: str,
+        sha256: str,
+        size: int,
+        envelope: str | None,
+        status: str,
+        error_code: str | None,
+        contacts: int,
+        would_queue: int,
+        optouts_skipped: int,
+        contact_errors: int,
+        parts: int,
+        credits_needed: int,
+        received_at: str,
+        validated_at: str,
+    ) -> None:
+        self.account = account
+        self.name = name
+        self.sha256 = sha256
+        self.size = size
+        self.envelope = envelope
+        self.status = status
+        self.error_code = error_code
+        self.contacts = contacts
+        self.would_queue = would_queue
+        self.optouts_skipped = optouts_skipped
+        self.contact_errors = contact_errors
+        self.parts = parts
+        self.credits_needed = credits_needed
+        self.received_at = received_at
+        self.validated_at = validated_at
+
+    @classmethod
+    def record(cls, *, account: str, name: str, received_at: str, **fields: Any) -> Validation:
+        return cls._create(
+            cls.FileValidated,
+            id=validation_id(account, name, received_at),
+            account=account,
+            name=name,
+            received_at=received_at,
+            **fields,
+        )

@@ -33,6 +33,7 @@ from eventstore.domain import (
     DispatchLog,
     File,
     Routes,
+    Validation,
     message_id_text,
 )
 from eventstore.optouts import find_optouts
@@ -43,6 +44,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
 NEWEST_TABLE = "deliveries"  # the schema is created (idempotently) when this table is missing
+NEWER_TABLES = ("validations",)  # ... or one of these (added since)
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -186,6 +188,30 @@ def _file_accepted(db: sqlite_utils.Database, e: File.FileAccepted) -> None:
 
 def _file_completed(db: sqlite_utils.Database, e: File.FileCompleted) -> None:
     db.table("files").update(str(e.originator_id), {"status": e.status, "completed_at": e.completed_at})
+
+
+def _file_validated(db: sqlite_utils.Database, e: Validation.FileValidated) -> None:
+    db.table("validations").insert(
+        {
+            "validation_id": str(e.originator_id),
+            "account": e.account,
+            "name": e.name,
+            "envelope": e.envelope,
+            "sha256": e.sha256,
+            "size": e.size,
+            "status": e.status,
+            "error_code": e.error_code,
+            "contacts": e.contacts,
+            "would_queue": e.would_queue,
+            "optouts_skipped": e.optouts_skipped,
+            "contact_errors": e.contact_errors,
+            "parts": e.parts,
+            "credits_needed": e.credits_needed,
+            "received_at": e.received_at,
+            "validated_at": e.validated_at,
+        },
+        replace=True,
+    )
 
 
 def _batch_opened(db: sqlite_utils.Database, e: ContactBatch.BatchOpened) -> None:
@@ -344,6 +370,7 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     DeliveryLog.DeliveryStarted: [_delivery_started],
     DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
     Account.SendRateSet: [_send_rate],
+    Validation.FileValidated: [_file_validated],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
@@ -435,6 +462,29 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS deliveries_awaited ON deliveries (first_at) WHERE reported < submitted"
     )
+    db.table("validations").create(
+        {
+            "validation_id": str,
+            "account": str,
+            "name": str,
+            "envelope": str,
+            "sha256": str,
+            "size": int,
+            "status": str,
+            "error_code": str,
+            "contacts": int,
+            "would_queue": int,
+            "optouts_skipped": int,
+            "contact_errors": int,
+            "parts": int,
+            "credits_needed": int,
+            "received_at": str,
+            "validated_at": str,
+        },
+        pk="validation_id",
+        if_not_exists=True,
+    )
+    db.table("validations").create_index(["account", "received_at"], if_not_exists=True)
 
 
 class ReadModels:
@@ -450,7 +500,10 @@ class ReadModels:
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
         # Creating (or checking) the schema costs a dozen introspection queries: only when new.
-        if not conn.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{NEWEST_TABLE}'").fetchone():
+        wanted = (NEWEST_TABLE, *NEWER_TABLES)
+        marks = ",".join("?" * len(wanted))
+        present = conn.execute(f"SELECT count(*) FROM sqlite_master WHERE name IN ({marks})", wanted).fetchone()[0]
+        if present < len(wanted):
             with self._immediate():
                 _create_schema(self.db)
 
@@ -571,6 +624,21 @@ class ReadModels:
             "SELECT msisdn FROM optouts WHERE account = ? AND msisdn > ? ORDER BY msisdn LIMIT ?", [account, after, limit]
         )
         return [row[0] for row in rows.fetchall()]
+
+    def validations(self, account: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Uploads into Validate and their outcomes (issue 12), oldest first."""
+        where, args = [], []
+        if account is not None:
+            where.append("account = ?")
+            args.append(account)
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        return list(
+            self.db.table("validations").rows_where(
+                " AND ".join(where) or None, args, order_by="received_at, name"
+            )
+        )
 
     def pending_batches(self, limit: int) -> list[dict[str, Any]]:
         return list(

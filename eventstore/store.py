@@ -31,6 +31,7 @@ from eventstore.domain import (
     FileName,
     LoginRecord,
     Routes,
+    Validation,
     WebhookLog,
     account_id,
     account_name_id,
@@ -40,6 +41,7 @@ from eventstore.domain import (
     file_id,
     file_name_id,
     login_record_id,
+    validation_id,
     webhook_log_id,
 )
 from eventstore.recorder import BatchingSQLiteApplicationRecorder
@@ -128,6 +130,18 @@ class Changes:
 def _state(event: Any) -> dict[str, Any]:
     """An event's stored state: its attributes but the originator's id and version."""
     return {k: v for k, v in vars(event).items() if k not in ("originator_id", "originator_version")}
+
+
+def name_duplicate_of(index: FileName, now: datetime) -> str | None:
+    """Why a new upload of the name `index` counts is a duplicate: a receipt still in flight (never
+    send both), or one processed within DUPLICATE_WINDOW of `now`; None when it is not."""
+    if index.pending is not None:
+        return index.pending
+    if index.last_processed_at is not None:
+        last = datetime.fromisoformat(index.last_processed_at)
+        if now - last < DUPLICATE_WINDOW:
+            return index.last_processed_at
+    return None
 
 
 def open_store(data_dir: Path) -> SmsStore:
@@ -516,14 +530,7 @@ class SmsStore(Application[UUID]):
                 pending = self.get(File, UUID(index.pending))
                 if pending.fingerprint == fingerprint:
                     return Receipt(UUID(index.pending), duplicate_of=None, resumed=True)
-                # A different upload while the first is in flight: never send both.
-                duplicate_of: str | None = index.pending
-            else:
-                duplicate_of = None
-            if duplicate_of is None and index.last_processed_at is not None:
-                last = datetime.fromisoformat(index.last_processed_at)
-                if now - last < DUPLICATE_WINDOW:
-                    duplicate_of = index.last_processed_at
+            duplicate_of = name_duplicate_of(index, now)
             receipt = index.receipts + 1
             file = File.create(
                 account=account,
@@ -546,6 +553,29 @@ class SmsStore(Application[UUID]):
 
     def file(self, file: UUID) -> File:
         return self.get(File, file)
+
+    def would_be_duplicate(self, account: str, name: str, now: datetime) -> str | None:
+        """What a new upload of `name` now would be reported a duplicate of (as `receive_file`
+        decides it), or None. Reads only: a validation takes no name (issue 12)."""
+        try:
+            index = self.get(FileName, file_name_id(account, name))
+        except AggregateNotFoundError:
+            return None
+        return name_duplicate_of(index, now)
+
+    def record_validation(self, *, account: str, name: str, received_at: str, **fields: Any) -> bool:
+        """FileValidated, once per upload into Validate (a resumed validation records nothing
+        again). Returns whether it was recorded now."""
+        if self.exists(validation_id(account, name, received_at)):
+            return False
+        try:
+            self.save(Validation.record(account=account, name=name, received_at=received_at, **fields))
+        except IntegrityError:
+            return False  # recorded meanwhile (another node took the same working folder)
+        return True
+
+    def validation(self, account: str, name: str, received_at: str) -> Validation:
+        return self.get(Validation, validation_id(account, name, received_at))
 
     def reject_file(
         self,

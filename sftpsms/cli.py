@@ -506,10 +506,18 @@ def cmd_files(args: argparse.Namespace) -> int:
         accounts: list[str | None] = [args.account]
         if args.account and args.with_subaccounts:
             accounts += store.account(args.account).sub_accounts
-        rows = [row for account in accounts for row in models.files(account=account)]
+        if getattr(args, "validations", False):
+            rows = [row for account in accounts for row in models.validations(account=account)]
+        else:
+            rows = [row for account in accounts for row in models.files(account=account)]
         models.close()
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif getattr(args, "validations", False):
+        _print_table(
+            rows,
+            ["account", "name", "status", "error_code", "contacts", "would_queue", "optouts_skipped", "contact_errors", "credits_needed", "received_at"],
+        )
     else:
         _print_table(
             rows,
@@ -595,25 +603,51 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
     return history
 
 
+def validation_history(store: SmsStore, models: ReadModels, account: str, name: str) -> list[dict[str, Any]]:
+    """Every validation of the name (uploads into Validate): its FileValidated event."""
+    return [
+        {
+            "validation_id": row["validation_id"],
+            "received_at": row["received_at"],
+            "events": [_event_row(e) for e in store.events.get(UUID(row["validation_id"]))],
+        }
+        for row in models.validations(account=account, name=name)
+    ]
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with _store(settings) as store:
         account = args.account
+        models = _models(settings, store)
         if account is None:
-            models = _models(settings, store)
-            owners = sorted({row["account"] for row in models.files(name=args.file)})
-            models.close()
+            owners = sorted(
+                {row["account"] for row in models.files(name=args.file)}
+                | {row["account"] for row in models.validations(name=args.file)}
+            )
             if len(owners) > 1:
+                models.close()
                 raise CliError(f"several accounts have a file {args.file!r}: add --account ({', '.join(owners)})")
             if not owners:
+                models.close()
                 raise CliError(f"no file named {args.file!r}")
             account = owners[0]
         history = file_history(store, account, args.file)
+        validations = validation_history(store, models, account, args.file)
+        models.close()
     if args.json:
+        history = [*history, *validations]
         print(json.dumps(history, indent=2, default=str))
         return 0
-    if not history:
+    if not history and not validations:
         raise CliError(f"no file named {args.file!r} for account {account!r}")
+    for validation in validations:
+        print(f"{args.file} (account {account}, validated, validation id {validation['validation_id']})")
+        for event in validation["events"]:
+            details = ", ".join(
+                f"{k}={v}" for k, v in event.items() if k not in ("event", "at") and v not in (None, [], {})
+            )
+            print(f"  {event['at']}  {event['event']:<16} {details}")
     for receipt in history:
         print(f"{args.file} (account {account}, receipt {receipt['receipt']}, file id {receipt['file_id']})")
         for event in receipt["events"]:
@@ -1196,6 +1230,11 @@ def build_parser() -> argparse.ArgumentParser:
     files = sub.add_parser("files", parents=[common], help="file outcomes")
     files.add_argument("--account", type=_account_name, help="only this account's files")
     files.add_argument("--with-subaccounts", action="store_true", help="with --account: its sub-accounts' files too")
+    files.add_argument(
+        "--validations",
+        action="store_true",
+        help="list the uploads into Validate instead (checked, never sent): valid or invalid, what they would queue and need",
+    )
     files.set_defaults(func=cmd_files)
     files_actions = files.add_subparsers(dest="action", required=False)
     reprocess = files_actions.add_parser(

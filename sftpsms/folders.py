@@ -1,4 +1,4 @@
-"""An account's three folders and the naming rules of uploads (PRODUCT.md §2)."""
+"""An account's four folders and the naming rules of uploads (PRODUCT.md §2)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from sftpsms.names import BadName, check_file_name
 SEND = "Send_SMS"
 PROCESSED = "Processed"
 ERRORS = "Errors"
-FOLDERS = (SEND, PROCESSED, ERRORS)
+VALIDATE = "Validate"  # write like Send_SMS: checked and reported there, never sent
+FOLDERS = (SEND, PROCESSED, ERRORS, VALIDATE)
+UPLOAD_FOLDERS = (SEND, VALIDATE)  # where clients may write, under the same name rules
 ALLOWED_SUFFIXES = (".txt", ".json", ".zip")
 TEMPORARY_SUFFIXES = (".part", ".filepart", ".tmp")
 REPORT_SUFFIX = ".report.json"
@@ -22,6 +24,7 @@ OUTPUT_SUFFIXES = (REPORT_SUFFIX, DELIVERY_SUFFIX)
 MAX_UPLOAD_NAME_BYTES = 200
 # Where the SFTP door marks uploads that are open or were cut off (never visible to clients).
 INCOMPLETE_DIR = ".incomplete"
+INCOMPLETE_VALIDATE_DIR = ".incomplete-validate"  # the same, for uploads into Validate
 
 
 def is_temporary(name: str) -> bool:
@@ -52,8 +55,8 @@ def is_output_name(name: str) -> bool:
 
 
 def upload_refusal(name: str) -> str | None:
-    """Why an upload (or a rename) into Send_SMS cannot have this name, or None when it can. The
-    one rule both doors apply at open time (PRODUCT.md §2)."""
+    """Why an upload (or a rename) into Send_SMS or Validate cannot have this name, or None when it
+    can. The one rule both doors apply at open time (PRODUCT.md §2)."""
     try:
         check_file_name(name)
     except BadName as bad:
@@ -89,12 +92,13 @@ def ensure_account_folders(root: Path) -> None:
         (root / folder).mkdir(parents=True, exist_ok=True)
 
 
-def incomplete_marker(root: Path, name: str) -> Path:
-    return root / INCOMPLETE_DIR / name
+def incomplete_marker(root: Path, name: str, folder: str = SEND) -> Path:
+    """The marker of an upload into `folder` (Send_SMS or Validate) that is open or was cut off."""
+    return root / (INCOMPLETE_VALIDATE_DIR if folder == VALIDATE else INCOMPLETE_DIR) / name
 
 
-def is_incomplete(root: Path, name: str) -> bool:
-    return incomplete_marker(root, name).exists()
+def is_incomplete(root: Path, name: str, folder: str = SEND) -> bool:
+    return incomplete_marker(root, name, folder).exists()
 
 
 def move(source: Path, destination: Path) -> None:

@@ -73,7 +73,7 @@ def test_revoking_the_last_key_refuses_logins_and_closes_open_sessions(service: 
     transport = paramiko.Transport(("127.0.0.1", service.port))
     transport.connect(username="revoked", password="secret-pw")
     sftp = paramiko.SFTPClient.from_transport(transport)
-    assert sftp is not None and sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
+    assert sftp is not None and sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS", "Validate"]
     assert service.cli("apikey", "revoke", key_id).returncode == 0
     deadline = time.monotonic() + 10
     while transport.is_active():
@@ -193,6 +193,6 @@ def test_an_added_ssh_key_logs_in_with_openssh(service: Service, tmp_path_factor
 
     accepted = sftp_with("id")
     assert accepted.returncode == 0, accepted.stderr
-    assert {"Send_SMS", "Processed", "Errors"} <= set(accepted.stdout.split())
+    assert {"Send_SMS", "Processed", "Errors", "Validate"} <= set(accepted.stdout.split())
     assert sftp_with("other").returncode != 0
     assert json.loads(service.cli("account", "show", "keyholder", "--json").stdout)["ssh_keys"]

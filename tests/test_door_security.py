@@ -43,8 +43,8 @@ def test_another_accounts_folders_are_unreachable(service: Service) -> None:
         for path in ("../bob/Send_SMS/bob.json", "/../bob/Send_SMS/bob.json", "Send_SMS/../../bob/Send_SMS/bob.json"):
             with pytest.raises(OSError):
                 sftp.stat(path)
-        assert sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
-        assert sorted(sftp.listdir("../..")) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS", "Validate"]
+        assert sorted(sftp.listdir("../..")) == ["Errors", "Processed", "Send_SMS", "Validate"]
 
 
 def test_folders_cannot_be_created_nor_links_made(service: Service) -> None:

@@ -50,12 +50,12 @@ def v7(**fields: Any) -> dict[str, Any]:
 # ---- the happy path, through both clients ---------------------------------------------------
 
 
-def test_openssh_client_sees_three_folders_and_its_upload_is_processed(service: Service, tmp_path: Path) -> None:
+def test_openssh_client_sees_four_folders_and_its_upload_is_processed(service: Service, tmp_path: Path) -> None:
     local = tmp_path / "hello.json"
     local.write_text(json.dumps(v7(Message_Template="Hello to the SMS world.", Contacts=[{"msisdn": n} for n in MTN])))
     result = service.openssh("acme", f"ls -1\nput {local} Send_SMS/hello.json\n")
     assert result.returncode == 0, result.stderr
-    assert sorted(result.stdout.split()) == sorted(["sftp>", "ls", "-1", "Errors", "Processed", "Send_SMS", "sftp>", "put", str(local), "Send_SMS/hello.json"])
+    assert sorted(result.stdout.split()) == sorted(["sftp>", "ls", "-1", "Errors", "Processed", "Send_SMS", "Validate", "sftp>", "put", str(local), "Send_SMS/hello.json"])
     folder, report = service.wait_report("acme", "hello.json")
     assert folder == "Processed"
     assert report["status"] == "processed" and report["messages_queued"] == 4

@@ -39,9 +39,9 @@ def connect(service: Service, user: str, password: str = "secret-pw") -> ftplib.
     return client
 
 
-def test_ftp_login_lists_the_three_folders_and_an_upload_is_processed(service: Service) -> None:
+def test_ftp_login_lists_the_four_folders_and_an_upload_is_processed(service: Service) -> None:
     with connect(service, "legacy") as client:
-        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS", "Validate"]
         client.storbinary("STOR Send_SMS/ftp.json", io.BytesIO(BODY))
     folder, report = service.wait_report("legacy", "ftp.json")
     assert folder == "Processed" and report["messages_queued"] == 1
@@ -70,7 +70,7 @@ def test_a_new_account_needs_an_ftp_key_and_is_told_so(service: Service) -> None
     with connect(service, "modern") as client:
         client.storbinary("STOR Send_SMS/modern.json", io.BytesIO(BODY))
     with connect(service, key["key_id"], key["secret"]) as client:
-        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS", "Validate"]
     assert service.wait_report("modern", "modern.json")[0] == "Processed"
 
 
@@ -177,7 +177,7 @@ def test_a_relative_data_directory_works_and_no_server_path_is_shown(
         client.cwd("/Errors")
         client.retrlines("LIST", lines.append)
         replies.append(client.cwd(".."))
-        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(client.nlst()) == ["Errors", "Processed", "Send_SMS", "Validate"]
         assert not any(str(tmp_path) in text or "var/" in text for text in replies + lines), (replies, lines)
         assert relative.wait_report("legacy", "rel.json")[0] == "Processed"
         time.sleep(1.0)  # the loop has run a while: its start is still logged once

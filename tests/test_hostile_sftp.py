@@ -296,7 +296,7 @@ def test_connections_over_the_per_address_cap_are_refused_and_others_still_get_i
         assert refused.returncode != 0 and "too many connections from your address" in refused.stderr
         refusal(service, "alice", source="127.0.0.20")  # paramiko: refused too
         with sftp(service, "alice", source="127.0.0.21") as client:
-            assert sorted(client.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
+            assert sorted(client.listdir("/")) == ["Errors", "Processed", "Send_SMS", "Validate"]
     finally:
         for sock in sockets:
             sock.close()
@@ -337,7 +337,7 @@ def test_an_attackers_failures_do_not_lock_the_user_out_from_another_address(ser
         refusal(service, "target", "guess", source="127.0.0.40")
     assert "too many failed logins" in refusal(service, "target", source="127.0.0.40")  # the attacker's pair
     with sftp(service, "target", source="127.0.0.41") as client:  # the user, elsewhere
-        assert sorted(client.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(client.listdir("/")) == ["Errors", "Processed", "Send_SMS", "Validate"]
 
 
 def test_guesses_sent_in_parallel_are_checked_no_more_than_the_lockout_allows(service: Service) -> None:

@@ -173,6 +173,23 @@ def test_an_upload_over_rest_gets_the_same_report_as_one_over_sftp(api: Api) -> 
     assert not (api.service.folder("acme", "Send_SMS") / "x.json").exists()
 
 
+def test_an_upload_over_rest_with_validate_is_only_checked(api: Api) -> None:
+    balance = api.service.store().account("rival").balance
+    with api.client("rival") as client:
+        answer = client.post(
+            "/api/v1/files", params={"validate": "true"}, files={"file": ("check.json", json.dumps(FILE).encode(), "application/json")}
+        )
+        assert answer.status_code == 202 and answer.json()["folder"] == "Validate"
+    path = api.service.folder("rival", "Validate") / "check.json.report.json"
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, api.service.log()[-3000:]
+        time.sleep(0.05)
+    report = json.loads(path.read_text())
+    assert report["status"] == "valid" and report["would_queue"] == 2 and report["credits_needed"] == 2
+    assert api.service.store().account("rival").balance == balance  # nothing reserved
+
+
 def test_every_route_as_another_account_or_a_sub_account_is_404(api: Api) -> None:
     """Each operation of the OpenAPI document, aimed at acme's data by rival (another account) and by
     acme-sub (acme's sub-account: a child does not see its parent). The table must name every

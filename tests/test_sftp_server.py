@@ -47,6 +47,7 @@ class Event:
     account: str
     name: str = ""
     at: float = 0.0  # time.perf_counter() when the trio side got it
+    folder: str = "Send_SMS"  # where the upload closed (Send_SMS or Validate)
 
 
 class Recorder:
@@ -79,8 +80,8 @@ class FakeSession:
         self.gate = gate
         self.login = login
 
-    async def upload_closed(self, name: str) -> None:
-        self.gate.recorder.add(Event("upload_closed", self.login.account, name, time.perf_counter()))
+    async def upload_closed(self, name: str, folder: str = "Send_SMS") -> None:
+        self.gate.recorder.add(Event("upload_closed", self.login.account, name, time.perf_counter(), folder))
         hold = self.gate.holds.get(name)
         if hold is not None:
             await hold.wait()
@@ -240,18 +241,18 @@ def test_a_put_json_is_reported_once_with_its_bytes_on_disk(server: Server, tmp_
     assert (server.folder("alice", "Send_SMS") / "first.json").read_bytes() == b'{"Version": 7}'
 
 
-def test_login_creates_the_three_folders_and_root_lists_exactly_them(server: Server) -> None:
+def test_login_creates_the_four_folders_and_root_lists_exactly_them(server: Server) -> None:
     result = server.openssh("ls -1a /\n", username="bob")
     assert result.returncode == 0, result.stderr
     listed = [line.strip() for line in result.stdout.splitlines() if line.strip() and not line.startswith("sftp>")]
-    assert sorted(name.strip("/").rsplit("/", 1)[-1] for name in listed) == [".", "..", "Errors", "Processed", "Send_SMS"]
+    assert sorted(name.strip("/").rsplit("/", 1)[-1] for name in listed) == [".", "..", "Errors", "Processed", "Send_SMS", "Validate"]
     assert sorted(p.name for p in server.root("bob").iterdir() if not p.name.startswith(".")) == [
-        "Errors", "Processed", "Send_SMS"
+        "Errors", "Processed", "Send_SMS", "Validate"
     ]  # fmt: skip
     with server.paramiko("bob") as sftp:
-        assert sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS"]
-        assert sorted(sftp.listdir(".")) == ["Errors", "Processed", "Send_SMS"]
-        assert sorted(sftp.listdir("../../..")) == ["Errors", "Processed", "Send_SMS"]
+        assert sorted(sftp.listdir("/")) == ["Errors", "Processed", "Send_SMS", "Validate"]
+        assert sorted(sftp.listdir(".")) == ["Errors", "Processed", "Send_SMS", "Validate"]
+        assert sorted(sftp.listdir("../../..")) == ["Errors", "Processed", "Send_SMS", "Validate"]
 
 
 def test_wrong_password_is_refused_and_the_message_reaches_openssh(server: Server) -> None:
@@ -449,6 +450,23 @@ def test_a_planted_symlink_pointing_outside_is_not_followed(server: Server, tmp_
     assert secret.read_text() == "top secret"
 
 
+def test_an_upload_into_validate_is_reported_with_its_folder_and_other_folders_stay_read_only(server: Server) -> None:
+    with server.paramiko("alice") as sftp:
+        with sftp.open("Validate/check.json", "wb") as remote:
+            remote.write(b'{"Version": 7}')
+        for folder in ("Processed", "Errors"):
+            with pytest.raises(OSError):
+                sftp.open(f"{folder}/check.json", "wb")
+        with sftp.open("Send_SMS/sent.json", "wb") as remote:
+            remote.write(b'{"Version": 7}')
+        with pytest.raises(OSError):
+            sftp.rename("Send_SMS/sent.json", "Validate/sent.json")
+    server.gate.recorder.wait_for(lambda: len(server.gate.recorder.events("alice")) >= 2)
+    assert [(e.folder, e.name) for e in server.gate.recorder.events("alice")][-2:] == [("Validate", "check.json"), ("Send_SMS", "sent.json")]
+    assert (server.folder("alice", "Validate") / "check.json").read_bytes() == b'{"Version": 7}'
+    assert not (server.root("alice") / ".incomplete-validate" / "check.json").exists()
+
+
 def test_a_folder_replaced_by_a_symlink_is_not_reachable(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -457,7 +475,7 @@ def test_a_folder_replaced_by_a_symlink_is_not_reachable(tmp_path: Path) -> None
         server.root("bob").mkdir(parents=True)
         os.symlink(outside, server.root("bob") / "Errors")
         with server.paramiko("bob") as sftp:
-            assert sorted(sftp.listdir("/")) == ["Processed", "Send_SMS"]
+            assert sorted(sftp.listdir("/")) == ["Processed", "Send_SMS", "Validate"]
             with pytest.raises(OSError):
                 sftp.listdir("Errors")
             with pytest.raises(OSError):

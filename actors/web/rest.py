@@ -344,11 +344,7 @@ async def upload_file(
     refusal = folders.upload_refusal(name)
     if refusal is not None:
         raise ApiError(400, refusal)
-    folder = folders.SEND
-    if validate:
-        folder = getattr(folders, "VALIDATE", None) or ""
-        if not folder:
-            raise ApiError(400, "this server has no Validate folder")
+    folder = folders.VALIDATE if validate else folders.SEND
     root = context.settings.account_root(caller.account)
     await in_thread(lambda: folders.ensure_account_folders(root))
     limit = context.settings.max_file_bytes
@@ -367,8 +363,7 @@ async def upload_file(
     finally:
         if temporary.exists():
             temporary.unlink()
-    if folder == folders.SEND:
-        await context.gate.upload(caller.account, root, name)
+    await context.gate.upload(caller.account, root, name, folder)
     return {"account": caller.account, "name": name, "folder": folder, "status": "accepted"}
 
 

@@ -114,7 +114,7 @@ async def run_service(
     escaping an actor is a bug and stops the service (the process supervisor restarts it and
     recovery resumes from the events).
     """
-    store = open_store(settings.data_dir)
+    store = open_store(settings.data_dir, settings.store)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
     try:

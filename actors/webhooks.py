@@ -537,7 +537,7 @@ def replay_range(
         until_bound = ReplayBound.parse(until) if until else None
     except ValueError:
         raise ReplayRefused("since/until take a notification position (digits) or an ISO time") from None
-    store = open_store(settings.data_dir)
+    store = open_store(settings.data_dir, settings.store)
     try:
         hooks = store.account(username).webhooks
         if url is not None and url not in hooks:

@@ -7,11 +7,14 @@ commands on shared aggregates retry on a version conflict.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -106,8 +109,48 @@ class Attempt:
     last_failure: str | None
 
 
-def store_env(data_dir: Path) -> dict[str, str]:
-    """Environment for the embedded default: one SQLite file in the data directory."""
+STORE_VARIABLE = "SFTPSMS_STORE"  # the event store's URL; empty: SQLite in the data directory
+
+
+class StoreUrlError(ValueError):
+    """A --store / SFTPSMS_STORE that names no store we can open."""
+
+
+def postgres_env(url: str) -> dict[str, str]:
+    """eventsourcing's postgres settings from `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?schema=S]`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.hostname or not parts.path.strip("/"):
+        raise StoreUrlError(f"{url!r} is not postgresql://USER@HOST:PORT/DATABASE")
+    query = parse_qs(parts.query)
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": unquote(parts.path.strip("/")),
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_LOCK_TIMEOUT": "30",
+        "POSTGRES_POOL_SIZE": "4",
+        "POSTGRES_MAX_OVERFLOW": "8",
+    }
+    if query.get("schema"):
+        env["POSTGRES_SCHEMA"] = query["schema"][0]
+    return env
+
+
+PER_DATA_DIR = "per-data-dir"  # ?schema=per-data-dir: a schema named after the data directory (test suites)
+
+
+def store_env(data_dir: Path, store: str | None = None) -> dict[str, str]:
+    """Environment of the event store: `store` is a PostgreSQL URL (several nodes share it), or
+    empty for the embedded default, one SQLite file in the data directory."""
+    if store:
+        env = postgres_env(store)
+        if env.get("POSTGRES_SCHEMA") == PER_DATA_DIR:
+            digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
+            env["POSTGRES_SCHEMA"] = f"sftpsms_t_{digest}"
+        return env
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": str(data_dir / "events.db"),
@@ -144,10 +187,30 @@ def name_duplicate_of(index: FileName, now: datetime) -> str | None:
     return None
 
 
-def open_store(data_dir: Path) -> SmsStore:
-    """The embedded store of a data directory (created if missing)."""
+def open_store(data_dir: Path, store: str | None = None) -> SmsStore:
+    """The event store: `store`'s URL, else SFTPSMS_STORE's, else SQLite in the data directory
+    (created if missing)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    return SmsStore(env=store_env(data_dir))
+    url = store if store is not None else os.environ.get(STORE_VARIABLE, "")
+    env = store_env(data_dir, url)
+    if env.get("POSTGRES_SCHEMA"):
+        ensure_schema(env)
+    return SmsStore(env=env)
+
+
+def ensure_schema(env: Mapping[str, str]) -> None:
+    """eventsourcing makes its tables in POSTGRES_SCHEMA but not the schema itself."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"] or None, connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
+    ) as connection:
+        try:
+            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
+        except psycopg.errors.UniqueViolation:
+            pass  # another process made it at the same moment
 
 
 class SmsStore(Application[UUID]):

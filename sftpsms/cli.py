@@ -52,14 +52,14 @@ def _account_name(text: str) -> str:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=args.data_dir, **overrides)
+    return Settings.from_env(data_dir=args.data_dir, store=getattr(args, "store", None), **overrides)
 
 
 @contextmanager
 def _store(settings: Settings) -> Iterator[SmsStore]:
     """The event store for one command. A broken domain rule (unknown account or key, an account
     that exists, a balance too low, ...) becomes a CliError: a message, not a traceback."""
-    store = open_store(settings.data_dir)
+    store = open_store(settings.data_dir, settings.store)
     try:
         yield store
     except DomainError as error:
@@ -1076,6 +1076,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         default=os.environ.get("SFTPSMS_DATA_DIR", "var"),
         help="data directory: event store, read models, account folders (default ./var, or $SFTPSMS_DATA_DIR)",
+    )
+    common.add_argument(
+        "--store", default=None, metavar="URL",
+        help="the event store: postgresql://USER@HOST:PORT/DATABASE, shared by several nodes (default: SQLite "
+        "in the data directory, or $SFTPSMS_STORE)",
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser = argparse.ArgumentParser(

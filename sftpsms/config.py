@@ -15,6 +15,7 @@ ENV_PREFIX = "SFTPSMS_"
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("var")
+    store: str = ""  # the event store: a postgresql:// URL (several nodes), or empty for SQLite in data_dir
     sftp_host: str = "127.0.0.1"
     sftp_port: int = 2222
     ftp_port: int = -1  # -1: no FTP door; 0: any free port

@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 from eventstore.store import SmsStore, open_store
+from tests import backends
+
+backends.configure()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    backends.drop_test_schemas()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 
 from eventstore.domain import ContactBatch, DomainError, InsufficientBalance
 from eventstore.store import AccountExists, SmsStore, open_store
+from tests.backends import sqlite_only
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -155,6 +156,7 @@ def test_an_accepted_file_cannot_be_rejected(store: SmsStore) -> None:
     assert store.file(receipt.file_id).status == "accepted"
 
 
+@sqlite_only  # compares SQLite's own recorder with the plain one
 def test_changes_name_the_changed_aggregates_the_same_on_both_recorders(tmp_path: Path) -> None:
     # `changes` reads light rows on our SQLite recorder and falls back to notifications on any
     # other (eventsourcing's own recorder here): both give the same answer.

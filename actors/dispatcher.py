@@ -315,8 +315,10 @@ class Dispatcher:
                 if state == "cancelled":
                     queue = self.accounts.get(row["account"], AccountQueue()).files.pop(file_id, None)
                 self._nursery.start_soon(self._honour, row, queue)
-        self.paused = paused - self.cancelled
-        self._wake.set()
+        paused -= self.cancelled
+        if paused != self.paused:  # a resume lets messages go (a pause or cancel needs no round)
+            self.paused = paused
+            self._wake.set()
 
     def _held(self, message: OutboundMessage) -> bool:
         """A message of a paused or cancelled file: not to be submitted now."""

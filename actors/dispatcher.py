@@ -380,6 +380,7 @@ class Dispatcher:
     async def _cancel(self, file_id: str, account: str, queue: FileQueue | None) -> tuple[int, int]:
         """Expire every unsent message of the file with its credits refunded; returns (messages,
         parts). `queue` is the file's queue, already out of the rounds."""
+        started = trio.current_time()
         while queue is not None and queue.loading:  # noqa: ASYNC110 - as in _settle
             await trio.sleep(SETTLE_POLL)  # the loader finishes the batch it reads
         held = self._in_memory(queue)
@@ -399,35 +400,60 @@ class Dispatcher:
             if batch_parts:
                 self.refunds[key] = self.refunds.get(key, 0) + batch_parts
         await self.flush()  # the held batches' submissions and expiries: the store is now current
+        settled = trio.current_time()
         # Every other batch of the file, as stored (not loaded yet, beyond the look-ahead, or
         # left part-sent by a restart).
         done = {str(batch.log.batch_id) for batch in held}
         file = UUID(file_id)
         count = await trio.to_thread.run_sync(lambda: int(self.reader.file(file).summary.get("batches", 0)))
         events: list[Any] = []
+        rows: list[PendingRow] = []
         refund = 0
         for number in range(count):
             bid = str(batch_uuid(file, number))
             self.known.add(bid)
             if bid in done:
                 continue
-            stored = {"batch_id": bid, "file_id": file_id, "account": account}
-            batch = await trio.to_thread.run_sync(load_batch, self.reader, stored)
-            if batch.log.finished:
-                continue
-            batch_count, batch_parts = self._cancel_batch(batch, at)
-            batch.log.finish()
+            if self.fast_rows:  # as rows (eventstore.dispatch_rows), read and built in a thread
+                expired = await trio.to_thread.run_sync(self._expire_stored, UUID(bid), datetime.fromisoformat(at))
+                if expired is None:
+                    continue
+                dispatch, batch_rows = expired
+                rows += batch_rows
+                batch_count, batch_parts = len(batch_rows), sum(row.state["parts"] for row in batch_rows)
+            else:
+                stored = {"batch_id": bid, "file_id": file_id, "account": account}
+                batch = await trio.to_thread.run_sync(load_batch, self.reader, stored)
+                if batch.log.finished:
+                    continue
+                dispatch = batch.log
+                batch_count, batch_parts = self._cancel_batch(batch, at)
+            dispatch.finish()
             messages, parts, refund = messages + batch_count, parts + batch_parts, refund + batch_parts
-            events += batch.log.collect_events()
-            if len(events) >= CANCEL_SAVE_EVERY:
-                await self._save_cancelled(events, {key: refund} if refund else {})
-                events, refund = [], 0
-        if events or refund:
-            await self._save_cancelled(events, {key: refund} if refund else {})
+            events += dispatch.collect_events()
+            if len(events) + len(rows) >= CANCEL_SAVE_EVERY:
+                await self._save_cancelled(events, rows, {key: refund} if refund else {})
+                events, rows, refund = [], [], 0
+        if events or rows or refund:
+            await self._save_cancelled(events, rows, {key: refund} if refund else {})
+        log.info(
+            "file_id=%s cancel: held batches settled and flushed in %.3f s, %d stored batches expired in %.3f s",
+            file_id, settled - started, count - len(done), trio.current_time() - settled,
+        )
         return messages, parts
 
-    async def _save_cancelled(self, events: list[Any], refunds: Refunds) -> None:
-        await self.store.run(lambda s: save_progress(s, events, refunds))
+    async def _save_cancelled(self, events: list[Any], rows: list[PendingRow], refunds: Refunds) -> None:
+        await self.store.run(lambda s: save_progress(s, events, refunds, rows))
+
+    def _expire_stored(self, batch: UUID, at: datetime) -> tuple[DispatchLog, list[PendingRow]] | None:
+        """A stored batch's unsent messages as MessageExpired rows (reason "cancelled"), with its
+        dispatch log; None when the batch was dispatched already. In a worker thread."""
+        queued = self.reader.queued_batch(batch)
+        dispatch = self.reader.dispatch_log(queued)
+        if dispatch.finished:
+            return None
+        messages = ((message.index, message.parts) for message in queued.messages)
+        return dispatch, dispatch_rows.expired_all(dispatch, messages, at=at, reason="cancelled")
 
     @staticmethod
     def _cancel_batch(batch: ActiveBatch, at: str) -> tuple[int, int]:

@@ -247,6 +247,7 @@ class Dispatcher:
         self.honoured: dict[str, int] = {}  # file → the FileControl version this process honoured
         self.controlling: set[str] = set()  # files whose request is being honoured now
         self._nursery: trio.Nursery | None = None
+        self._flush_lock = trio.Lock()
         self.unflushed = 0
         self.last_flush = now
         self.sent = 0
@@ -467,6 +468,12 @@ class Dispatcher:
     # ---- writing progress ---------------------------------------------------------------------
 
     async def flush(self) -> None:
+        """Write the progress collected so far. One flush at a time: one that returns has
+        everything collected before it was called in the store (a cancel relies on it)."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self.dirty and not self.refunds and not self.unsaved and not self.rows:
             return
         # Collect the events here, on the trio side: sender tasks keep adding to these aggregates

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 HONOUR_WAIT = 60.0  # seconds a control file waits for the dispatcher's ControlApplied
 HONOUR_POLL = 0.05
+PROCESSING_POLL = 0.2  # seconds between looks while the file a control file names is processed
+SEND_GRACE = 5.0  # seconds a control file waits for its file to be picked up from Send_SMS
 
 
 def refile_report(settings: Settings, store: SmsStore, file_id: UUID) -> Path | None:
@@ -91,6 +93,26 @@ def answer(
     }
 
 
+async def _request(store: Any, root: Path, target: str, action: str, *, account: str, now: datetime) -> Any:
+    """Record the request. A control file uploaded right behind its file waits for the file's
+    report: up to HONOUR_WAIT seconds while the file is processed, SEND_GRACE while it is still
+    waiting in Send_SMS (this worker may be the one it waits for)."""
+    started = trio.current_time()
+    while True:
+        try:
+            return await store.run(
+                partial(controls.request_control, account=account, name=target, action=action, via="control file", now=now)
+            )
+        except ControlRefused as refused:
+            waited = trio.current_time() - started
+            if refused.in_progress:
+                if waited > HONOUR_WAIT:
+                    raise
+            elif waited > SEND_GRACE or not await trio.to_thread.run_sync((root / folders.SEND / target).exists):
+                raise
+        await trio.sleep(PROCESSING_POLL)
+
+
 async def run_control_file(
     *, settings: Settings, store: Any, reader: SmsStore, account: str, name: str, path: Path, now: datetime
 ) -> dict[str, Any]:
@@ -101,9 +123,7 @@ async def run_control_file(
     root = settings.account_root(account)
     target, action = parsed.target, parsed.action
     try:
-        request = await store.run(
-            partial(controls.request_control, account=account, name=target, action=action, via="control file", now=now)
-        )
+        request = await _request(store, root, target, action, account=account, now=now)
     except ControlRefused as refused:
         content = answer(
             name=name, account=account, action=action, target=target, status="failed", at=now,

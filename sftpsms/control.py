@@ -11,7 +11,6 @@ CONTROL_SUFFIXES = tuple(f".{action}" for action in ACTIONS)
 # The codes a refused request answers with (docs/file-format.md, "Cancel, pause, resume").
 UNKNOWN_FILE = "Control.UnknownFile"  # no processed file of that name for the account
 NOT_ALLOWED = "Control.NotAllowed"  # the file's state does not allow it (resume after cancel, ...)
-NOT_EMPTY = "Control.NotEmpty"  # a control file must be empty (it is never sent)
 
 # What each state answers to each request: None = recorded, else why not (a repeated pause or
 # cancel is answered as done, without a second event).
@@ -21,10 +20,11 @@ ALREADY = "already"
 class ControlRefused(Exception):
     """A request that cannot be honoured, with its code and a detail for the user."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, in_progress: bool = False) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+        self.in_progress = in_progress  # the file is still being processed: asking later may work
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def unknown_file(name: str, account: str, status: str | None = None) -> ControlR
         detail = f"{name} is still being processed: try again once its report is in Processed"
     else:
         detail = f"{name} failed as a whole (it is in Errors): nothing of it is sent"
-    return ControlRefused(UNKNOWN_FILE, detail)
+    return ControlRefused(UNKNOWN_FILE, detail, in_progress=status in ("received", "accepted"))
 
 
 def outcome_text(action: str, *, name: str, done: bool, messages_cancelled: int, credits_refunded: int) -> str:

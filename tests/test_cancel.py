@@ -277,3 +277,24 @@ def test_sftpsms_events_shows_the_cancel_its_expiries_and_refund(tmp_path: Path)
     refund = next(event for event in receipt["events"] if event["event"] == "CreditsRefunded")
     assert refund["reason"] == "cancelled" and refund["amount"] == receipt["batch_events"]["MessageExpired.cancelled"]
     assert "FileCancelled" in text and "MessageExpired.cancelled" in text
+
+
+def test_a_control_file_uploaded_right_behind_its_file_waits_for_the_file(tmp_path: Path) -> None:
+    contacts = 20_000
+    data = tmp_path / "data"
+    with running_service(data, "--send-rate", "20") as service:
+        service.add_account("acme", credits=contacts)
+        with service.paramiko("acme") as sftp:
+            with sftp.open("Send_SMS/quick.json", "wb") as remote:
+                remote.set_pipelined(True)
+                remote.write(body(contacts))
+            with sftp.open("Send_SMS/quick.json.cancel", "wb"):
+                pass
+        answer_path = service.folder("acme", "Processed") / "quick.json.cancel.report.json"
+        wait_for(lambda: answer_path.exists(), service)
+        answer = json.loads(answer_path.read_text())
+        _, report = service.wait_report("acme", "quick.json")
+        sent = submissions(data, UUID(report["file_id"]), contacts // 1000)
+    assert answer["status"] == "done", answer
+    assert answer["messages_cancelled"] == contacts - len(sent) and len(sent) < 100
+    assert report["dispatch"] == "cancelled"

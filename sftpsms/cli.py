@@ -1280,7 +1280,11 @@ def build_parser() -> argparse.ArgumentParser:
         control = files_actions.add_parser(
             control_action,
             parents=[common],
-            help=text.split(":")[0].split(" (")[0],
+            help={
+                "cancel": "stop a processed file: its unsent messages expire, their credits refunded",
+                "pause": "hold a processed file's unsent messages until resumed (End still applies)",
+                "resume": "send a paused file's unsent messages again",
+            }[control_action],
             description=f"{text[0].upper()}{text[1:]}. Waits until the running service honours it (no message "
             "of the file is submitted after this returns) and rewrites the file's report. Exit 0 once honoured, "
             "1 when no running service honoured it within --wait (it stays recorded), 2 when refused.",

@@ -1,5 +1,6 @@
 """Delivery statuses for SFTP users, without webhooks: `Processed/<name>.delivery.csv`, one row per
-message (index, msisdn, customerId, message id, parts, submitted_at, status, status_at), rewritten
+message (index, msisdn, customerId, message id, parts, submitted_at, status, status_at; status one
+of queued, submitted, delivered, failed, expired, cancelled), rewritten
 while a file's messages are in flight and a last time once every one of them is final.
 
 A follower of the notification log: it notes which files' dispatch or delivery logs changed and
@@ -43,7 +44,7 @@ MIN_REWRITE = 10.0  # seconds between rewrites of a big file's CSV while it is s
 BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file's events); smaller
 MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
 READ_LIMIT = 5000
-FINAL = frozenset({"delivered", "failed", "expired"})
+FINAL = frozenset({"delivered", "failed", "expired", "cancelled"})
 COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at"]
 TOPICS = [
     get_topic(cls)
@@ -84,7 +85,8 @@ def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]],
             if isinstance(event, DispatchLog.MessageSubmitted):
                 row.update(submitted_at=event.submitted_at, status="submitted", status_at=event.submitted_at)
             elif isinstance(event, DispatchLog.MessageExpired):
-                row.update(status="expired", status_at=event.at)
+                # Unsent at End: expired; unsent when its file was cancelled: cancelled.
+                row.update(status="cancelled" if event.reason == "cancelled" else "expired", status_at=event.at)
         for event in store.events.get(delivery_log_id(batch)):
             row = by_index.get(getattr(event, "index", -1))
             if row is not None and isinstance(event, DeliveryLog.DeliveryReported):

@@ -20,6 +20,19 @@ gets it recorded as submitted and failed (a "failed" receipt with the reason).
 Start/End: no message before its file's Start; one still unsent at End expires and its credits are
 refunded.
 
+Cancel, pause, resume (issue 12). Requests are FileControl events, written by whoever asked (the
+CLI, a control file); the `file_controls` read model lists the files paused, cancelled or with a
+request not yet honoured, read with each refill. A cancel takes the file out of the rounds at
+once, waits for the messages a gateway is submitting now (their MessageSubmitted are flushed:
+they are reported as they end), expires every other message of the file with its credits
+refunded (MessageExpired reason "cancelled", CreditsRefunded reason "cancelled"; the batches not
+in memory are read from the store) and records ControlApplied. A pause keeps the file's batches
+but offers them nothing until resumed, except End: its messages still expire at End. A message
+of a paused or cancelled file that waits in a gateway lane goes back to its batch instead. Each
+ControlApplied is recorded only once nothing of the file is being submitted and its submissions
+are flushed, so after it the log holds no further MessageSubmitted of a cancelled or paused file.
+The state is in the events and the read model: a restart honours it before its first round.
+
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
 deterministic message id, and the gateway de-duplicates them where it can.
@@ -29,7 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -49,9 +62,10 @@ from actors.gateway import (
 )
 from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
-from eventstore import dispatch_rows
+from eventstore import controls, dispatch_rows
 from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import DispatchLog, message_id
+from eventstore.domain import batch_id as batch_uuid
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
@@ -67,6 +81,8 @@ PENDING_BATCH_LOOKAHEAD = 500
 LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
 ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
+CANCEL_SAVE_EVERY = 5000  # MessageExpired events per transaction when a cancel expires stored batches
+SETTLE_POLL = 0.005  # seconds between looks while a controlled file's submissions finish
 
 
 @dataclass
@@ -94,6 +110,7 @@ class FileQueue:
     # A loaded batch whose Start is still ahead, set aside: the file's later batches (same Start)
     # are loaded only once it goes, so a big file scheduled for tomorrow holds one batch in memory.
     scheduled: list[ActiveBatch] = field(default_factory=list)
+    expires_at: datetime | None = None  # the file's End (every batch of a file has the same)
 
     @property
     def empty(self) -> bool:
@@ -152,20 +169,22 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
     )
 
 
-def save_progress(
-    store: SmsStore, events: list[Any], refunds: dict[tuple[str, str], int], rows: list[PendingRow] | None = None
-) -> None:
+Refunds = dict[tuple[str, str, str], int]  # (account, file id, reason) → parts
+
+
+def save_progress(store: SmsStore, events: list[Any], refunds: Refunds, rows: list[PendingRow] | None = None) -> None:
     """MessageSubmitted / MessageExpired / BatchDispatched events (some as rows, see
-    eventstore.dispatch_rows), then refunds for expired parts."""
+    eventstore.dispatch_rows), then refunds for expired parts (reason "expired" at End,
+    "cancelled" for a cancelled file)."""
     if rows:
         store.save_rows(dispatch_rows.encode_rows(rows, events, store.mapper, store.row_encoder()))
     elif events:
         store.save(*events)
-    for (account, file_id), parts in refunds.items():
+    for (account, file_id, reason), parts in refunds.items():
 
-        def command(account: str = account, file_id: str = file_id, parts: int = parts) -> None:
+        def command(account: str = account, file_id: str = file_id, parts: int = parts, reason: str = reason) -> None:
             aggregate = store.account(account)
-            aggregate.refund_credits(UUID(file_id), parts, "expired")
+            aggregate.refund_credits(UUID(file_id), parts, reason)
             store.save(aggregate)
 
         store._retrying(command)
@@ -190,8 +209,10 @@ class Dispatcher:
         reports: trio.MemorySendChannel[GatewayReport],
         reader: SmsStore,
         gateway_rates: Mapping[str, float | None] | None = None,
+        on_control: Callable[[UUID], Awaitable[None]] | None = None,
     ) -> None:
-        """`store` takes the dispatcher's writes (through the event writer); `reader` is the store
+        """`on_control` is called once a cancel, pause or resume of a file is honoured (the
+        supervisor rewrites the file's report). `store` takes the dispatcher's writes (through the event writer); `reader` is the store
         itself, for loading batches in a thread of the dispatcher's own rather than in the
         writer's queue, behind receipts and progress."""
         if settings.default_gateway not in gateways:
@@ -219,7 +240,14 @@ class Dispatcher:
         # rows (decided in run()); else they are ordinary pending events of the dispatch logs.
         self.fast_rows = False
         self.rows: list[PendingRow] = []
-        self.refunds: dict[tuple[str, str], int] = {}
+        self.refunds: Refunds = {}
+        self.on_control = on_control
+        self.cancelled: set[str] = set()  # files cancelled: never offered again
+        self.paused: set[str] = set()  # files paused: offered nothing but End
+        self.honoured: dict[str, int] = {}  # file → the FileControl version this process honoured
+        self.controlling: set[str] = set()  # files whose request is being honoured now
+        self._nursery: trio.Nursery | None = None
+        self._flush_lock = trio.Lock()
         self.unflushed = 0
         self.last_flush = now
         self.sent = 0
@@ -235,27 +263,217 @@ class Dispatcher:
     # ---- reading the read model ---------------------------------------------------------------
 
     async def refill(self) -> None:
-        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float]]:
+        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float], list[dict[str, Any]]]:
             models = ReadModels(self.settings.readmodels_db)
             try:
-                return models.pending_batches(PENDING_BATCH_LOOKAHEAD), models.routes(), models.account_rates()
+                # Controls first: a batch row read after them is never of a file cancelled
+                # before them that this refill does not know as cancelled.
+                file_controls = models.file_controls()
+                return (
+                    models.pending_batches(PENDING_BATCH_LOOKAHEAD),
+                    models.routes(),
+                    models.account_rates(),
+                    file_controls,
+                )
             finally:
                 models.close()
 
-        rows, routes, rates = await trio.to_thread.run_sync(read)
+        rows, routes, rates, file_controls = await trio.to_thread.run_sync(read)
         self.routes = sorted(routes.items(), key=lambda item: (-len(item[0]), item[0]))
         self.account_rates = rates
+        self._control(file_controls)
         for row in rows:
             if row["batch_id"] in self.known:
                 continue
             self.known.add(row["batch_id"])
+            if row["file_id"] in self.cancelled:
+                continue  # its cancel expires it (or did)
             account = self.accounts.setdefault(row["account"], AccountQueue())
-            account.files.setdefault(row["file_id"], FileQueue()).batches.append(row)
+            queue = account.files.setdefault(row["file_id"], FileQueue())
+            queue.batches.append(row)
+            if queue.expires_at is None:
+                queue.expires_at = _parse(row["expires_at"])
             self._load_wanted.set()
+
+    # ---- cancel, pause, resume ------------------------------------------------------------------
+
+    def _control(self, rows: list[dict[str, Any]]) -> None:
+        """Take the read model's controlled files: synchronously, so no round after this refill
+        offers a message of a file it shows cancelled or paused; the requests not yet honoured
+        are honoured in tasks of their own."""
+        paused: set[str] = set()
+        for row in rows:
+            file_id, state = row["file_id"], row["state"]
+            if state == "paused":
+                paused.add(file_id)
+            elif state == "cancelled" and file_id not in self.cancelled:
+                self.cancelled.add(file_id)
+                self.paused.discard(file_id)
+            pending = row["applied"] < row["requested"] and self.honoured.get(file_id, 0) < row["requested"]
+            if pending and file_id not in self.controlling and self._nursery is not None:
+                self.controlling.add(file_id)
+                queue = None
+                if state == "cancelled":
+                    queue = self.accounts.get(row["account"], AccountQueue()).files.pop(file_id, None)
+                self._nursery.start_soon(self._honour, row, queue)
+        paused -= self.cancelled
+        if paused != self.paused:  # a resume lets messages go (a pause or cancel needs no round)
+            self.paused = paused
+            self._wake.set()
+
+    def _held(self, message: OutboundMessage) -> bool:
+        """A message of a paused or cancelled file: not to be submitted now."""
+        if not (self.cancelled or self.paused):
+            return False
+        file_id = str(message.file_id)
+        return file_id in self.cancelled or file_id in self.paused
+
+    async def _honour(self, row: dict[str, Any], queue: FileQueue | None) -> None:
+        """Honour a file's latest request (row: its `file_controls` row) and record ControlApplied.
+
+        Error handling: a failure is logged and the request tried again at a later refill (it is
+        still pending in the read model); what was saved stays saved, and expiring again what is
+        expired adds nothing."""
+        file_id, account, state, version = row["file_id"], row["account"], row["state"], row["requested"]
+        action = {"cancelled": "cancel", "paused": "pause"}.get(state, "resume")
+        try:
+            cancelled = refunded = 0
+            if action == "cancel":
+                cancelled, refunded = await self._cancel(file_id, account, queue)
+            else:
+                await self._settle(self._in_memory(self.accounts.get(account, AccountQueue()).files.get(file_id)))
+                await self.flush()
+            now = datetime.now(UTC)
+            await self.store.run(
+                partial(
+                    controls.record_applied,
+                    file=UUID(file_id),
+                    action=action,
+                    requested_version=version,
+                    messages_cancelled=cancelled,
+                    credits_refunded=refunded,
+                    now=now,
+                )
+            )
+            self.honoured[file_id] = version
+            log.info("file_id=%s account=%s %s honoured (%d messages cancelled)", file_id, account, action, cancelled)
+            if self.on_control is not None:
+                await self.on_control(UUID(file_id))
+        except Exception:
+            log_failure(log, f"honouring the {action} of file_id={file_id} failed; tried again")
+        finally:
+            self.controlling.discard(file_id)
+            self._wake.set()
+
+    @staticmethod
+    def _in_memory(queue: FileQueue | None) -> list[ActiveBatch]:
+        if queue is None:
+            return []
+        return [batch for batch in (queue.active, queue.loaded, *queue.scheduled) if batch is not None]
+
+    async def _settle(self, batches: list[ActiveBatch]) -> None:
+        """Wait until no message of these batches is being submitted (a held message in a lane
+        goes back to its batch; one at the gateway is answered)."""
+        # Polled: a rare moment, a few milliseconds long; an Event would cost every message a set.
+        while any(batch.in_flight for batch in batches):  # noqa: ASYNC110
+            await trio.sleep(SETTLE_POLL)
+
+    async def _cancel(self, file_id: str, account: str, queue: FileQueue | None) -> tuple[int, int]:
+        """Expire every unsent message of the file with its credits refunded; returns (messages,
+        parts). `queue` is the file's queue, already out of the rounds."""
+        started = trio.current_time()
+        while queue is not None and queue.loading:  # noqa: ASYNC110 - as in _settle
+            await trio.sleep(SETTLE_POLL)  # the loader finishes the batch it reads
+        held = self._in_memory(queue)
+        if queue is not None:
+            queue.batches.clear()
+            queue.active = queue.loaded = None
+            queue.scheduled = []
+        await self._settle(held)
+        at = datetime.now(UTC).isoformat()
+        key = (account, file_id, "cancelled")
+        messages = parts = 0
+        for batch in held:
+            count, batch_parts = self._cancel_batch(batch, at)
+            messages, parts = messages + count, parts + batch_parts
+            batch.log.finish()
+            self.dirty[batch.log.id] = batch.log
+            if batch_parts:
+                self.refunds[key] = self.refunds.get(key, 0) + batch_parts
+        await self.flush()  # the held batches' submissions and expiries: the store is now current
+        settled = trio.current_time()
+        # Every other batch of the file, as stored (not loaded yet, beyond the look-ahead, or
+        # left part-sent by a restart).
+        done = {str(batch.log.batch_id) for batch in held}
+        file = UUID(file_id)
+        count = await trio.to_thread.run_sync(lambda: int(self.reader.file(file).summary.get("batches", 0)))
+        events: list[Any] = []
+        rows: list[PendingRow] = []
+        refund = 0
+        for number in range(count):
+            bid = str(batch_uuid(file, number))
+            self.known.add(bid)
+            if bid in done:
+                continue
+            if self.fast_rows:  # as rows (eventstore.dispatch_rows), read and built in a thread
+                expired = await trio.to_thread.run_sync(self._expire_stored, UUID(bid), datetime.fromisoformat(at))
+                if expired is None:
+                    continue
+                dispatch, batch_rows = expired
+                rows += batch_rows
+                batch_count, batch_parts = len(batch_rows), sum(row.state["parts"] for row in batch_rows)
+            else:
+                stored = {"batch_id": bid, "file_id": file_id, "account": account}
+                batch = await trio.to_thread.run_sync(load_batch, self.reader, stored)
+                if batch.log.finished:
+                    continue
+                dispatch = batch.log
+                batch_count, batch_parts = self._cancel_batch(batch, at)
+            dispatch.finish()
+            messages, parts, refund = messages + batch_count, parts + batch_parts, refund + batch_parts
+            events += dispatch.collect_events()
+            if len(events) + len(rows) >= CANCEL_SAVE_EVERY:
+                await self._save_cancelled(events, rows, {key: refund} if refund else {})
+                events, rows, refund = [], [], 0
+        if events or rows or refund:
+            await self._save_cancelled(events, rows, {key: refund} if refund else {})
+        log.info(
+            "file_id=%s cancel: held batches settled and flushed in %.3f s, %d stored batches expired in %.3f s",
+            file_id, settled - started, count - len(done), trio.current_time() - settled,
+        )
+        return messages, parts
+
+    async def _save_cancelled(self, events: list[Any], rows: list[PendingRow], refunds: Refunds) -> None:
+        await self.store.run(lambda s: save_progress(s, events, refunds, rows))
+
+    def _expire_stored(self, batch: UUID, at: datetime) -> tuple[DispatchLog, list[PendingRow]] | None:
+        """A stored batch's unsent messages as MessageExpired rows (reason "cancelled"), with its
+        dispatch log; None when the batch was dispatched already. In a worker thread."""
+        queued = self.reader.queued_batch(batch)
+        dispatch = self.reader.dispatch_log(queued)
+        if dispatch.finished:
+            return None
+        messages = ((message.index, message.parts) for message in queued.messages)
+        return dispatch, dispatch_rows.expired_all(dispatch, messages, at=at, reason="cancelled")
+
+    @staticmethod
+    def _cancel_batch(batch: ActiveBatch, at: str) -> tuple[int, int]:
+        count = parts = 0
+        while batch.messages:
+            message = batch.messages.popleft()
+            batch.log.expired(message.index, message.parts, at, reason="cancelled")
+            count, parts = count + 1, parts + message.parts
+        return count, parts
 
     # ---- writing progress ---------------------------------------------------------------------
 
     async def flush(self) -> None:
+        """Write the progress collected so far. One flush at a time: one that returns has
+        everything collected before it was called in the store (a cancel relies on it)."""
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not self.dirty and not self.refunds and not self.unsaved and not self.rows:
             return
         # Collect the events here, on the trio side: sender tasks keep adding to these aggregates
@@ -336,7 +554,7 @@ class Dispatcher:
         while active.messages:
             message = active.messages.popleft()
             active.log.expired(message.index, message.parts, now.isoformat())
-            key = (message.account, str(message.file_id))
+            key = (message.account, str(message.file_id), "expired")
             self.refunds[key] = self.refunds.get(key, 0) + message.parts
         self.dirty[active.log.id] = active.log
 
@@ -386,6 +604,10 @@ class Dispatcher:
             sent = False
             for file_id in list(queue.files):
                 file_queue = queue.files[file_id]
+                if file_id in self.cancelled:
+                    continue  # its cancel holds it now
+                if file_id in self.paused and not (file_queue.expires_at is not None and now >= file_queue.expires_at):
+                    continue  # paused: nothing but End (below, once it has passed)
                 active, changed = self._next_for_file(file_queue, now)
                 progressed = progressed or changed
                 if active is None:
@@ -497,6 +719,10 @@ class Dispatcher:
     async def _submit(self, lane: Lane, gateway: Gateway, message: OutboundMessage, active: ActiveBatch) -> bool:
         """Submit one message; False when the gateway was unavailable (the lane is paused; the
         caller puts the message back)."""
+        if self._held(message):  # its file was paused or cancelled while it waited in the lane
+            self._put_back(message, active)
+            self._wake.set()
+            return True
         try:
             ids = await gateway.submit(message)
             if not ids:
@@ -567,6 +793,7 @@ class Dispatcher:
                     for _ in range(tasks):
                         nursery.start_soon(partial(self._sender, lane, lane.receive.clone(), drain=tasks == 1))
             self.fast_rows = await self.store.run(lambda s: s.writes_batch_rows)
+            self._nursery = nursery
             await self.refill()
             nursery.start_soon(self._refiller)
             nursery.start_soon(self._flusher)

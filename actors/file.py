@@ -33,17 +33,20 @@ import trio
 from eventsourcing.application import AggregateNotFoundError
 
 from actors.contact_batch import BATCH_SIZE, QueueRequest
+from actors.controls import run_control_file
 from actors.faults import is_disk_full
 from actors.notifier import Notify
 from actors.pass_one import PassOneWorkers, pass_one_checker
 from actors.projector import Projector
 from actors.writer import StoreClient
+from eventstore import controls
 from eventstore.domain import MAX_ERRORS_IN_EVENT, File, InsufficientBalance
 from eventstore.projections import ReadModels
 from eventstore.store import Attempt, SmsStore
 from sftpsms import filing, folders
 from sftpsms.archive import ZipContents, extract_zip
 from sftpsms.config import Settings
+from sftpsms.control import is_control
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header
 from sftpsms.intake import (
@@ -224,6 +227,17 @@ def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
 async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
     if not arrived.path.exists():
         return  # deleted by the client, or already picked up by someone else
+    if is_control(arrived.name):  # `<name>.cancel|pause|resume`: a request, never a file to send
+        await run_control_file(
+            settings=context.settings,
+            store=context.store,
+            reader=context.projector.store,
+            account=arrived.account,
+            name=arrived.name,
+            path=arrived.path,
+            now=context.clock(),
+        )
+        return
     await receive_and_run(
         context, arrived.account, arrived.name, arrived.path, incomplete=arrived.incomplete
     )
@@ -906,6 +920,7 @@ def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
             completed_at=file.completed_at,
             file_id=str(file.id),
         )
+        report.update(controls.report_fields(controls.file_control(store, file.id)))  # cancel, pause
         email = summary.get("email") or account.email
     else:
         report = failed_report(

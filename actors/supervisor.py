@@ -22,6 +22,7 @@ import trio
 
 from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
+from actors.controls import refile_report
 from actors.delivery_csv import run_delivery_csv
 from actors.dispatcher import Dispatcher
 from actors.expiry import Expiry, run_expiry
@@ -222,6 +223,8 @@ async def run_service(
                 reports=reports_send,
                 gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
                 reader=store,
+                # A cancel, pause or resume honoured: the file's report says so (issue 12).
+                on_control=partial(_refile_report, settings, store),
             )
             await nursery.start(dispatcher.run)
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
@@ -318,3 +321,7 @@ def end_open_attempts(store: SmsStore, in_flight: InFlight) -> None:
             log.warning("cannot record the end of %d attempts (%s): counted as crashed at the next start", len(ends), error)
         else:
             log.info("paused %d files (%s): resumed at the next start", len(ends), reason)
+
+
+async def _refile_report(settings: Settings, store: SmsStore, file_id: UUID) -> None:
+    await trio.to_thread.run_sync(refile_report, settings, store, file_id)

@@ -133,7 +133,9 @@ def audit_rows(
                     }
                 else:
                     yield "receipts", {
-                        **common, "msisdn": None, "status": "expired", "error": "unsent at End", "gateway": None,
+                        **common, "msisdn": None, "status": "expired",
+                        "error": "unsent when its file was cancelled" if e.get("reason") == "cancelled" else "unsent at End",
+                        "gateway": None,
                         "gateway_id": None, "refunded": e["parts"], "at": e["at"],
                     }
             elif topic == _T[DeliveryLog.DeliveryReported] or topic == _T[DeliveryLog.ReplyReceived]:

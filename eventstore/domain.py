@@ -54,6 +54,11 @@ def delivery_log_id(batch: UUID) -> UUID:
     return uuid5(batch, "delivery")
 
 
+def file_control_id(file: UUID) -> UUID:
+    """The FileControl of a file: its cancel, pause and resume requests."""
+    return uuid5(file, "control")
+
+
 def message_id(file: UUID, index: int) -> UUID:
     """The id a message keeps everywhere: gateway submit, receipts, webhooks."""
     return uuid5(file, f"message:{index}")
@@ -859,6 +864,7 @@ class DispatchLog(Aggregate):
         index: int
         parts: int
         at: str
+        reason: str = "end"  # "end": unsent at the file's End; "cancelled": its file was cancelled
 
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.expired_indexes.add(self.index)
@@ -915,9 +921,9 @@ class DispatchLog(Aggregate):
                 customer_id=customer_id,
             )
 
-    def expired(self, index: int, parts: int, at: str) -> None:
+    def expired(self, index: int, parts: int, at: str, reason: str = "end") -> None:
         if index not in self.submitted_indexes and index not in self.expired_indexes:
-            self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at)
+            self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at, reason=reason)
 
     def finish(self) -> None:
         if not self.finished:
@@ -925,6 +931,112 @@ class DispatchLog(Aggregate):
                 self.BatchDispatched,
                 submitted=len(self.submitted_indexes),
                 expired=len(self.expired_indexes),
+            )
+
+
+CONTROL_ACTIONS = ("cancel", "pause", "resume")
+
+
+class FileControl(Aggregate):
+    """What the account asked of a processed file's dispatch: cancel, pause, resume (issue 12).
+
+    The request events are written by whoever asked (`sftpsms files cancel`, a `<name>.cancel`
+    control file); ControlApplied by the dispatcher once it honours the request at `version`:
+    from then on no message of the file is submitted while it is paused or cancelled, and a
+    cancel's unsent messages have expired with their credits refunded. The rules (a cancelled
+    file is never resumed, ...) are sftpsms.control's."""
+
+    class FileControlStarted(Aggregate.Created):
+        file_id: str
+        account: str
+        name: str
+
+    class FileCancelled(Aggregate.Event):
+        via: str  # "cli" | "sftp" | "ftp" | ...
+        at: str
+
+        def apply(self, aggregate: FileControl) -> None:
+            aggregate.state = "cancelled"
+            aggregate.cancelled_at = self.at
+            aggregate.paused_at = None
+            aggregate.requested = self.originator_version
+
+    class FilePaused(Aggregate.Event):
+        via: str
+        at: str
+
+        def apply(self, aggregate: FileControl) -> None:
+            aggregate.state = "paused"
+            aggregate.paused_at = self.at
+            aggregate.requested = self.originator_version
+
+    class FileResumed(Aggregate.Event):
+        via: str
+        at: str
+
+        def apply(self, aggregate: FileControl) -> None:
+            aggregate.state = "running"
+            aggregate.paused_at = None
+            aggregate.resumed_at = self.at
+            aggregate.requested = self.originator_version
+
+    class ControlApplied(Aggregate.Event):
+        action: str  # the request's: "cancel" | "pause" | "resume"
+        requested_version: int  # the request event honoured (this aggregate's version)
+        messages_cancelled: int  # a cancel's messages expired unsent (0 for the others)
+        credits_refunded: int
+        at: str
+
+        def apply(self, aggregate: FileControl) -> None:
+            aggregate.applied = max(aggregate.applied, self.requested_version)
+            aggregate.applied_at = self.at
+            aggregate.messages_cancelled += self.messages_cancelled
+            aggregate.credits_refunded += self.credits_refunded
+
+    def __init__(self, file_id: str, account: str, name: str) -> None:
+        self.file_id = file_id
+        self.account = account
+        self.name = name
+        self.state = "running"
+        self.cancelled_at: str | None = None
+        self.paused_at: str | None = None
+        self.resumed_at: str | None = None
+        self.requested = 0  # version of the latest request event
+        self.applied = 0  # version of the latest request the dispatcher honoured
+        self.applied_at: str | None = None
+        self.messages_cancelled = 0
+        self.credits_refunded = 0
+
+    @classmethod
+    def start(cls, *, file: UUID, account: str, name: str) -> FileControl:
+        return cls._create(
+            cls.FileControlStarted, id=file_control_id(file), file_id=str(file), account=account, name=name
+        )
+
+    @property
+    def pending(self) -> bool:
+        """A request the dispatcher has not honoured yet."""
+        return self.applied < self.requested
+
+    def request(self, action: str, *, via: str, at: str) -> int:
+        """Record a request (its rules checked by the caller); returns its version."""
+        event = {"cancel": self.FileCancelled, "pause": self.FilePaused, "resume": self.FileResumed}.get(action)
+        if event is None:
+            raise DomainError(f"a file's dispatch can be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
+        self.trigger_event(event, via=via, at=at)
+        return int(self.version)
+
+    def applied_request(
+        self, *, action: str, requested_version: int, messages_cancelled: int, credits_refunded: int, at: str
+    ) -> None:
+        if requested_version > self.applied:
+            self.trigger_event(
+                self.ControlApplied,
+                action=action,
+                requested_version=requested_version,
+                messages_cancelled=messages_cancelled,
+                credits_refunded=credits_refunded,
+                at=at,
             )
 
 

@@ -32,6 +32,7 @@ from eventstore.domain import (
     DeliveryLog,
     DispatchLog,
     File,
+    FileControl,
     Routes,
     Validation,
     message_id_text,
@@ -44,7 +45,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
 NEWEST_TABLE = "deliveries"  # the schema is created (idempotently) when this table is missing
-NEWER_TABLES = ("validations",)  # ... or one of these (added since)
+NEWER_TABLES = ("validations", "file_controls")  # ... or one of these (added since)
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -259,6 +260,40 @@ def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
     )
 
 
+def _control_started(db: sqlite_utils.Database, e: FileControl.FileControlStarted) -> None:
+    db.table("file_controls").insert(
+        {"file_id": e.file_id, "account": e.account, "name": e.name, "state": "running", "requested": 0, "applied": 0},
+        replace=True,
+    )
+
+
+def _control_requested(state: str) -> Handler:
+    def apply(db: sqlite_utils.Database, e: Any) -> None:
+        db.execute(
+            "UPDATE file_controls SET state = ?, requested = ? WHERE file_id = ?",
+            [state, e.originator_version, _control_file(db, e)],
+        )
+
+    return apply
+
+
+def _control_file(db: sqlite_utils.Database, e: Any) -> str | None:
+    # A control's id is uuid5(file, "control"): its file is looked up by the id kept at start.
+    row = db.execute("SELECT file_id FROM file_control_ids WHERE id = ?", [str(e.originator_id)]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _control_id(db: sqlite_utils.Database, e: FileControl.FileControlStarted) -> None:
+    db.table("file_control_ids").insert({"id": str(e.originator_id), "file_id": e.file_id}, replace=True)
+
+
+def _control_applied(db: sqlite_utils.Database, e: FileControl.ControlApplied) -> None:
+    db.execute(
+        "UPDATE file_controls SET applied = MAX(applied, ?) WHERE file_id = ?",
+        [e.requested_version, _control_file(db, e)],
+    )
+
+
 # Dispatch log id → (batch, file, account): fixed once the log exists, and asked for by every one of
 # its MessageSubmitted events (a thousand per batch), so kept instead of queried each time.
 _dispatch_origins: dict[UUID, tuple[str, str, str, UUID]] = {}
@@ -371,6 +406,11 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
     Account.SendRateSet: [_send_rate],
     Validation.FileValidated: [_file_validated],
+    FileControl.FileControlStarted: [_control_id, _control_started],
+    FileControl.FileCancelled: [_control_requested("cancelled")],
+    FileControl.FilePaused: [_control_requested("paused")],
+    FileControl.FileResumed: [_control_requested("running")],
+    FileControl.ControlApplied: [_control_applied],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
@@ -458,6 +498,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.table("delivery_logs").create({"id": str, "batch_id": str}, pk="id", if_not_exists=True)
     db.table("deliveries").create(
         {"batch_id": str, "submitted": int, "reported": int, "first_at": str}, pk="batch_id", if_not_exists=True
+    )
+    db.table("file_control_ids").create({"id": str, "file_id": str}, pk="id", if_not_exists=True)
+    db.table("file_controls").create(
+        {"file_id": str, "account": str, "name": str, "state": str, "requested": int, "applied": int},
+        pk="file_id",
+        if_not_exists=True,
     )
     db.execute(
         "CREATE INDEX IF NOT EXISTS deliveries_awaited ON deliveries (first_at) WHERE reported < submitted"
@@ -645,6 +691,12 @@ class ReadModels:
             self.db.table("batches").rows_where(
                 "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
             )
+        )
+
+    def file_controls(self) -> list[dict[str, Any]]:
+        """Files whose dispatch is paused or cancelled, or has a request not yet honoured."""
+        return list(
+            self.db.table("file_controls").rows_where("state != 'running' OR applied < requested", order_by="rowid")
         )
 
     def submission(self, gateway: str, gateway_id: str) -> dict[str, Any] | None:

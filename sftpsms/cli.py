@@ -16,12 +16,16 @@ from typing import Any
 from uuid import UUID
 
 from eventstore.domain import (
+    Account,
     DeliveryLog,
+    DispatchLog,
     DomainError,
     FileName,
+    account_id,
     batch_id,
     delivery_log_id,
     dispatch_log_id,
+    file_control_id,
     file_name_id,
 )
 from eventstore.projections import ReadModels
@@ -568,6 +572,67 @@ def cmd_files_reprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_files_control(args: argparse.Namespace) -> int:
+    """`files cancel|pause|resume ACCOUNT NAME`: record the request, wait for the dispatcher to
+    honour it, rewrite the file's report. Exit 0 once honoured, 1 when no running service
+    honoured it within --wait (it stays recorded: the service honours it when it runs), 2 when
+    refused (unknown name, a cancelled file resumed, ...)."""
+    import time
+
+    from actors.controls import refile_report
+    from eventstore import controls
+    from sftpsms.control import ControlRefused, outcome_text
+
+    settings = _settings(args)
+    action = args.action
+    with _store(settings) as store:
+        try:
+            request = controls.request_control(store, args.account, args.name, action, via="cli", now=datetime.now(UTC))
+        except ControlRefused as refused:
+            if args.json:
+                print(json.dumps({"account": args.account, "name": args.name, "action": action, "status": "failed",
+                                  "error_code": refused.code, "detail": refused.detail}))
+                return 2
+            raise CliError(f"{refused.code}: {refused.detail}") from None
+        control = controls.file_control(store, request.file_id)
+        if request.version is not None:
+            deadline = time.monotonic() + args.wait
+            while (control is None or control.applied < request.version) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                control = controls.file_control(store, request.file_id)
+        honoured = control is not None and (request.version is None or control.applied >= request.version)
+        if honoured:
+            refile_report(settings, store, request.file_id)
+    assert control is not None
+    if honoured:
+        detail = outcome_text(
+            action,
+            name=args.name,
+            done=request.version is not None,
+            messages_cancelled=control.messages_cancelled,
+            credits_refunded=control.credits_refunded,
+        )
+    else:
+        detail = (
+            f"{action} of {args.name} recorded, but no running service honoured it within {args.wait:g} s; "
+            "the service honours it as soon as it runs"
+        )
+    data = {
+        "account": args.account,
+        "name": args.name,
+        "file_id": str(request.file_id),
+        "action": action,
+        "status": "done" if honoured else "pending",
+        "error_code": None,
+        "detail": detail,
+        "dispatch": control.state,
+        "messages_cancelled": control.messages_cancelled,
+        "credits_refunded": control.credits_refunded,
+    }
+    _emit(args, data, detail)
+    return 0 if honoured else 1
+
+
 def _event_row(event: Any) -> dict[str, Any]:
     fields = {
         k: v
@@ -589,6 +654,14 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
     for receipt in range(1, index.receipts + 1):
         file = store.file_by_name(account, name, receipt)
         events = [_event_row(e) for e in store.events.get(file.id)]
+        # Its cancel, pause and resume (issue 12), and its credits (reserved, refunded).
+        events += [_event_row(e) for e in store.events.get(file_control_id(file.id))]
+        events += [
+            _event_row(e)
+            for e in store.events.get(account_id(account))
+            if isinstance(e, Account.CreditsReserved | Account.CreditsRefunded) and e.file_id == str(file.id)
+        ]
+        events.sort(key=lambda row: str(row["at"]))
         batches = int(file.summary.get("batches", 0)) if file.summary else 0
         counts: dict[str, int] = {}
         for number in range(batches):
@@ -598,6 +671,8 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
                     key = type(event).__name__
                     if isinstance(event, DeliveryLog.DeliveryReported):
                         key = f"DeliveryReported.{event.status}"
+                    elif isinstance(event, DispatchLog.MessageExpired) and event.reason != "end":
+                        key = f"MessageExpired.{event.reason}"
                     counts[key] = counts.get(key, 0) + 1
         history.append({"file_id": str(file.id), "receipt": receipt, "events": events, "batch_events": counts})
     return history
@@ -1250,6 +1325,30 @@ def build_parser() -> argparse.ArgumentParser:
     reprocess.add_argument("account")
     reprocess.add_argument("name")
     reprocess.set_defaults(func=cmd_files_reprocess)
+    control_help = {
+        "cancel": "stop a processed file: its messages not yet sent expire now and their credits are refunded "
+        "(messages already at the gateway are reported as they end); a cancelled file cannot be resumed",
+        "pause": "hold a processed file's unsent messages until it is resumed (its End still applies: "
+        "messages unsent at End expire with their credits refunded)",
+        "resume": "send a paused file's unsent messages again",
+    }
+    for control_action, text in control_help.items():
+        control = files_actions.add_parser(
+            control_action,
+            parents=[common],
+            help={
+                "cancel": "stop a processed file: its unsent messages expire, their credits refunded",
+                "pause": "hold a processed file's unsent messages until resumed (End still applies)",
+                "resume": "send a paused file's unsent messages again",
+            }[control_action],
+            description=f"{text[0].upper()}{text[1:]}. Waits until the running service honours it (no message "
+            "of the file is submitted after this returns) and rewrites the file's report. Exit 0 once honoured, "
+            "1 when no running service honoured it within --wait (it stays recorded), 2 when refused.",
+        )
+        control.add_argument("account", type=_account_name)
+        control.add_argument("name", help="the file's name as uploaded (the latest processed upload of it)")
+        control.add_argument("--wait", type=float, default=30.0, metavar="SECONDS", help="how long to wait for the service (default 30)")
+        control.set_defaults(func=cmd_files_control)
 
     events = sub.add_parser("events", parents=[common], help="the event history of a file")
     events.add_argument("--file", required=True, metavar="NAME")

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from sftpsms.control import CONTROL_SUFFIXES, is_control
 from sftpsms.names import BadName, check_file_name
 
 SEND = "Send_SMS"
@@ -35,7 +36,8 @@ def is_temporary(name: str) -> bool:
 def is_allowed(name: str) -> bool:
     """A name that is processed once its upload is complete (a name that `upload_refusal` refuses
     never is, however it got into Send_SMS)."""
-    return not is_temporary(name) and name.lower().endswith(ALLOWED_SUFFIXES) and _storable(name)
+    lowered = name.lower()
+    return not is_temporary(name) and (lowered.endswith(ALLOWED_SUFFIXES) or is_control(name)) and _storable(name)
 
 
 def _storable(name: str) -> bool:
@@ -67,7 +69,10 @@ def upload_refusal(name: str) -> str | None:
     if is_output_name(name):
         return f"names ending in {' or '.join(OUTPUT_SUFFIXES)} are the service's own: choose another name"
     if not (is_allowed(name) or is_temporary(name)):
-        return "only .txt, .json and .zip files may be uploaded"
+        return (
+            "only .txt, .json and .zip files may be uploaded (and empty control files "
+            f"<name>{'|'.join(CONTROL_SUFFIXES)})"
+        )
     return None
 
 

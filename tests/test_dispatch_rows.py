@@ -85,6 +85,26 @@ def test_rows_are_byte_identical_to_the_aggregate_path(stores: tuple[SmsStore, S
     assert _rows(fast) == expected
 
 
+def test_cancelled_expiry_rows_are_byte_identical_to_the_aggregate_path(stores: tuple[SmsStore, SmsStore]) -> None:
+    """A cancel expires a whole file's unsent messages as rows (actors.dispatcher._expire_stored)."""
+    slow, fast = stores
+    a, b = _started(slow), _started(fast)
+    a.submitted(0, "sim", ("x",), 1, AT.isoformat(), msisdn="27831234567", customer_id=None, timestamp=AT)
+    b.submitted(0, "sim", ("x",), 1, AT.isoformat(), msisdn="27831234567", customer_id=None, timestamp=AT)
+    messages = ((0, 1), (1, 2), (2, 1), (1, 2))  # a submitted one and a repeat add nothing
+    for index, parts in messages:
+        a.expired(index, parts, AT.isoformat(), reason="cancelled")
+    rows = dispatch_rows.expired_all(b, messages, at=AT, reason="cancelled")
+    assert len(rows) == 2 and (b.version, b.expired_indexes) == (a.version, a.expired_indexes)
+    a.finish()
+    b.finish()
+    save_progress(slow, list(a.collect_events()), {})
+    save_progress(fast, list(b.collect_events()), {}, rows)
+    assert _rows(fast) == _rows(slow)
+    expired = [e for e in fast.events.get(b.id) if isinstance(e, DispatchLog.MessageExpired)]
+    assert [(e.index, e.parts, e.reason) for e in expired] == [(1, 2, "cancelled"), (2, 1, "cancelled")]
+
+
 def test_rows_read_back_as_the_same_aggregate_and_events(stores: tuple[SmsStore, SmsStore]) -> None:
     a, b = _both(stores)
     slow, fast = stores

@@ -42,7 +42,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
-NEWEST_TABLE = "deliveries"  # the schema is created (idempotently) when this table is missing
+NEWEST_TABLE = "quiet_hours"  # the schema is created (idempotently) when this table is missing
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -233,6 +233,16 @@ def _send_rate(db: sqlite_utils.Database, e: Account.SendRateSet) -> None:
     )
 
 
+def _quiet_hours_set(db: sqlite_utils.Database, e: Account.QuietHoursSet) -> None:
+    db.table("quiet_hours").insert(
+        {"account": _username(db, e), "quiet_window": e.window, "days": ",".join(e.days)}, replace=True
+    )
+
+
+def _quiet_hours_cleared(db: sqlite_utils.Database, e: Account.QuietHoursCleared) -> None:
+    db.execute("DELETE FROM quiet_hours WHERE account = ?", [_username(db, e)])
+
+
 # Dispatch log id → (batch, file, account): fixed once the log exists, and asked for by every one of
 # its MessageSubmitted events (a thousand per batch), so kept instead of queried each time.
 _dispatch_origins: dict[UUID, tuple[str, str, str, UUID]] = {}
@@ -344,6 +354,8 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     DeliveryLog.DeliveryStarted: [_delivery_started],
     DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
     Account.SendRateSet: [_send_rate],
+    Account.QuietHoursSet: [_quiet_hours_set],
+    Account.QuietHoursCleared: [_quiet_hours_cleared],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
@@ -435,6 +447,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.execute(
         "CREATE INDEX IF NOT EXISTS deliveries_awaited ON deliveries (first_at) WHERE reported < submitted"
     )
+    db.table("quiet_hours").create({"account": str, "quiet_window": str, "days": str}, pk="account", if_not_exists=True)
 
 
 class ReadModels:
@@ -575,6 +588,16 @@ class ReadModels:
         return {
             row["username"]: row["send_rate"]
             for row in self.db.table("accounts").rows_where("send_rate IS NOT NULL")
+        }
+
+    def quiet_hours(self) -> dict[str, tuple[str, str, str]]:
+        """Accounts with quiet hours: account → (window, days "mon,tue,...", default country)."""
+        return {
+            row[0]: (row[1], row[2], row[3] or "ZA")
+            for row in self.db.execute(
+                "SELECT q.account, q.quiet_window, q.days, a.country FROM quiet_hours q LEFT JOIN accounts a"
+                " ON a.username = q.account"
+            )
         }
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:

@@ -20,6 +20,19 @@ gets it recorded as submitted and failed (a "failed" receipt with the reason).
 Start/End: no message before its file's Start; one still unsent at End expires and its credits are
 refunded.
 
+Quiet hours (an account's `sftpsms account quiet-hours`, sftpsms/quiet.py): a message is not taken
+while it is quiet time at its recipient's location. Before a file's turn, the messages at the head
+of its active batch that are in quiet time are set aside (held) with the time their zones open;
+the rest of the batch goes on. A batch left with held messages only is parked: its messages are
+dropped from memory and only its read-model row is kept with a wake-up time (the earliest opening
+among them, or End), so a million held messages cost a thousand rows; at the wake-up it is loaded
+again from the store (messages submitted meanwhile are skipped as after a restart) and its held
+messages go, or expire at End with their refund. The quiet state is computed per (window, zone
+set) and kept until it next changes, the zones of a number are cached by prefix: a message costs
+two dictionary look-ups, and nothing at all for an account without quiet hours. The first time a
+message is held is recorded (MessagesHeld), so reports can say how many were held and how many of
+those expired.
+
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
 deterministic message id, and the gateway de-duplicates them where it can.
@@ -29,9 +42,9 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -55,6 +68,7 @@ from eventstore.domain import DispatchLog, message_id
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
+from sftpsms.quiet import HORIZON, QuietHours, QuietState, quiet_state, zone_infos, zones_for_number
 from sftpsms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -67,6 +81,12 @@ PENDING_BATCH_LOOKAHEAD = 500
 LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
 ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
+NEVER = datetime.max.replace(tzinfo=UTC)  # a held message whose zones do not open within a week
+QUIET_RECHECK = 3600.0  # seconds before a "not open within a week" answer is asked again
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -77,6 +97,11 @@ class ActiveBatch:
     not_before: datetime | None
     expires_at: datetime | None
     in_flight: int = 0  # handed to a gateway lane, not yet answered
+    # Quiet hours: messages set aside while their recipients' zones are quiet, in order; the
+    # earliest time one of them may go; the indexes held since MessagesHeld was last recorded.
+    held: deque[OutboundMessage] = field(default_factory=deque)
+    opens_at: datetime = NEVER
+    new_held: list[int] = field(default_factory=list)
 
     @property
     def file_id(self) -> str:
@@ -94,10 +119,12 @@ class FileQueue:
     # A loaded batch whose Start is still ahead, set aside: the file's later batches (same Start)
     # are loaded only once it goes, so a big file scheduled for tomorrow holds one batch in memory.
     scheduled: list[ActiveBatch] = field(default_factory=list)
+    # Batches with held messages only (quiet hours), out of memory: (wake-up time, read-model row).
+    parked: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.active or self.loaded or self.loading or self.scheduled or self.batches)
+        return not (self.active or self.loaded or self.loading or self.scheduled or self.batches or self.parked)
 
 
 @dataclass
@@ -190,14 +217,25 @@ class Dispatcher:
         reports: trio.MemorySendChannel[GatewayReport],
         reader: SmsStore,
         gateway_rates: Mapping[str, float | None] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """`store` takes the dispatcher's writes (through the event writer); `reader` is the store
         itself, for loading batches in a thread of the dispatcher's own rather than in the
-        writer's queue, behind receipts and progress."""
+        writer's queue, behind receipts and progress. `clock`: the wall-clock time (UTC) of
+        Start, End, quiet hours and the submission times (tests pass virtual time)."""
         if settings.default_gateway not in gateways:
             raise ValueError(f"default gateway {settings.default_gateway!r} is not configured")
         self.store = store
         self.reader = reader
+        self.clock = clock
+        # account → (its quiet hours, its country for numbers without a known zone)
+        self.quiet: dict[str, tuple[QuietHours, str]] = {}
+        self._quiet_parsed: dict[tuple[str, str], QuietHours] = {}
+        # (quiet hours, zone names) → the state and when to compute it again
+        self._quiet_states: dict[tuple[QuietHours, tuple[str, ...]], tuple[QuietState, datetime]] = {}
+        self.holding: dict[UUID, ActiveBatch] = {}  # batches with new_held to record
+        self.held = 0  # messages held (first time), for logs and benchmarks
+        self._flush_lock = trio.Lock()
         self.settings = settings
         self.recent = recent
         self.reports = reports
@@ -235,16 +273,31 @@ class Dispatcher:
     # ---- reading the read model ---------------------------------------------------------------
 
     async def refill(self) -> None:
-        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float]]:
+        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float], dict[str, tuple[str, str, str]]]:
             models = ReadModels(self.settings.readmodels_db)
             try:
-                return models.pending_batches(PENDING_BATCH_LOOKAHEAD), models.routes(), models.account_rates()
+                return (
+                    models.pending_batches(PENDING_BATCH_LOOKAHEAD),
+                    models.routes(),
+                    models.account_rates(),
+                    models.quiet_hours(),
+                )
             finally:
                 models.close()
 
-        rows, routes, rates = await trio.to_thread.run_sync(read)
+        rows, routes, rates, quiet = await trio.to_thread.run_sync(read)
         self.routes = sorted(routes.items(), key=lambda item: (-len(item[0]), item[0]))
         self.account_rates = rates
+        self.quiet = {}
+        for name, (window, days, country) in quiet.items():
+            hours = self._quiet_parsed.get((window, days))
+            if hours is None:
+                try:
+                    hours = self._quiet_parsed[(window, days)] = QuietHours.parse(window, days)
+                except ValueError:
+                    log.warning("account=%s quiet hours %s (%s) cannot be read; ignored", name, window, days)
+                    continue
+            self.quiet[name] = (hours, country)
         for row in rows:
             if row["batch_id"] in self.known:
                 continue
@@ -256,6 +309,13 @@ class Dispatcher:
     # ---- writing progress ---------------------------------------------------------------------
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        for active in self.holding.values():
+            self._note_held(active)
+        self.holding.clear()
         if not self.dirty and not self.refunds and not self.unsaved and not self.rows:
             return
         # Collect the events here, on the trio side: sender tasks keep adding to these aggregates
@@ -300,11 +360,13 @@ class Dispatcher:
         try:
             while queue.batches and queue.loaded is None and not queue.scheduled:
                 row = queue.batches[0]
+                if row.get("parked"):
+                    await self._settle()
                 batch = await trio.to_thread.run_sync(load_batch, self.reader, row)
                 queue.batches.popleft()
                 if batch.log.finished:
                     continue
-                if batch.not_before is not None and batch.not_before > datetime.now(UTC):
+                if batch.not_before is not None and batch.not_before > self.clock():
                     queue.scheduled.append(batch)
                     continue
                 queue.loaded = batch
@@ -327,12 +389,86 @@ class Dispatcher:
                             await trio.sleep(1)
                             self._load_wanted.set()
 
+    async def _settle(self) -> None:
+        """Before a parked batch is loaded again: every event of its log is in the store (its
+        MessageSubmitted, MessagesHeld), so the log read back is the one in memory."""
+        await self.flush()
+
+    def _note_held(self, active: ActiveBatch) -> None:
+        if active.new_held:
+            until = None if active.opens_at == NEVER else active.opens_at.isoformat()
+            active.log.held(active.new_held, self.clock().isoformat(), until)
+            active.new_held = []
+            self.dirty[active.log.id] = active.log
+
+    def _quiet_state(self, hours: QuietHours, country: str, msisdn: str, now: datetime) -> QuietState:
+        zones = zones_for_number(msisdn, country)
+        key = (hours, zones)
+        known = self._quiet_states.get(key)
+        if known is not None and now < known[1]:
+            return known[0]
+        state = quiet_state(hours, zone_infos(zones), now)
+        recheck = state.until if state.until is not None else now + timedelta(seconds=QUIET_RECHECK)
+        if len(self._quiet_states) >= 4096:
+            self._quiet_states.clear()
+        self._quiet_states[key] = (state, min(recheck, now + HORIZON))
+        return state
+
+    def _hold_quiet(self, active: ActiveBatch, hours: QuietHours, country: str, now: datetime) -> bool:
+        """Set aside the messages at the head of the batch whose recipients are in quiet time;
+        whether any was."""
+        held = False
+        messages = active.messages
+        while messages:
+            state = self._quiet_state(hours, country, messages[0].msisdn, now)
+            if not state.quiet:
+                break
+            message = messages.popleft()
+            active.held.append(message)
+            if message.index not in active.log.held_indexes:
+                active.new_held.append(message.index)
+                self.held += 1
+            opens = state.until or NEVER
+            if opens < active.opens_at:
+                active.opens_at = opens
+            held = True
+        if active.new_held:
+            self.holding[active.log.id] = active
+        return held
+
+    def _release(self, active: ActiveBatch) -> None:
+        """The held messages go back to the batch's head (each is looked at again)."""
+        self._note_held(active)
+        active.held.extend(active.messages)
+        active.messages, active.held = active.held, deque()
+        active.opens_at = NEVER
+
+    def _park(self, queue: FileQueue, active: ActiveBatch) -> None:
+        """Only held messages left: out of memory until the earliest opening (or End)."""
+        self._note_held(active)
+        self.holding.pop(active.log.id, None)
+        wake = min(active.opens_at, active.expires_at or NEVER)
+        queue.parked.append((wake, {**active.row, "parked": True}))
+        queue.active = None
+
+    def _wake_parked(self, queue: FileQueue, now: datetime) -> float:
+        """Parked batches whose time has come go back to the head of the file's batches; returns
+        the seconds until the next one's (inf when none)."""
+        due = [row for wake, row in queue.parked if wake <= now]
+        if due:
+            queue.parked = [(wake, row) for wake, row in queue.parked if wake > now]
+            queue.batches.extendleft(reversed(due))
+            self._load_wanted.set()
+        return min(((wake - now).total_seconds() for wake, _ in queue.parked), default=float("inf"))
+
     def _finish(self, queue: FileQueue, active: ActiveBatch) -> None:
         active.log.finish()
         self.dirty[active.log.id] = active.log
         queue.active = None
 
     def _expire(self, active: ActiveBatch, now: datetime) -> None:
+        self._note_held(active)
+        self._release(active)
         while active.messages:
             message = active.messages.popleft()
             active.log.expired(message.index, message.parts, now.isoformat())
@@ -357,9 +493,11 @@ class Dispatcher:
             bucket = self.account_buckets[account] = TokenBucket(rate, now=clock)
         return bucket
 
-    def _next_for_file(self, queue: FileQueue, now: datetime) -> tuple[ActiveBatch | None, bool]:
+    def _next_for_file(
+        self, queue: FileQueue, now: datetime, quiet: tuple[QuietHours, str] | None = None
+    ) -> tuple[ActiveBatch | None, bool]:
         """The file's active batch with a message ready, or None; and whether anything happened
-        (a batch finished or expired)."""
+        (a batch finished, expired or was parked). `quiet`: the account's quiet hours."""
         progressed = False
         while True:
             active = self._activate(queue, now)
@@ -367,10 +505,18 @@ class Dispatcher:
                 return None, progressed
             if active.expires_at is not None and now >= active.expires_at:
                 self._expire(active, now)
+            if quiet is not None and active.messages:
+                self._hold_quiet(active, quiet[0], quiet[1], now)
             if not active.messages:
+                if active.held and (quiet is None or active.opens_at <= now):
+                    self._release(active)  # the window opened (or quiet hours were turned off)
+                    continue
                 if active.in_flight:
                     return None, progressed  # wait for the gateway's answers before finishing
-                self._finish(queue, active)
+                if active.held:
+                    self._park(queue, active)
+                else:
+                    self._finish(queue, active)
                 progressed = True
                 continue
             return active, progressed
@@ -378,15 +524,18 @@ class Dispatcher:
     def step(self) -> float | None:
         """One scheduling round: offer each account with work one message. Returns None when
         something happened, else how long to wait before anything can (IDLE_WAIT if unknown)."""
-        now = datetime.now(UTC)
+        now = self.clock()
         progressed = False
         wait = float("inf")
         for account in list(self.accounts):
             queue = self.accounts[account]
+            quiet = self.quiet.get(account)
             sent = False
             for file_id in list(queue.files):
                 file_queue = queue.files[file_id]
-                active, changed = self._next_for_file(file_queue, now)
+                if file_queue.parked:
+                    wait = min(wait, self._wake_parked(file_queue, now))
+                active, changed = self._next_for_file(file_queue, now, quiet)
                 progressed = progressed or changed
                 if active is None:
                     if file_queue.empty:
@@ -436,7 +585,7 @@ class Dispatcher:
 
     def _submitted(self, message: OutboundMessage, active: ActiveBatch, gateway: str, ids: tuple[str, ...]) -> None:
         active.in_flight -= 1
-        now = datetime.now(UTC)
+        now = self.clock()
         if self.fast_rows:
             row = dispatch_rows.submitted(
                 active.log,
@@ -510,7 +659,7 @@ class Dispatcher:
                     gateway=gateway.name,
                     gateway_id=rejected_id,
                     status="failed",
-                    at=datetime.now(UTC),
+                    at=self.clock(),
                     error=rejected.reason[:200],
                     message_id=message.message_id,
                 )

@@ -880,6 +880,7 @@ class DispatchLog(Aggregate):
 
         indexes: list[int]
         reason: str  # "quiet_hours"
+        at: str
         until: str | None  # when the first of them may go (None: not within a week)
 
         def apply(self, aggregate: DispatchLog) -> None:
@@ -942,10 +943,10 @@ class DispatchLog(Aggregate):
         if index not in self.submitted_indexes and index not in self.expired_indexes:
             self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at)
 
-    def held(self, indexes: list[int], until: str | None, reason: str = "quiet_hours") -> None:
+    def held(self, indexes: list[int], at: str, until: str | None, reason: str = "quiet_hours") -> None:
         new = sorted({i for i in indexes if i not in self.held_indexes and i not in self.submitted_indexes})
         if new:
-            self.trigger_event(self.MessagesHeld, indexes=new, reason=reason, until=until)
+            self.trigger_event(self.MessagesHeld, indexes=new, reason=reason, at=at, until=until)
 
     def finish(self) -> None:
         if not self.finished:

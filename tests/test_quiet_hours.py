@@ -1,0 +1,188 @@
+"""Quiet hours in the recipient's local time, through the dispatcher: a file across the US time
+zones, sent at a UTC time that is night in some of them (virtual time: autojump_clock, and the
+dispatcher's wall clock follows it). Every submission is checked against the recipient's local
+time; held messages go when their window opens; those End overtakes expire with their refund.
+
+The store, the writer, the projector and the read models are real (as in test_dispatcher.py);
+the gateway records what it was given and when.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid5
+
+import trio
+import trio.testing
+
+from actors.delivery_csv import delivery_rows
+from actors.dispatcher import Dispatcher
+from actors.gateway import GatewayReport
+from actors.projector import Projector
+from actors.submissions import RecentSubmissions
+from actors.writer import open_store_channel, run_writer
+from eventstore.domain import (
+    NAMESPACE,
+    Account,
+    ContactBatch,
+    DispatchLog,
+    account_id,
+    dispatch_log_id,
+)
+from eventstore.store import SmsStore, open_store
+from sftpsms.config import Settings
+from sftpsms.quiet import QuietHours, quiet_in_zone, zone_infos, zones_for_number
+from tests.test_dispatcher import RecordingGateway, make_account
+
+NIGHT = QuietHours.parse("21:00-08:00")
+# One number per US zone: New York, Chicago, Denver, Los Angeles, Alaska (Anchorage and Adak), Hawaii.
+AREAS = {"ny": "1212", "chicago": "1312", "denver": "1303", "la": "1213", "alaska": "1907", "hawaii": "1808"}
+# Monday 2026-12-07 13:59 UTC: 08:59 in New York (open), 07:59 in Chicago (opens in a minute),
+# 06:59 in Denver, 05:59 in Los Angeles, 04:59 / 03:59 in Alaska, 03:59 in Hawaii.
+MORNING = datetime(2026, 12, 7, 13, 59, tzinfo=UTC)
+
+
+def numbers(area: str, count: int) -> list[str]:
+    return [f"{AREAS[area]}555{index:04d}" for index in range(count)]
+
+
+def queue(store: SmsStore, account: str, name: str, msisdns: list[str], *, end: datetime | None, batch_size: int = 1000) -> UUID:
+    """Sealed contact batches, as pass 2 leaves them (End = the batches' expires_at)."""
+    file = uuid5(NAMESPACE, f"test-file:{account}:{name}")
+    batches = []
+    for number, start in enumerate(range(0, len(msisdns), batch_size)):
+        batch = ContactBatch.open(
+            file=file, account=account, number=number, sender_id="Acme", not_before=None,
+            expires_at=end.isoformat() if end else None, timestamp=MORNING,
+        )
+        for index in range(start, min(len(msisdns), start + batch_size)):
+            batch.queue(index, msisdns[index], f"c{index}", "hello", 1)
+        batch.seal()
+        batches.append(batch)
+    store.save(*batches)
+    return file
+
+
+@dataclass
+class Service:
+    store: SmsStore
+    dispatcher: Dispatcher
+    gateway: RecordingGateway
+    projector: Projector
+    clock: Callable[[], datetime]
+
+
+@asynccontextmanager
+async def dispatching(tmp_path: Path, start: datetime, **overrides: object) -> AsyncIterator[Service]:
+    """The dispatcher with its wall clock at `start` + the virtual seconds elapsed."""
+    settings = replace(Settings(data_dir=tmp_path), **overrides)  # type: ignore[arg-type]
+    store = open_store(tmp_path)
+    gateway = RecordingGateway("simulator")
+    origin = trio.current_time()
+
+    def clock() -> datetime:
+        return start + timedelta(seconds=trio.current_time() - origin)
+
+    try:
+        projector = Projector(store, settings.readmodels_db)
+        async with trio.open_nursery() as nursery:
+            client, inbox = open_store_channel()
+            await nursery.start(partial(run_writer, inbox, store=store, on_written=projector.poke))
+            await nursery.start(projector.run)
+            reports_send, _reports_receive = trio.open_memory_channel[GatewayReport](10_000)
+            dispatcher = Dispatcher(
+                store=client.clone(), gateways={"simulator": gateway}, settings=settings, recent=RecentSubmissions(),
+                reports=reports_send, reader=store, clock=clock,
+            )
+            await nursery.start(dispatcher.run)
+            yield Service(store, dispatcher, gateway, projector, clock)
+            await dispatcher.flush()
+            nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def wait_until(predicate: Callable[[], bool], every: float = 1.0) -> None:
+    """Look every `every` virtual seconds (the windows here are minutes apart; looking at the
+    store more often would make virtual time crawl), for at most a minute of real time."""
+    deadline = time.monotonic() + 60
+    while not predicate():  # noqa: ASYNC110
+        assert time.monotonic() < deadline, "not reached within a minute"
+        await trio.sleep(every)
+
+
+def events_of(store: SmsStore, file: UUID, kind: type[Any]) -> list[Any]:
+    found = []
+    for number in range(10):
+        found += [e for e in store.events.get(dispatch_log_id(uuid5(file, f"batch:{number}"))) if isinstance(e, kind)]
+    return found
+
+
+def refunded(store: SmsStore, account: str) -> int:
+    return sum(e.amount for e in store.events.get(account_id(account)) if isinstance(e, Account.CreditsRefunded))
+
+
+def assert_outside_quiet_hours(hours: QuietHours, msisdn: str, at: datetime) -> None:
+    for zone in zone_infos(zones_for_number(msisdn, "US")):
+        local = at.astimezone(zone)
+        assert not quiet_in_zone(hours, zone, at), f"{msisdn} submitted at {local:%a %H:%M:%S} {zone}"
+
+
+async def test_every_submission_is_outside_the_recipients_quiet_hours(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    contacts = [n for area in AREAS for n in numbers(area, 5)]
+    end = MORNING + timedelta(minutes=10)  # 14:09 UTC: Chicago's window has opened, Denver's not
+    origin = trio.current_time()
+    async with dispatching(tmp_path, MORNING) as s:
+        make_account(s.store, "acme")
+        s.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        file = queue(s.store, "acme", "us.json", contacts, end=end)
+        s.projector.poke()
+        await wait_until(lambda: len(events_of(s.store, file, DispatchLog.BatchDispatched)) == 1)
+        submitted = events_of(s.store, file, DispatchLog.MessageSubmitted)
+        expired = events_of(s.store, file, DispatchLog.MessageExpired)
+        held = {i for e in events_of(s.store, file, DispatchLog.MessagesHeld) for i in e.indexes}
+        # Every submission, as recorded and as the gateway saw it, outside 21:00-08:00 locally.
+        for event in submitted:
+            assert_outside_quiet_hours(NIGHT, event.msisdn, datetime.fromisoformat(event.submitted_at))
+        for at_clock, message in s.gateway.sent:
+            assert_outside_quiet_hours(NIGHT, message.msisdn, MORNING + timedelta(seconds=at_clock - origin))
+        sent_to = sorted(event.msisdn for event in submitted)
+        assert sent_to == sorted(numbers("ny", 5) + numbers("chicago", 5))
+        # New York at once, Chicago when its window opened (08:00 CST = 14:00 UTC).
+        for event in submitted:
+            at = datetime.fromisoformat(event.submitted_at)
+            if event.msisdn.startswith("1312"):
+                assert MORNING + timedelta(minutes=1) <= at < MORNING + timedelta(minutes=1, seconds=5)
+            else:
+                assert at < MORNING + timedelta(minutes=1)
+        # Chicago and the four still-dark zones were held; the dark ones expired at End, refunded.
+        assert held == {i for i, n in enumerate(contacts) if not n.startswith("1212")}
+        assert sorted(contacts[e.index] for e in expired) == sorted(
+            n for area in ("denver", "la", "alaska", "hawaii") for n in numbers(area, 5)
+        )
+        assert all(datetime.fromisoformat(e.at) >= end for e in expired)
+        await wait_until(lambda: refunded(s.store, "acme") == 20)
+    # The delivery CSV says which were held, and that those expired.
+    store = open_store(tmp_path)
+    try:
+        rows, _ = delivery_rows(store, file, batches=1)
+    finally:
+        store.close()
+    by_number = {row["msisdn"]: row for row in rows}
+    assert {row["held"] for n, row in by_number.items() if n.startswith("1212")} == {""}
+    assert {(row["held"], row["status"]) for n, row in by_number.items() if n.startswith("1312")} == {
+        ("quiet_hours", "submitted")
+    }
+    assert {(row["held"], row["status"]) for n, row in by_number.items() if n[:4] in ("1303", "1213", "1907", "1808")} == {
+        ("quiet_hours", "expired")
+    }
+

@@ -82,6 +82,7 @@ LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
 ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
 NEVER = datetime.max.replace(tzinfo=UTC)  # a held message whose zones do not open within a week
+EARLIEST = datetime.min.replace(tzinfo=UTC)
 QUIET_RECHECK = 3600.0  # seconds before a "not open within a week" answer is asked again
 
 
@@ -288,7 +289,7 @@ class Dispatcher:
         rows, routes, rates, quiet = await trio.to_thread.run_sync(read)
         self.routes = sorted(routes.items(), key=lambda item: (-len(item[0]), item[0]))
         self.account_rates = rates
-        self.quiet = {}
+        before, self.quiet = self.quiet, {}
         for name, (window, days, country) in quiet.items():
             hours = self._quiet_parsed.get((window, days))
             if hours is None:
@@ -298,6 +299,12 @@ class Dispatcher:
                     log.warning("account=%s quiet hours %s (%s) cannot be read; ignored", name, window, days)
                     continue
             self.quiet[name] = (hours, country)
+        for name in {*before, *self.quiet}:
+            if before.get(name) != self.quiet.get(name) and name in self.accounts:
+                # Quiet hours changed or went off: parked batches are looked at again now.
+                for file_queue in self.accounts[name].files.values():
+                    file_queue.parked = [(EARLIEST, row) for _, row in file_queue.parked]
+                self._wake.set()
         for row in rows:
             if row["batch_id"] in self.known:
                 continue

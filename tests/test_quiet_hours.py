@@ -186,3 +186,115 @@ async def test_every_submission_is_outside_the_recipients_quiet_hours(
         ("quiet_hours", "expired")
     }
 
+
+
+# Monday 2026-12-07 20:59:30 in New York (01:59:30 UTC on Tuesday): half a minute before 21:00.
+EVENING = datetime(2026, 12, 8, 1, 59, 30, tzinfo=UTC)
+
+
+async def test_messages_still_queued_when_the_window_starts_are_held_and_expire_at_end(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    contacts = numbers("ny", 120)
+    end = EVENING + timedelta(minutes=5)
+    async with dispatching(tmp_path, EVENING, account_rate=2.0) as s:  # 2 a second: 120 need a minute
+        make_account(s.store, "acme")
+        s.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        file = queue(s.store, "acme", "evening.json", contacts, end=end)
+        s.projector.poke()
+        await wait_until(lambda: len(events_of(s.store, file, DispatchLog.BatchDispatched)) == 1)
+        submitted = events_of(s.store, file, DispatchLog.MessageSubmitted)
+        expired = events_of(s.store, file, DispatchLog.MessageExpired)
+        held = {i for e in events_of(s.store, file, DispatchLog.MessagesHeld) for i in e.indexes}
+        await wait_until(lambda: refunded(s.store, "acme") == len(expired))
+    assert 0 < len(submitted) < 120
+    for event in submitted:
+        assert datetime.fromisoformat(event.submitted_at) < datetime(2026, 12, 8, 2, 0, tzinfo=UTC)
+        assert_outside_quiet_hours(NIGHT, event.msisdn, datetime.fromisoformat(event.submitted_at))
+    assert len(submitted) + len(expired) == 120
+    assert held == {e.index for e in expired}  # every one not sent was held at 21:00, then expired
+
+
+async def test_held_numbers_do_not_hold_back_open_ones_of_the_same_file_or_other_accounts(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # 2 500 Los Angeles numbers (05:59 there) first, then 500 New York ones (08:59): three batches;
+    # and another account's file, without quiet hours, of Los Angeles numbers.
+    contacts = numbers("la", 2500) + numbers("ny", 500)
+    async with dispatching(tmp_path, MORNING, send_rate=1000.0, account_rate=1000.0) as s:
+        for name in ("acme", "other"):
+            make_account(s.store, name)
+        s.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        file = queue(s.store, "acme", "mixed.json", contacts, end=MORNING + timedelta(hours=6))
+        queue(s.store, "other", "la.json", numbers("la", 50), end=None)
+        s.projector.poke()
+        await wait_until(lambda: len(s.gateway.sent) >= 550, every=0.1)
+        sent_at = s.clock()
+        # Every batch of the file is parked out of memory: only its row and wake-up time remain.
+        files = s.dispatcher.accounts["acme"].files
+        await wait_until(lambda: len(files[str(file)].parked) == 3 and files[str(file)].active is None, every=0.1)
+        parked = files[str(file)].parked
+        assert {wake for wake, _ in parked} == {datetime(2026, 12, 7, 16, 0, tzinfo=UTC)}  # 08:00 in LA
+        await s.dispatcher.flush()
+        held = {i for e in events_of(s.store, file, DispatchLog.MessagesHeld) for i in e.indexes}
+    assert sent_at < datetime(2026, 12, 7, 16, 0, tzinfo=UTC)  # they did not wait for Los Angeles' 08:00
+    by_account: dict[str, list[str]] = {"acme": [], "other": []}
+    for _, message in s.gateway.sent:
+        by_account[message.account].append(message.msisdn)
+    assert sorted(by_account["acme"]) == numbers("ny", 500)
+    assert len(by_account["other"]) == 50  # Los Angeles at 05:59, but this account has no quiet hours
+    assert held == set(range(2500))
+
+
+async def test_quiet_hours_are_off_by_default(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    contacts = [n for area in AREAS for n in numbers(area, 5)]
+    async with dispatching(tmp_path, MORNING) as s:
+        make_account(s.store, "acme")
+        file = queue(s.store, "acme", "us.json", contacts, end=MORNING + timedelta(minutes=10))
+        s.projector.poke()
+        await wait_until(lambda: len(events_of(s.store, file, DispatchLog.BatchDispatched)) == 1)
+        submitted = events_of(s.store, file, DispatchLog.MessageSubmitted)
+        assert not events_of(s.store, file, DispatchLog.MessagesHeld)
+    assert sorted(e.msisdn for e in submitted) == sorted(contacts)
+    assert all(datetime.fromisoformat(e.submitted_at) < MORNING + timedelta(minutes=1) for e in submitted)
+
+
+async def test_turning_quiet_hours_off_releases_held_messages(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    async with dispatching(tmp_path, MORNING) as s:
+        make_account(s.store, "acme")
+        s.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        file = queue(s.store, "acme", "la.json", numbers("la", 10), end=MORNING + timedelta(hours=3))
+        s.projector.poke()
+        await wait_until(lambda: len(events_of(s.store, file, DispatchLog.MessagesHeld)) == 1)
+        assert not s.gateway.sent
+        s.store.set_quiet_hours("acme", None)
+        s.projector.poke()
+        await wait_until(lambda: len(s.gateway.sent) == 10)
+        assert s.clock() < MORNING + timedelta(minutes=5)
+
+
+async def test_a_restart_while_messages_are_held_sends_each_once_when_the_window_opens(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    contacts = numbers("ny", 5) + numbers("chicago", 5)
+    file: UUID | None = None
+    async with dispatching(tmp_path, MORNING) as first:
+        make_account(first.store, "acme")
+        first.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        file = queue(first.store, "acme", "us.json", contacts, end=MORNING + timedelta(minutes=30))
+        first.projector.poke()
+        await wait_until(lambda: len(events_of(first.store, file, DispatchLog.MessagesHeld)) == 1, every=0.1)
+        await wait_until(lambda: len(events_of(first.store, file, DispatchLog.MessageSubmitted)) == 5, every=0.1)
+        stopped_at = first.clock()
+    assert stopped_at < MORNING + timedelta(minutes=1)  # before Chicago's 08:00
+    assert sorted(m.msisdn for _, m in first.gateway.sent) == numbers("ny", 5)
+    # The service comes back (a new dispatcher on the same store) while Chicago is still quiet.
+    async with dispatching(tmp_path, stopped_at) as second:
+        await wait_until(lambda: len(events_of(second.store, file, DispatchLog.BatchDispatched)) == 1)
+        submitted = events_of(second.store, file, DispatchLog.MessageSubmitted)
+        held = events_of(second.store, file, DispatchLog.MessagesHeld)
+    assert sorted(m.msisdn for _, m in second.gateway.sent) == numbers("chicago", 5)  # none again
+    assert sorted(e.msisdn for e in submitted) == sorted(contacts)
+    assert len(held) == 1  # held again after the restart, recorded once
+    for event in submitted:
+        assert_outside_quiet_hours(NIGHT, event.msisdn, datetime.fromisoformat(event.submitted_at))

@@ -298,3 +298,49 @@ async def test_a_restart_while_messages_are_held_sends_each_once_when_the_window
     assert len(held) == 1  # held again after the restart, recorded once
     for event in submitted:
         assert_outside_quiet_hours(NIGHT, event.msisdn, datetime.fromisoformat(event.submitted_at))
+
+
+# ---- through the real service: the command, an SFTP upload, the delivery CSV --------------------
+
+
+def test_the_command_sets_quiet_hours_that_the_service_keeps_through_sftp(tmp_path: Path) -> None:
+    """`sftpsms account quiet-hours` on a running service, with a window around New York's
+    present local time (Los Angeles, three hours behind, is outside it): the New York numbers of
+    an upload are held, the Los Angeles ones sent, and the delivery CSV says so."""
+    import csv
+    import json
+
+    from tests.service import running_service
+    from tests.test_e2e import send, v7
+
+    now = datetime.now(UTC).astimezone(zone_infos(("America/New_York",))[0])
+    start, stop = now - timedelta(hours=2), now + timedelta(hours=2)
+    window = f"{start:%H:%M}-{stop:%H:%M}"
+    with running_service(tmp_path / "data") as service:
+        service.add_account("acme", country="US")
+        done = service.cli("account", "quiet-hours", "acme", window, "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["quiet_hours"]["window"] == window
+        shown = json.loads(service.cli("account", "show", "acme", "--json").stdout)
+        assert shown["quiet_hours"] == {"window": window, "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}
+        assert service.cli("account", "quiet-hours", "acme", "21:00").returncode == 2  # not a window
+        contacts = [{"msisdn": f"+1{n}"} for n in ("2125550101", "2125550102", "2135550101", "2135550102")]
+        folder, report = send(service, "acme", "us.json", v7(Message_Template="hello", Contacts=contacts))
+        assert folder == "Processed", report
+        path = service.folder("acme", "Processed") / "us.json.delivery.csv"
+        deadline = time.monotonic() + 40
+        rows: list[dict[str, str]] = []
+        while time.monotonic() < deadline:
+            if path.exists():
+                rows = list(csv.DictReader(path.read_text().splitlines()))
+                statuses = {r["msisdn"][:4]: r["status"] for r in rows}
+                if statuses.get("1212") == "held" and statuses.get("1213") in ("delivered", "failed", "expired"):
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"no delivery CSV with held New York numbers: {rows}")
+        assert {(r["msisdn"][:4], r["held"]) for r in rows} == {("1212", "quiet_hours"), ("1213", "")}
+        assert {r["status"] for r in rows if r["msisdn"].startswith("1212")} == {"held"}
+        assert all(r["submitted_at"] for r in rows if r["msisdn"].startswith("1213"))
+        events = service.cli("events", "--account", "acme", "--file", "us.json", "--json")
+        assert "MessagesHeld" in events.stdout, events.stdout[-2000:]

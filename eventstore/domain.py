@@ -889,6 +889,7 @@ class DispatchLog(Aggregate):
     class BatchDispatched(Aggregate.Event):
         submitted: int
         expired: int
+        quiet_expired: int = 0  # of `expired`, those held for quiet hours (0 in events before them)
 
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.finished = True
@@ -954,6 +955,7 @@ class DispatchLog(Aggregate):
                 self.BatchDispatched,
                 submitted=len(self.submitted_indexes),
                 expired=len(self.expired_indexes),
+                quiet_expired=len(self.expired_indexes & self.held_indexes),
             )
 
 

@@ -42,7 +42,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
-NEWEST_TABLE = "quiet_hours"  # the schema is created (idempotently) when this table is missing
+NEWEST_TABLE = "quiet_counts"  # the schema is created (idempotently) when this table is missing
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -216,6 +216,22 @@ def _batch_dispatched(db: sqlite_utils.Database, e: DispatchLog.BatchDispatched)
         "(SELECT batch_id FROM dispatch_logs WHERE id = ?)",
         [str(e.originator_id)],
     )
+    if e.quiet_expired:
+        _count_quiet(db, e, 0, e.quiet_expired)
+
+
+def _messages_held(db: sqlite_utils.Database, e: DispatchLog.MessagesHeld) -> None:
+    _count_quiet(db, e, len(e.indexes), 0)
+
+
+def _count_quiet(db: sqlite_utils.Database, e: Any, held: int, expired: int) -> None:
+    """`quiet_counts`: per file, messages held for quiet hours and how many of them expired."""
+    db.execute(
+        "INSERT INTO quiet_counts (file_id, held, expired) SELECT b.file_id, ?, ? FROM dispatch_logs d"
+        " JOIN batches b USING (batch_id) WHERE d.id = ?"
+        " ON CONFLICT (file_id) DO UPDATE SET held = held + excluded.held, expired = expired + excluded.expired",
+        [held, expired, str(e.originator_id)],
+    )
 
 
 def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted) -> None:
@@ -350,6 +366,7 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     ContactBatch.BatchSealed: [_batch_sealed],
     DispatchLog.DispatchStarted: [_dispatch_started],
     DispatchLog.BatchDispatched: [_batch_dispatched],
+    DispatchLog.MessagesHeld: [_messages_held],
     DispatchLog.MessageSubmitted: [],  # Submissions, a page at a time
     DeliveryLog.DeliveryStarted: [_delivery_started],
     DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
@@ -448,6 +465,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         "CREATE INDEX IF NOT EXISTS deliveries_awaited ON deliveries (first_at) WHERE reported < submitted"
     )
     db.table("quiet_hours").create({"account": str, "quiet_window": str, "days": str}, pk="account", if_not_exists=True)
+    db.table("quiet_counts").create({"file_id": str, "held": int, "expired": int}, pk="file_id", if_not_exists=True)
 
 
 class ReadModels:
@@ -599,6 +617,18 @@ class ReadModels:
                 " ON a.username = q.account"
             )
         }
+
+    def quiet_counts(self, file_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """file → (messages held for quiet hours, of those expired), for files that had any."""
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(file_ids), 500):
+            chunk = file_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT file_id, held, expired FROM quiet_counts WHERE file_id IN ({marks})", chunk  # noqa: S608
+            ):
+                found[row[0]] = (row[1], row[2])
+        return found
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table's rows in key order: two dumps compare equal when content is identical."""

@@ -531,13 +531,17 @@ def cmd_files(args: argparse.Namespace) -> int:
         if args.account and args.with_subaccounts:
             accounts += store.account(args.account).sub_accounts
         rows = [row for account in accounts for row in models.files(account=account)]
+        quiet = models.quiet_counts([row["file_id"] for row in rows])
         models.close()
+    for row in rows:  # held for the account's quiet hours, and of those expired at End
+        row["quiet_held"], row["quiet_expired"] = quiet.get(row["file_id"], (0, 0))
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         _print_table(
             rows,
-            ["account", "name", "status", "error_code", "contacts", "messages_queued", "optouts_skipped", "credits_used", "received_at"],
+            ["account", "name", "status", "error_code", "contacts", "messages_queued", "optouts_skipped", "credits_used",
+             "quiet_held", "quiet_expired", "received_at"],
         )
     return 0
 

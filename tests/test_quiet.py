@@ -186,3 +186,38 @@ def test_several_zones_are_open_only_when_all_are(hours: QuietHours, zones: list
     # ... and a quiet state opens at `until`: every zone open then (never early anywhere)
     if state.quiet:
         assert not any(quiet_in_zone(hours, z, state.until) for z in infos)
+
+
+def _transitions(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The zone's UTC-offset changes in a year (found as the dispatcher's rule finds them)."""
+    from sftpsms.quiet import _next_transition, _offset
+
+    found, moment, end = [], datetime(year, 1, 1, tzinfo=UTC), datetime(year + 1, 1, 1, tzinfo=UTC)
+    while True:
+        moment = _next_transition(zone, moment, _offset(zone, moment), end)
+        if moment >= end:
+            return found
+        found.append(moment)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hours=windows,
+    zone=st.sampled_from([z for z in ZONES if z not in ("Asia/Kolkata", "Africa/Johannesburg", "Pacific/Honolulu")]),
+    year=st.integers(2024, 2032),
+    which=st.integers(0, 1),
+    minutes=st.integers(-36 * 60, 36 * 60),
+)
+def test_around_daylight_saving_changes_the_next_change_is_the_clocks(
+    hours: QuietHours, zone: str, year: int, which: int, minutes: int
+) -> None:
+    tz = ZoneInfo(zone)
+    transitions = _transitions(tz, year)
+    assert len(transitions) == 2
+    at = transitions[which].replace(second=0) + timedelta(minutes=minutes)
+    brute = _brute_next_change(hours, tz, at, 3 * 24 * 60)
+    found = next_change_in_zone(hours, tz, at)
+    if brute is not None:
+        assert found == brute
+    else:
+        assert found is None or found > at + timedelta(days=3) - timedelta(minutes=1)

@@ -36,6 +36,7 @@ from eventstore.domain import (
     account_id,
     dispatch_log_id,
 )
+from eventstore.projections import ReadModels
 from eventstore.store import SmsStore, open_store
 from sftpsms.config import Settings
 from sftpsms.quiet import QuietHours, quiet_in_zone, zone_infos, zones_for_number
@@ -129,6 +130,15 @@ def refunded(store: SmsStore, account: str) -> int:
     return sum(e.amount for e in store.events.get(account_id(account)) if isinstance(e, Account.CreditsRefunded))
 
 
+def quiet_counts(store: SmsStore, data_dir: Path, file: UUID) -> tuple[int, int] | None:
+    models = ReadModels(data_dir / "readmodels.db")
+    try:
+        models.catch_up(store)
+        return models.quiet_counts([str(file)]).get(str(file))
+    finally:
+        models.close()
+
+
 def assert_outside_quiet_hours(hours: QuietHours, msisdn: str, at: datetime) -> None:
     for zone in zone_infos(zones_for_number(msisdn, "US")):
         local = at.astimezone(zone)
@@ -171,6 +181,8 @@ async def test_every_submission_is_outside_the_recipients_quiet_hours(
         )
         assert all(datetime.fromisoformat(e.at) >= end for e in expired)
         await wait_until(lambda: refunded(s.store, "acme") == 20)
+        # The files read model counts them: 25 held, 20 of them expired.
+        await wait_until(lambda: quiet_counts(s.store, tmp_path, file) == (25, 20))
     # The delivery CSV says which were held, and that those expired.
     store = open_store(tmp_path)
     try:
@@ -344,3 +356,8 @@ def test_the_command_sets_quiet_hours_that_the_service_keeps_through_sftp(tmp_pa
         assert all(r["submitted_at"] for r in rows if r["msisdn"].startswith("1213"))
         events = service.cli("events", "--account", "acme", "--file", "us.json", "--json")
         assert "MessagesHeld" in events.stdout, events.stdout[-2000:]
+        [listed] = json.loads(service.cli("files", "--account", "acme", "--json").stdout)
+        assert (listed["quiet_held"], listed["quiet_expired"]) == (2, 0)
+        assert service.cli("account", "quiet-hours", "acme", "off").returncode == 0
+        shown = json.loads(service.cli("account", "show", "acme", "--json").stdout)
+        assert shown["quiet_hours"] is None

@@ -78,6 +78,7 @@ IDLE_WAIT = 0.25  # seconds to wait when nothing can go and nothing says when it
 FLUSH_EVERY = 200  # messages between MessageSubmitted writes
 FLUSH_INTERVAL = 0.25  # seconds between them at most
 PENDING_BATCH_LOOKAHEAD = 500
+PENDING_PAGES = 100  # pages of PENDING_BATCH_LOOKAHEAD read at most per look (see _pending)
 LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
 ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
@@ -278,7 +279,7 @@ class Dispatcher:
             models = ReadModels(self.settings.readmodels_db)
             try:
                 return (
-                    models.pending_batches(PENDING_BATCH_LOOKAHEAD),
+                    self._pending(models),
                     models.routes(),
                     models.account_rates(),
                     models.quiet_hours(),
@@ -312,6 +313,20 @@ class Dispatcher:
             account = self.accounts.setdefault(row["account"], AccountQueue())
             account.files.setdefault(row["file_id"], FileQueue()).batches.append(row)
             self._load_wanted.set()
+
+    def _pending(self, models: ReadModels) -> list[dict[str, Any]]:
+        """The first PENDING_BATCH_LOOKAHEAD pending batches, and further pages while a page
+        holds only batches known already: batches that wait (parked for quiet hours, or for
+        their Start) must not hide the files queued after them. (In the caller's thread.)"""
+        rows: list[dict[str, Any]] = []
+        after = 0
+        for _ in range(PENDING_PAGES):
+            page = models.pending_batches(PENDING_BATCH_LOOKAHEAD, after)
+            rows += page
+            if len(page) < PENDING_BATCH_LOOKAHEAD or any(row["batch_id"] not in self.known for row in page):
+                break
+            after = page[-1]["rowid"]
+        return rows
 
     # ---- writing progress ---------------------------------------------------------------------
 

@@ -568,10 +568,16 @@ class ReadModels:
             )
         )
 
-    def pending_batches(self, limit: int) -> list[dict[str, Any]]:
+    def pending_batches(self, limit: int, after: int = 0) -> list[dict[str, Any]]:
+        """Sealed batches not dispatched yet, in the order they were opened (from the row after
+        the `after` row id: each row has its `rowid`)."""
         return list(
             self.db.table("batches").rows_where(
-                "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
+                "dispatched = 0 AND sealed = 1 AND queued > 0 AND rowid > ?",
+                [after],
+                order_by="rowid",
+                limit=limit,
+                select="rowid, *",
             )
         )
 

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 
+import pytest
 import trio
 import trio.testing
 
+import actors.dispatcher as dispatcher_module
 from actors.delivery_csv import delivery_rows
 from actors.dispatcher import Dispatcher
 from actors.gateway import GatewayReport
@@ -361,3 +363,23 @@ def test_the_command_sets_quiet_hours_that_the_service_keeps_through_sftp(tmp_pa
         assert service.cli("account", "quiet-hours", "acme", "off").returncode == 0
         shown = json.loads(service.cli("account", "show", "acme", "--json").stdout)
         assert shown["quiet_hours"] is None
+
+
+async def test_parked_batches_do_not_hide_the_files_queued_after_them(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dispatcher reads pending batches a page at a time (500; 2 here): a big file whose
+    # batches are all parked must not keep a later file of another account from being seen.
+    monkeypatch.setattr(dispatcher_module, "PENDING_BATCH_LOOKAHEAD", 2)
+    async with dispatching(tmp_path, MORNING) as s:
+        for name in ("acme", "other"):
+            make_account(s.store, name)
+        s.store.set_quiet_hours("acme", NIGHT.window, NIGHT.day_names)
+        queue(s.store, "acme", "la.json", numbers("la", 50), end=MORNING + timedelta(hours=6), batch_size=10)
+        s.projector.poke()
+        files = s.dispatcher.accounts
+        await wait_until(lambda: "acme" in files and sum(len(f.parked) for f in files["acme"].files.values()) == 5, every=0.1)
+        queue(s.store, "other", "ny.json", numbers("ny", 5), end=None)
+        s.projector.poke()
+        await wait_until(lambda: len(s.gateway.sent) == 5, every=0.1)
+    assert {m.account for _, m in s.gateway.sent} == {"other"}

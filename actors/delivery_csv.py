@@ -1,7 +1,9 @@
 """Delivery statuses for SFTP users, without webhooks: `Processed/<name>.delivery.csv`, one row per
-message (index, msisdn, customerId, message id, parts, submitted_at, status, status_at; status one
-of queued, submitted, delivered, failed, expired, cancelled), rewritten
-while a file's messages are in flight and a last time once every one of them is final.
+message (index, msisdn, customerId, message id, parts, submitted_at, status, status_at, held; status
+one of queued, submitted, held, delivered, failed, expired, cancelled), rewritten while a file's
+messages are in flight and a last time once every one of them is final. `held` is `quiet_hours` for
+a message held for the account's quiet hours (its status `held` while it waits; `expired` when End
+came first).
 
 A follower of the notification log: it notes which files' dispatch or delivery logs changed and
 rebuilds their CSV from the events, in a thread of its own (a big file at most every 10 s per
@@ -45,7 +47,7 @@ BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file'
 MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
 READ_LIMIT = 5000
 FINAL = frozenset({"delivered", "failed", "expired", "cancelled"})
-COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at"]
+COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at", "held"]
 TOPICS = [
     get_topic(cls)
     for cls in (
@@ -54,16 +56,19 @@ TOPICS = [
         DispatchLog.MessageExpired,
         DeliveryLog.DeliveryStarted,
         DeliveryLog.DeliveryReported,
+        DispatchLog.MessagesHeld,
     )
 ]
 STARTED_TOPICS = [TOPICS[0], TOPICS[3]]  # a log's first event names its file
 
 
-def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]], bool]:
-    """Every queued message of a file with its latest status; and whether all are final."""
-    file = store.file(file_id)
+def delivery_rows(store: SmsStore, file_id: UUID, batches: int | None = None) -> tuple[list[dict[str, Any]], bool]:
+    """Every queued message of a file with its latest status; and whether all are final.
+    `batches`: how many the file has (default: as its File aggregate says)."""
+    if batches is None:
+        batches = int(store.file(file_id).summary.get("batches", 0))
     rows: list[dict[str, Any]] = []
-    for number in range(int(file.summary.get("batches", 0))):
+    for number in range(batches):
         batch = batch_id(file_id, number)
         by_index: dict[int, dict[str, Any]] = {}
         for event in store.events.get(batch):
@@ -77,8 +82,17 @@ def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]],
                     "submitted_at": "",
                     "status": "queued",
                     "status_at": "",
+                    "held": "",
                 }
         for event in store.events.get(dispatch_log_id(batch)):
+            if isinstance(event, DispatchLog.MessagesHeld):
+                for index in event.indexes:
+                    held = by_index.get(index)
+                    if held is not None:
+                        held["held"] = event.reason
+                        if held["status"] == "queued":
+                            held.update(status="held", status_at=event.at)
+                continue
             row = by_index.get(getattr(event, "index", -1))
             if row is None:
                 continue

@@ -33,6 +33,19 @@ ControlApplied is recorded only once nothing of the file is being submitted and 
 are flushed, so after it the log holds no further MessageSubmitted of a cancelled or paused file.
 The state is in the events and the read model: a restart honours it before its first round.
 
+Quiet hours (an account's `sftpsms account quiet-hours`, sftpsms/quiet.py): a message is not taken
+while it is quiet time at its recipient's location. Before a file's turn, the messages at the head
+of its active batch that are in quiet time are set aside (held) with the time their zones open;
+the rest of the batch goes on. A batch left with held messages only is parked: its messages are
+dropped from memory and only its read-model row is kept with a wake-up time (the earliest opening
+among them, or End), so a million held messages cost a thousand rows; at the wake-up it is loaded
+again from the store (messages submitted meanwhile are skipped as after a restart) and its held
+messages go, or expire at End with their refund. The quiet state is computed per (window, zone
+set) and kept until it next changes, the zones of a number are cached by prefix: a message costs
+two dictionary look-ups, and nothing at all for an account without quiet hours. The first time a
+message is held is recorded (MessagesHeld), so reports can say how many were held and how many of
+those expired.
+
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
 deterministic message id, and the gateway de-duplicates them where it can.
@@ -44,7 +57,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -69,6 +82,7 @@ from eventstore.domain import batch_id as batch_uuid
 from eventstore.projections import ReadModels
 from eventstore.store import SmsStore
 from sftpsms.config import Settings
+from sftpsms.quiet import HORIZON, QuietHours, QuietState, quiet_state, zone_infos, zones_for_number
 from sftpsms.ratelimit import TokenBucket
 
 log = logging.getLogger(__name__)
@@ -78,11 +92,19 @@ IDLE_WAIT = 0.25  # seconds to wait when nothing can go and nothing says when it
 FLUSH_EVERY = 200  # messages between MessageSubmitted writes
 FLUSH_INTERVAL = 0.25  # seconds between them at most
 PENDING_BATCH_LOOKAHEAD = 500
+PENDING_PAGES = 100  # pages of PENDING_BATCH_LOOKAHEAD read at most per look (see _pending)
 LANE_BUFFER = 64  # messages waiting for a gateway's sender tasks
 ROUNDS_PER_YIELD = 32  # scheduling rounds run back to back (each one message per account at most)
 PAUSE_MIN, PAUSE_MAX = 1.0, 60.0  # seconds a gateway is left alone after it said "unavailable"
 CANCEL_SAVE_EVERY = 5000  # MessageExpired events per transaction when a cancel expires stored batches
 SETTLE_POLL = 0.005  # seconds between looks while a controlled file's submissions finish
+NEVER = datetime.max.replace(tzinfo=UTC)  # a held message whose zones do not open within a week
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+QUIET_RECHECK = 3600.0  # seconds before a "not open within a week" answer is asked again
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -93,6 +115,11 @@ class ActiveBatch:
     not_before: datetime | None
     expires_at: datetime | None
     in_flight: int = 0  # handed to a gateway lane, not yet answered
+    # Quiet hours: messages set aside while their recipients' zones are quiet, in order; the
+    # earliest time one of them may go; the indexes held since MessagesHeld was last recorded.
+    held: deque[OutboundMessage] = field(default_factory=deque)
+    opens_at: datetime = NEVER
+    new_held: list[int] = field(default_factory=list)
 
     @property
     def file_id(self) -> str:
@@ -111,10 +138,12 @@ class FileQueue:
     # are loaded only once it goes, so a big file scheduled for tomorrow holds one batch in memory.
     scheduled: list[ActiveBatch] = field(default_factory=list)
     expires_at: datetime | None = None  # the file's End (every batch of a file has the same)
+    # Batches with held messages only (quiet hours), out of memory: (wake-up time, read-model row).
+    parked: list[tuple[datetime, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.active or self.loaded or self.loading or self.scheduled or self.batches)
+        return not (self.active or self.loaded or self.loading or self.scheduled or self.batches or self.parked)
 
 
 @dataclass
@@ -210,15 +239,26 @@ class Dispatcher:
         reader: SmsStore,
         gateway_rates: Mapping[str, float | None] | None = None,
         on_control: Callable[[UUID], Awaitable[None]] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """`on_control` is called once a cancel, pause or resume of a file is honoured (the
         supervisor rewrites the file's report). `store` takes the dispatcher's writes (through the event writer); `reader` is the store
         itself, for loading batches in a thread of the dispatcher's own rather than in the
-        writer's queue, behind receipts and progress."""
+        writer's queue, behind receipts and progress. `clock`: the wall-clock time (UTC) of
+        Start, End, quiet hours and the submission times (tests pass virtual time)."""
         if settings.default_gateway not in gateways:
             raise ValueError(f"default gateway {settings.default_gateway!r} is not configured")
         self.store = store
         self.reader = reader
+        self.clock = clock
+        # account → (its quiet hours, its country for numbers without a known zone)
+        self.quiet: dict[str, tuple[QuietHours, str]] = {}
+        self._quiet_parsed: dict[tuple[str, str], QuietHours] = {}
+        # (quiet hours, zone names) → the state and when to compute it again
+        self._quiet_states: dict[tuple[QuietHours, tuple[str, ...]], tuple[QuietState, datetime]] = {}
+        self.holding: dict[UUID, ActiveBatch] = {}  # batches with new_held to record
+        self.held = 0  # messages held (first time), for logs and benchmarks
+        self._flush_lock = trio.Lock()
         self.settings = settings
         self.recent = recent
         self.reports = reports
@@ -263,25 +303,44 @@ class Dispatcher:
     # ---- reading the read model ---------------------------------------------------------------
 
     async def refill(self) -> None:
-        def read() -> tuple[list[dict[str, Any]], dict[str, str], dict[str, float], list[dict[str, Any]]]:
+        def read() -> tuple[
+            list[dict[str, Any]], dict[str, str], dict[str, float], list[dict[str, Any]], dict[str, tuple[str, str, str]]
+        ]:
             models = ReadModels(self.settings.readmodels_db)
             try:
                 # Controls first: a batch row read after them is never of a file cancelled
                 # before them that this refill does not know as cancelled.
                 file_controls = models.file_controls()
                 return (
-                    models.pending_batches(PENDING_BATCH_LOOKAHEAD),
+                    self._pending(models),
                     models.routes(),
                     models.account_rates(),
                     file_controls,
+                    models.quiet_hours(),
                 )
             finally:
                 models.close()
 
-        rows, routes, rates, file_controls = await trio.to_thread.run_sync(read)
+        rows, routes, rates, file_controls, quiet = await trio.to_thread.run_sync(read)
         self.routes = sorted(routes.items(), key=lambda item: (-len(item[0]), item[0]))
         self.account_rates = rates
         self._control(file_controls)
+        before, self.quiet = self.quiet, {}
+        for name, (window, days, country) in quiet.items():
+            hours = self._quiet_parsed.get((window, days))
+            if hours is None:
+                try:
+                    hours = self._quiet_parsed[(window, days)] = QuietHours.parse(window, days)
+                except ValueError:
+                    log.warning("account=%s quiet hours %s (%s) cannot be read; ignored", name, window, days)
+                    continue
+            self.quiet[name] = (hours, country)
+        for name in {*before, *self.quiet}:
+            if before.get(name) != self.quiet.get(name) and name in self.accounts:
+                # Quiet hours changed or went off: parked batches are looked at again now.
+                for file_queue in self.accounts[name].files.values():
+                    file_queue.parked = [(EARLIEST, row) for _, row in file_queue.parked]
+                self._wake.set()
         for row in rows:
             if row["batch_id"] in self.known:
                 continue
@@ -343,7 +402,7 @@ class Dispatcher:
             else:
                 await self._settle(self._in_memory(self.accounts.get(account, AccountQueue()).files.get(file_id)))
                 await self.flush()
-            now = datetime.now(UTC)
+            now = self.clock()
             await self.store.run(
                 partial(
                     controls.record_applied,
@@ -390,7 +449,7 @@ class Dispatcher:
             queue.active = queue.loaded = None
             queue.scheduled = []
         await self._settle(held)
-        at = datetime.now(UTC).isoformat()
+        at = self.clock().isoformat()
         key = (account, file_id, "cancelled")
         messages = parts = 0
         for batch in held:
@@ -464,6 +523,19 @@ class Dispatcher:
             batch.log.expired(message.index, message.parts, at, reason="cancelled")
             count, parts = count + 1, parts + message.parts
         return count, parts
+    def _pending(self, models: ReadModels) -> list[dict[str, Any]]:
+        """The first PENDING_BATCH_LOOKAHEAD pending batches, and further pages while a page
+        holds only batches known already: batches that wait (parked for quiet hours, or for
+        their Start) must not hide the files queued after them. (In the caller's thread.)"""
+        rows: list[dict[str, Any]] = []
+        after = 0
+        for _ in range(PENDING_PAGES):
+            page = models.pending_batches(PENDING_BATCH_LOOKAHEAD, after)
+            rows += page
+            if len(page) < PENDING_BATCH_LOOKAHEAD or any(row["batch_id"] not in self.known for row in page):
+                break
+            after = page[-1]["rowid"]
+        return rows
 
     # ---- writing progress ---------------------------------------------------------------------
 
@@ -474,6 +546,9 @@ class Dispatcher:
             await self._flush()
 
     async def _flush(self) -> None:
+        for active in self.holding.values():
+            self._note_held(active)
+        self.holding.clear()
         if not self.dirty and not self.refunds and not self.unsaved and not self.rows:
             return
         # Collect the events here, on the trio side: sender tasks keep adding to these aggregates
@@ -518,11 +593,13 @@ class Dispatcher:
         try:
             while queue.batches and queue.loaded is None and not queue.scheduled:
                 row = queue.batches[0]
+                if row.get("parked"):
+                    await self._settle_parked()
                 batch = await trio.to_thread.run_sync(load_batch, self.reader, row)
                 queue.batches.popleft()
                 if batch.log.finished:
                     continue
-                if batch.not_before is not None and batch.not_before > datetime.now(UTC):
+                if batch.not_before is not None and batch.not_before > self.clock():
                     queue.scheduled.append(batch)
                     continue
                 queue.loaded = batch
@@ -545,12 +622,86 @@ class Dispatcher:
                             await trio.sleep(1)
                             self._load_wanted.set()
 
+    async def _settle_parked(self) -> None:
+        """Before a parked batch is loaded again: every event of its log is in the store (its
+        MessageSubmitted, MessagesHeld), so the log read back is the one in memory."""
+        await self.flush()
+
+    def _note_held(self, active: ActiveBatch) -> None:
+        if active.new_held:
+            until = None if active.opens_at == NEVER else active.opens_at.isoformat()
+            active.log.held(active.new_held, self.clock().isoformat(), until)
+            active.new_held = []
+            self.dirty[active.log.id] = active.log
+
+    def _quiet_state(self, hours: QuietHours, country: str, msisdn: str, now: datetime) -> QuietState:
+        zones = zones_for_number(msisdn, country)
+        key = (hours, zones)
+        known = self._quiet_states.get(key)
+        if known is not None and now < known[1]:
+            return known[0]
+        state = quiet_state(hours, zone_infos(zones), now)
+        recheck = state.until if state.until is not None else now + timedelta(seconds=QUIET_RECHECK)
+        if len(self._quiet_states) >= 4096:
+            self._quiet_states.clear()
+        self._quiet_states[key] = (state, min(recheck, now + HORIZON))
+        return state
+
+    def _hold_quiet(self, active: ActiveBatch, hours: QuietHours, country: str, now: datetime) -> bool:
+        """Set aside the messages at the head of the batch whose recipients are in quiet time;
+        whether any was."""
+        held = False
+        messages = active.messages
+        while messages:
+            state = self._quiet_state(hours, country, messages[0].msisdn, now)
+            if not state.quiet:
+                break
+            message = messages.popleft()
+            active.held.append(message)
+            if message.index not in active.log.held_indexes:
+                active.new_held.append(message.index)
+                self.held += 1
+            opens = state.until or NEVER
+            if opens < active.opens_at:
+                active.opens_at = opens
+            held = True
+        if active.new_held:
+            self.holding[active.log.id] = active
+        return held
+
+    def _release(self, active: ActiveBatch) -> None:
+        """The held messages go back to the batch's head (each is looked at again)."""
+        self._note_held(active)
+        active.held.extend(active.messages)
+        active.messages, active.held = active.held, deque()
+        active.opens_at = NEVER
+
+    def _park(self, queue: FileQueue, active: ActiveBatch) -> None:
+        """Only held messages left: out of memory until the earliest opening (or End)."""
+        self._note_held(active)
+        self.holding.pop(active.log.id, None)
+        wake = min(active.opens_at, active.expires_at or NEVER)
+        queue.parked.append((wake, {**active.row, "parked": True}))
+        queue.active = None
+
+    def _wake_parked(self, queue: FileQueue, now: datetime) -> float:
+        """Parked batches whose time has come go back to the head of the file's batches; returns
+        the seconds until the next one's (inf when none)."""
+        due = [row for wake, row in queue.parked if wake <= now]
+        if due:
+            queue.parked = [(wake, row) for wake, row in queue.parked if wake > now]
+            queue.batches.extendleft(reversed(due))
+            self._load_wanted.set()
+        return min(((wake - now).total_seconds() for wake, _ in queue.parked), default=float("inf"))
+
     def _finish(self, queue: FileQueue, active: ActiveBatch) -> None:
         active.log.finish()
         self.dirty[active.log.id] = active.log
         queue.active = None
 
     def _expire(self, active: ActiveBatch, now: datetime) -> None:
+        self._note_held(active)
+        self._release(active)
         while active.messages:
             message = active.messages.popleft()
             active.log.expired(message.index, message.parts, now.isoformat())
@@ -575,9 +726,11 @@ class Dispatcher:
             bucket = self.account_buckets[account] = TokenBucket(rate, now=clock)
         return bucket
 
-    def _next_for_file(self, queue: FileQueue, now: datetime) -> tuple[ActiveBatch | None, bool]:
+    def _next_for_file(
+        self, queue: FileQueue, now: datetime, quiet: tuple[QuietHours, str] | None = None
+    ) -> tuple[ActiveBatch | None, bool]:
         """The file's active batch with a message ready, or None; and whether anything happened
-        (a batch finished or expired)."""
+        (a batch finished, expired or was parked). `quiet`: the account's quiet hours."""
         progressed = False
         while True:
             active = self._activate(queue, now)
@@ -585,10 +738,18 @@ class Dispatcher:
                 return None, progressed
             if active.expires_at is not None and now >= active.expires_at:
                 self._expire(active, now)
+            if quiet is not None and active.messages:
+                self._hold_quiet(active, quiet[0], quiet[1], now)
             if not active.messages:
+                if active.held and (quiet is None or active.opens_at <= now):
+                    self._release(active)  # the window opened (or quiet hours were turned off)
+                    continue
                 if active.in_flight:
                     return None, progressed  # wait for the gateway's answers before finishing
-                self._finish(queue, active)
+                if active.held:
+                    self._park(queue, active)
+                else:
+                    self._finish(queue, active)
                 progressed = True
                 continue
             return active, progressed
@@ -596,11 +757,12 @@ class Dispatcher:
     def step(self) -> float | None:
         """One scheduling round: offer each account with work one message. Returns None when
         something happened, else how long to wait before anything can (IDLE_WAIT if unknown)."""
-        now = datetime.now(UTC)
+        now = self.clock()
         progressed = False
         wait = float("inf")
         for account in list(self.accounts):
             queue = self.accounts[account]
+            quiet = self.quiet.get(account)
             sent = False
             for file_id in list(queue.files):
                 file_queue = queue.files[file_id]
@@ -608,7 +770,9 @@ class Dispatcher:
                     continue  # its cancel holds it now
                 if file_id in self.paused and not (file_queue.expires_at is not None and now >= file_queue.expires_at):
                     continue  # paused: nothing but End (below, once it has passed)
-                active, changed = self._next_for_file(file_queue, now)
+                if file_queue.parked:
+                    wait = min(wait, self._wake_parked(file_queue, now))
+                active, changed = self._next_for_file(file_queue, now, quiet)
                 progressed = progressed or changed
                 if active is None:
                     if file_queue.empty:
@@ -658,7 +822,7 @@ class Dispatcher:
 
     def _submitted(self, message: OutboundMessage, active: ActiveBatch, gateway: str, ids: tuple[str, ...]) -> None:
         active.in_flight -= 1
-        now = datetime.now(UTC)
+        now = self.clock()
         if self.fast_rows:
             row = dispatch_rows.submitted(
                 active.log,
@@ -736,7 +900,7 @@ class Dispatcher:
                     gateway=gateway.name,
                     gateway_id=rejected_id,
                     status="failed",
-                    at=datetime.now(UTC),
+                    at=self.clock(),
                     error=rejected.reason[:200],
                     message_id=message.message_id,
                 )

@@ -103,6 +103,8 @@ class Account(Aggregate):
     """An account: credentials, country, credits, sender policy. Opt-outs are recorded here as facts
     and looked up through the `optouts` read model (an account may have millions)."""
 
+    quiet_hours: dict[str, Any] | None = None  # also for snapshots taken before quiet hours existed
+
     class AccountCreated(Aggregate.Created):
         username: str
         password_hash: str
@@ -224,6 +226,17 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.webhooks[self.url] = {**aggregate.webhooks[self.url], "secret": self.secret}
 
+    class QuietHoursSet(Aggregate.Event):
+        window: str  # local time at the recipient, "21:00-08:00" (sftpsms/quiet.py)
+        days: list[str]  # local weekdays a window starts on: "mon", ... "sun"
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.quiet_hours = {"window": self.window, "days": list(self.days)}
+
+    class QuietHoursCleared(Aggregate.Event):
+        def apply(self, aggregate: Account) -> None:
+            aggregate.quiet_hours = None
+
     def __init__(
         self,
         username: str,
@@ -247,6 +260,7 @@ class Account(Aggregate):
         self.sub_accounts: list[str] = []
         self.send_rate: float | None = None
         self.webhooks: dict[str, dict[str, Any]] = {}  # url -> {"secret", "events"}
+        self.quiet_hours: dict[str, Any] | None = None  # {"window", "days"}; None: off
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -349,6 +363,15 @@ class Account(Aggregate):
         if url not in self.webhooks:
             raise DomainError(f"no webhook {url}")
         self.trigger_event(self.WebhookSecretRotated, url=url, secret=secret)
+
+    def set_quiet_hours(self, window: str | None, days: list[str] | None = None) -> None:
+        """`window` and `days` as sftpsms.quiet.QuietHours.describe() gives them (checked
+        there); None: off."""
+        if window is None:
+            if self.quiet_hours is not None:
+                self.trigger_event(self.QuietHoursCleared)
+        elif self.quiet_hours != {"window": window, "days": list(days or [])}:
+            self.trigger_event(self.QuietHoursSet, window=window, days=list(days or []))
 
 
 class Routes(Aggregate):
@@ -869,9 +892,22 @@ class DispatchLog(Aggregate):
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.expired_indexes.add(self.index)
 
+    class MessagesHeld(Aggregate.Event):
+        """Messages not submitted because it was quiet time at their recipients' location (the
+        account's quiet hours): recorded once per message, the first time it is held."""
+
+        indexes: list[int]
+        reason: str  # "quiet_hours"
+        at: str
+        until: str | None  # when the first of them may go (None: not within a week)
+
+        def apply(self, aggregate: DispatchLog) -> None:
+            aggregate.held_indexes.update(self.indexes)
+
     class BatchDispatched(Aggregate.Event):
         submitted: int
         expired: int
+        quiet_expired: int = 0  # of `expired`, those held for quiet hours (0 in events before them)
 
         def apply(self, aggregate: DispatchLog) -> None:
             aggregate.finished = True
@@ -882,6 +918,7 @@ class DispatchLog(Aggregate):
         self.account = account
         self.submitted_indexes: dict[int, str] = {}
         self.expired_indexes: set[int] = set()
+        self.held_indexes: set[int] = set()
         self.finished = False
 
     @classmethod
@@ -925,12 +962,18 @@ class DispatchLog(Aggregate):
         if index not in self.submitted_indexes and index not in self.expired_indexes:
             self.trigger_event(self.MessageExpired, index=index, parts=parts, at=at, reason=reason)
 
+    def held(self, indexes: list[int], at: str, until: str | None, reason: str = "quiet_hours") -> None:
+        new = sorted({i for i in indexes if i not in self.held_indexes and i not in self.submitted_indexes})
+        if new:
+            self.trigger_event(self.MessagesHeld, indexes=new, reason=reason, at=at, until=until)
+
     def finish(self) -> None:
         if not self.finished:
             self.trigger_event(
                 self.BatchDispatched,
                 submitted=len(self.submitted_indexes),
                 expired=len(self.expired_indexes),
+                quiet_expired=len(self.expired_indexes & self.held_indexes),
             )
 
 

@@ -45,7 +45,7 @@ from sftpsms.gatewayids import lookup_keys, stored_key
 READ_BATCH = 2000
 TRACKING_NAME = "readmodels"
 NEWEST_TABLE = "deliveries"  # the schema is created (idempotently) when this table is missing
-NEWER_TABLES = ("validations", "file_controls")  # ... or one of these (added since)
+NEWER_TABLES = ("validations", "file_controls", "quiet_hours", "quiet_counts")  # ... or one of these (added since)
 
 Handler = Callable[[sqlite_utils.Database, Any], None]
 
@@ -243,6 +243,22 @@ def _batch_dispatched(db: sqlite_utils.Database, e: DispatchLog.BatchDispatched)
         "(SELECT batch_id FROM dispatch_logs WHERE id = ?)",
         [str(e.originator_id)],
     )
+    if e.quiet_expired:
+        _count_quiet(db, e, 0, e.quiet_expired)
+
+
+def _messages_held(db: sqlite_utils.Database, e: DispatchLog.MessagesHeld) -> None:
+    _count_quiet(db, e, len(e.indexes), 0)
+
+
+def _count_quiet(db: sqlite_utils.Database, e: Any, held: int, expired: int) -> None:
+    """`quiet_counts`: per file, messages held for quiet hours and how many of them expired."""
+    db.execute(
+        "INSERT INTO quiet_counts (file_id, held, expired) SELECT b.file_id, ?, ? FROM dispatch_logs d"
+        " JOIN batches b USING (batch_id) WHERE d.id = ?"
+        " ON CONFLICT (file_id) DO UPDATE SET held = held + excluded.held, expired = expired + excluded.expired",
+        [held, expired, str(e.originator_id)],
+    )
 
 
 def _dispatch_started(db: sqlite_utils.Database, e: DispatchLog.DispatchStarted) -> None:
@@ -292,6 +308,16 @@ def _control_applied(db: sqlite_utils.Database, e: FileControl.ControlApplied) -
         "UPDATE file_controls SET applied = MAX(applied, ?) WHERE file_id = ?",
         [e.requested_version, _control_file(db, e)],
     )
+
+
+def _quiet_hours_set(db: sqlite_utils.Database, e: Account.QuietHoursSet) -> None:
+    db.table("quiet_hours").insert(
+        {"account": _username(db, e), "quiet_window": e.window, "days": ",".join(e.days)}, replace=True
+    )
+
+
+def _quiet_hours_cleared(db: sqlite_utils.Database, e: Account.QuietHoursCleared) -> None:
+    db.execute("DELETE FROM quiet_hours WHERE account = ?", [_username(db, e)])
 
 
 # Dispatch log id → (batch, file, account): fixed once the log exists, and asked for by every one of
@@ -401,6 +427,7 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     ContactBatch.BatchSealed: [_batch_sealed],
     DispatchLog.DispatchStarted: [_dispatch_started],
     DispatchLog.BatchDispatched: [_batch_dispatched],
+    DispatchLog.MessagesHeld: [_messages_held],
     DispatchLog.MessageSubmitted: [],  # Submissions, a page at a time
     DeliveryLog.DeliveryStarted: [_delivery_started],
     DeliveryLog.DeliveryReported: [],  # Submissions.add_reported, a page at a time
@@ -411,6 +438,8 @@ HANDLERS: dict[type[Any], list[Handler]] = {
     FileControl.FilePaused: [_control_requested("paused")],
     FileControl.FileResumed: [_control_requested("running")],
     FileControl.ControlApplied: [_control_applied],
+    Account.QuietHoursSet: [_quiet_hours_set],
+    Account.QuietHoursCleared: [_quiet_hours_cleared],
 }
 TOPICS = [get_topic(cls) for cls in HANDLERS]
 SUBMITTED_TOPIC = get_topic(DispatchLog.MessageSubmitted)
@@ -531,6 +560,8 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         if_not_exists=True,
     )
     db.table("validations").create_index(["account", "received_at"], if_not_exists=True)
+    db.table("quiet_hours").create({"account": str, "quiet_window": str, "days": str}, pk="account", if_not_exists=True)
+    db.table("quiet_counts").create({"file_id": str, "held": int, "expired": int}, pk="file_id", if_not_exists=True)
 
 
 class ReadModels:
@@ -686,10 +717,16 @@ class ReadModels:
             )
         )
 
-    def pending_batches(self, limit: int) -> list[dict[str, Any]]:
+    def pending_batches(self, limit: int, after: int = 0) -> list[dict[str, Any]]:
+        """Sealed batches not dispatched yet, in the order they were opened (from the row after
+        the `after` row id: each row has its `rowid`)."""
         return list(
             self.db.table("batches").rows_where(
-                "dispatched = 0 AND sealed = 1 AND queued > 0", order_by="rowid", limit=limit
+                "dispatched = 0 AND sealed = 1 AND queued > 0 AND rowid > ?",
+                [after],
+                order_by="rowid",
+                limit=limit,
+                select="rowid, *",
             )
         )
 
@@ -731,6 +768,28 @@ class ReadModels:
             row["username"]: row["send_rate"]
             for row in self.db.table("accounts").rows_where("send_rate IS NOT NULL")
         }
+
+    def quiet_hours(self) -> dict[str, tuple[str, str, str]]:
+        """Accounts with quiet hours: account → (window, days "mon,tue,...", default country)."""
+        return {
+            row[0]: (row[1], row[2], row[3] or "ZA")
+            for row in self.db.execute(
+                "SELECT q.account, q.quiet_window, q.days, a.country FROM quiet_hours q LEFT JOIN accounts a"
+                " ON a.username = q.account"
+            )
+        }
+
+    def quiet_counts(self, file_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """file → (messages held for quiet hours, of those expired), for files that had any."""
+        found: dict[str, tuple[int, int]] = {}
+        for start in range(0, len(file_ids), 500):
+            chunk = file_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT file_id, held, expired FROM quiet_counts WHERE file_id IN ({marks})", chunk  # noqa: S608
+            ):
+                found[row[0]] = (row[1], row[2])
+        return found
 
     def dump(self) -> dict[str, list[dict[str, Any]]]:
         """Every table's rows in key order: two dumps compare equal when content is identical."""

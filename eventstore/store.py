@@ -411,6 +411,17 @@ class SmsStore(Application[UUID]):
 
         self._retrying(command)
 
+    def set_quiet_hours(self, username: str, window: str | None, days: list[str] | None = None) -> None:
+        """QuietHoursSet (window and days as sftpsms.quiet.QuietHours.describe() gives them) or,
+        with None, QuietHoursCleared."""
+
+        def command() -> None:
+            account = self.account(username)
+            account.set_quiet_hours(window, days)
+            self.save(account)
+
+        self._retrying(command)
+
     def add_ssh_key(self, username: str, public_key: str, fingerprint: str) -> None:
         def command() -> None:
             account = self.account(username)

@@ -167,13 +167,17 @@ def fairness(scratch: Path, total: int, window: float, lead: float) -> None:
     print(gc_pauses(data))
 
 
-def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None) -> None:
-    print(f"2. maximum rate to the simulator: {burst:,} messages, no account or service limit in the way")
+def maximum(scratch: Path, burst: int, lead: float, profile: Path | None = None, quiet_hours: str | None = None) -> None:
+    print(f"2. maximum rate to the simulator: {burst:,} messages, no account or service limit in the way"
+          + (f"; quiet hours {quiet_hours} (Johannesburg time)" if quiet_hours else ""))
     start = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     data = scratch / "max"
     with running_service(data, "--send-rate", "1000000") as service:
         service.add_account("bulk", credits=burst * 2)
         service.cli("account", "rate", "bulk", "1000000")
+        if quiet_hours:
+            done = service.cli("account", "quiet-hours", "bulk", quiet_hours)
+            assert done.returncode == 0, done.stderr
         path = scratch / "bulk.json"
         generate(path, burst, start, 0)
         upload(service, "bulk", path)
@@ -226,13 +230,18 @@ def main() -> None:
     parser.add_argument("--only", choices=["fairness", "maximum", "webhooks"], help="run one part")
     parser.add_argument("--profile", type=Path, help="record the maximum-rate run with py-spy into this file")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument(
+        "--quiet-hours", metavar="WINDOW",
+        help="set the maximum-rate account's quiet hours (e.g. one outside the present Johannesburg time: "
+        "the cost of the check when nothing is held)",
+    )
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-dispatch-"))
     try:
         if args.only in (None, "fairness"):
             fairness(scratch, args.messages, args.window, args.lead)
         if args.only in (None, "maximum"):
-            maximum(scratch, args.burst, args.lead, args.profile)
+            maximum(scratch, args.burst, args.lead, args.profile, args.quiet_hours)
         if args.only in (None, "webhooks"):
             webhooks(1000, 10)
     finally:

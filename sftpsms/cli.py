@@ -231,6 +231,7 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "parent": account.parent,
         "sub_accounts": account.sub_accounts,
         "send_rate": account.send_rate if account.send_rate is not None else f"default ({settings.account_rate:g})",
+        "quiet_hours": account.quiet_hours,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -375,6 +376,33 @@ def cmd_account_rate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_account_quiet_hours(args: argparse.Namespace) -> int:
+    from sftpsms.quiet import QuietHours, QuietHoursError
+
+    settings = _settings(args)
+    if args.window.lower() == "off":
+        if args.days is not None:
+            raise CliError("--days goes with a window, not with 'off'")
+        with _store(settings) as store:
+            store.set_quiet_hours(args.username, None)
+        _emit(args, {"username": args.username, "quiet_hours": None}, f"{args.username}: quiet hours off")
+        return 0
+    try:
+        hours = QuietHours.parse(args.window, args.days)
+    except QuietHoursError as error:
+        raise CliError(str(error)) from None
+    described = hours.describe()
+    with _store(settings) as store:
+        store.set_quiet_hours(args.username, described["window"], described["days"])
+    days = "every day" if len(hours.days) == 7 else ",".join(described["days"])
+    _emit(
+        args,
+        {"username": args.username, "quiet_hours": described},
+        f"{args.username}: no message is submitted {described['window']} at the recipient's local time ({days})",
+    )
+    return 0
+
+
 def _webhook_events(text: str) -> list[str]:
     from eventstore.domain import WEBHOOK_EVENTS
 
@@ -512,9 +540,13 @@ def cmd_files(args: argparse.Namespace) -> int:
             accounts += store.account(args.account).sub_accounts
         if getattr(args, "validations", False):
             rows = [row for account in accounts for row in models.validations(account=account)]
+            quiet = {}
         else:
             rows = [row for account in accounts for row in models.files(account=account)]
+            quiet = models.quiet_counts([row["file_id"] for row in rows])
         models.close()
+    for row in rows if not getattr(args, "validations", False) else []:  # held for quiet hours, and of those expired
+        row["quiet_held"], row["quiet_expired"] = quiet.get(row["file_id"], (0, 0))
     if args.json:
         print(json.dumps(rows, indent=2))
     elif getattr(args, "validations", False):
@@ -525,7 +557,8 @@ def cmd_files(args: argparse.Namespace) -> int:
     else:
         _print_table(
             rows,
-            ["account", "name", "status", "error_code", "contacts", "messages_queued", "optouts_skipped", "credits_used", "received_at"],
+            ["account", "name", "status", "error_code", "contacts", "messages_queued", "optouts_skipped", "credits_used",
+             "quiet_held", "quiet_expired", "received_at"],
         )
     return 0
 
@@ -1215,6 +1248,26 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("username", type=_account_name)
     rate.add_argument("rate", help="parts per second, or 'default' for the service's account rate")
     rate.set_defaults(func=cmd_account_rate)
+    quiet = account.add_parser(
+        "quiet-hours",
+        parents=[common],
+        help="hold messages during the recipient's local night (or 'off')",
+        description="Set a window of local time at the recipient's location (from the number's time "
+        "zone in libphonenumber's metadata) when none of the account's messages is submitted, e.g. "
+        "21:00-08:00 (US rules: no marketing texts before 8am or after 9pm). A number whose prefix "
+        "spans several zones waits until it is outside the window in all of them; one with no known "
+        "zone takes the account's country's zones. Held messages go when the window opens, within "
+        "the file's End; those that cannot expire at End and their credits are refunded. Off by "
+        "default; takes effect within a second, without a restart.",
+    )
+    quiet.add_argument("username", type=_account_name)
+    quiet.add_argument("window", help="HH:MM-HH:MM in the recipient's local time (an end before the start is the next day), or 'off'")
+    quiet.add_argument(
+        "--days", default=None,
+        help="local weekdays a window starts on, e.g. mon,tue,wed,thu,fri (default every day; "
+        "fri with 21:00-08:00 is Friday 21:00 to Saturday 08:00)",
+    )
+    quiet.set_defaults(func=cmd_account_quiet_hours)
 
     apikey = sub.add_parser("apikey", help="API keys: a key activates a channel").add_subparsers(dest="action", required=True)
     kcreate = apikey.add_parser("create", parents=[common], help="create a key; prints its id and secret once")

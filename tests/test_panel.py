@@ -265,3 +265,22 @@ def test_failed_panel_logins_lock_out_sftp_too(service: Service, browser: Any) -
     with pytest.raises(paramiko.AuthenticationException):
         with service.paramiko("victim"):
             pass
+
+
+def test_a_scheduled_file_is_paused_and_cancelled_from_its_page(service: Service, browser: Any) -> None:
+    contacts = [{"msisdn": "27831230011"}, {"msisdn": "27831230012"}]
+    later = json.dumps({"Version": 7, "Start": "2099-01-01 08:00", "Message_Template": "Later", "Contacts": contacts})
+    report = sftp_put(service, "tomorrow.json", later.encode())
+    balance = service.store().account("acme").balance
+    page = log_in(browser, service)
+    page.goto(base(service) + f"/files/{report['file_id']}")
+    page.click("#control button[value=pause]")
+    page.wait_for_selector(".flash", timeout=60_000)
+    assert "paus" in page.inner_text(".flash").lower()
+    assert page.locator("#control button[value=resume]").count() == 1
+    page.click("#control button[value=cancel]")
+    page.wait_for_selector(".flash", timeout=60_000)
+    assert "cancel" in page.inner_text(".flash").lower()
+    assert page.locator("#control button").count() == 0 and "cancelled" in page.inner_text("#control")
+    shot(page, "14-file-cancelled")
+    assert service.store().account("acme").balance == balance + 2

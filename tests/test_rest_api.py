@@ -190,6 +190,27 @@ def test_an_upload_over_rest_with_validate_is_only_checked(api: Api) -> None:
     assert api.service.store().account("rival").balance == balance  # nothing reserved
 
 
+def test_a_scheduled_file_is_cancelled_over_rest_with_its_credits_refunded(api: Api) -> None:
+    later = dict(FILE, Start="2099-01-01 08:00")
+    report = sftp_upload(api.service, "rival", "scheduled.json", later)
+    assert report["messages_queued"] == 2
+    balance = api.service.store().account("rival").balance
+    with api.client("rival") as client:
+        paused = client.post(f"/api/v1/files/{report['file_id']}/pause")
+        assert paused.status_code == 200 and paused.json()["status"] == "done", paused.text
+        assert paused.json()["dispatch"] == "paused"
+        answer = client.post(f"/api/v1/files/{report['file_id']}/cancel")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["status"] == "done" and body["messages_cancelled"] == 2 and body["credits_refunded"] == 2
+        assert client.post(f"/api/v1/files/{report['file_id']}/resume").json()["status"] == "failed"  # never again
+        detail = client.get(f"/api/v1/files/{report['file_id']}").json()["report"]
+        assert detail["messages_cancelled"] == 2
+    assert api.service.store().account("rival").balance == balance + 2
+    filed = json.loads((api.service.folder("rival", "Processed") / "scheduled.json.report.json").read_text())
+    assert filed["messages_cancelled"] == 2  # the filed report is rewritten
+
+
 def test_every_route_as_another_account_or_a_sub_account_is_404(api: Api) -> None:
     """Each operation of the OpenAPI document, aimed at acme's data by rival (another account) and by
     acme-sub (acme's sub-account: a child does not see its parent). The table must name every
@@ -222,6 +243,9 @@ def test_every_route_as_another_account_or_a_sub_account_is_404(api: Api) -> Non
             ("POST", "/api/v1/webhooks/rotate"): ("/api/v1/webhooks/rotate", {}, {"url": receiver.url}),
             ("POST", "/api/v1/webhooks/replay"): ("/api/v1/webhooks/replay", {}, {"url": receiver.url, "since": "0"}),
             ("POST", "/api/v1/transfers"): ("/api/v1/transfers", {}, {"to": "acme-sub", "amount": 1}),
+            ("POST", "/api/v1/files/{file_id}/cancel"): (f"/api/v1/files/{file_id}/cancel", {"wait": 0}, None),
+            ("POST", "/api/v1/files/{file_id}/pause"): (f"/api/v1/files/{file_id}/pause", {"wait": 0}, None),
+            ("POST", "/api/v1/files/{file_id}/resume"): (f"/api/v1/files/{file_id}/resume", {"wait": 0}, None),
         }
         # Operations that only ever act on the caller's own account (nothing of another to aim at).
         own_only = {("GET", "/api/v1/subaccounts"), ("GET", "/api/v1/webhooks"), ("POST", "/api/v1/webhooks"),

@@ -318,6 +318,27 @@ async def file_page(request: Request, file_id: str) -> Response:
                        next=page["next"], counts=counts)
 
 
+@router.post("/files/{file_id}/control")
+async def file_control(request: Request, file_id: str) -> Response:
+    """Cancel, pause or resume a file from its page (the REST API's control_file)."""
+    session = session_of(request)
+    if session is None:
+        return _login_redirect(request)
+    from actors.web.context import Principal
+    from actors.web.rest import control_file
+
+    form = await _form(request, session)
+    action = str(form.get("action", ""))
+    if action not in ("cancel", "pause", "resume"):
+        return _back(f"/files/{file_id}", error="unknown action")
+    caller = Principal(session.username, "", frozenset(await _visible(request, session)))
+    await _file(request, session, file_id)
+    done = await control_file(_context(request), caller, file_id, action, 10.0)
+    if done["status"] == "failed":
+        return _back(f"/files/{file_id}", error=f"{done['error_code']}: {done['detail']}")
+    return _back(f"/files/{file_id}", flash=done["detail"])
+
+
 @router.get("/files/{file_id}/report.json")
 async def file_report_json(request: Request, file_id: str) -> Response:
     session = session_of(request)

@@ -832,3 +832,74 @@ async def replay(request: Request, caller: Caller, order: WebhookReplayIn) -> An
         )
     except ReplayRefused as refused:
         raise ApiError(400, str(refused)) from None
+
+
+# ---- cancel, pause, resume (issue 12) ------------------------------------------------------------
+
+
+class ControlOut(BaseModel):
+    file_id: str
+    name: str
+    action: str
+    status: str = Field(description="done (honoured), pending (recorded; honoured when the dispatcher can) or failed")
+    error_code: str | None = None
+    detail: str
+    dispatch: str | None = Field(None, description="running, paused or cancelled")
+    messages_cancelled: int | None = None
+    credits_refunded: int | None = None
+
+
+async def control_file(context: WebContext, caller: Principal, file_id: str, action: str, wait: float) -> dict[str, Any]:
+    """Record a cancel, pause or resume of a file and wait up to `wait` seconds for the dispatcher
+    to honour it (then the filed report is rewritten), as `sftpsms files cancel` does."""
+    from actors.controls import refile_report
+    from eventstore import controls
+    from sftpsms.control import ControlRefused, outcome_text
+
+    row = await visible_file(context, caller, file_id)
+    base = {"file_id": file_id, "name": row["name"], "action": action}
+    try:
+        request = await context.store.run(
+            partial(controls.request_control, account=row["account"], name=row["name"], action=action, via="rest",
+                    now=context.clock())
+        )
+    except ControlRefused as refused:
+        return {**base, "status": "failed", "error_code": refused.code, "detail": refused.detail}
+    if str(request.file_id) != file_id:
+        raise ApiError(409, f"a later upload of {row['name']} is the one in the dispatcher: control that one")
+    control = await context.store.run(partial(controls.file_control, file=request.file_id))
+    if request.version is not None:
+        with trio.move_on_after(wait):
+            while control is None or control.applied < request.version:
+                await trio.sleep(0.05)
+                control = await context.store.run(partial(controls.file_control, file=request.file_id))
+    honoured = control is not None and (request.version is None or control.applied >= request.version)
+    if not honoured:
+        return {**base, "status": "pending", "detail": f"{action} recorded; the service honours it as soon as it can",
+                "dispatch": None if control is None else control.state}
+    assert control is not None
+    await context.store.run(partial(refile_report, context.settings, file_id=request.file_id))
+    detail = outcome_text(action, name=row["name"], done=request.version is not None,
+                          messages_cancelled=control.messages_cancelled, credits_refunded=control.credits_refunded)
+    return {**base, "status": "done", "detail": detail, "dispatch": control.state,
+            "messages_cancelled": control.messages_cancelled, "credits_refunded": control.credits_refunded}
+
+
+ControlWait = Annotated[float, Query(ge=0, le=60, description="seconds to wait for the dispatcher to honour it")]
+
+
+@router.post("/files/{file_id}/cancel", response_model=ControlOut, responses=ERRORS,
+             summary="cancel a file: its unsent messages expire now, their credits refunded")
+async def cancel_file(request: Request, caller: Caller, file_id: str, wait: ControlWait = 10) -> Any:
+    return await control_file(context_of(request), caller, file_id, "cancel", wait)
+
+
+@router.post("/files/{file_id}/pause", response_model=ControlOut, responses=ERRORS,
+             summary="pause a file: its unsent messages wait (End still applies)")
+async def pause_file(request: Request, caller: Caller, file_id: str, wait: ControlWait = 10) -> Any:
+    return await control_file(context_of(request), caller, file_id, "pause", wait)
+
+
+@router.post("/files/{file_id}/resume", response_model=ControlOut, responses=ERRORS, summary="resume a paused file")
+async def resume_file(request: Request, caller: Caller, file_id: str, wait: ControlWait = 10) -> Any:
+    return await control_file(context_of(request), caller, file_id, "resume", wait)

@@ -687,14 +687,16 @@ def file_history(store: SmsStore, account: str, name: str) -> list[dict[str, Any
     for receipt in range(1, index.receipts + 1):
         file = store.file_by_name(account, name, receipt)
         events = [_event_row(e) for e in store.events.get(file.id)]
-        # Its cancel, pause and resume (issue 12), and its credits (reserved, refunded).
-        events += [_event_row(e) for e in store.events.get(file_control_id(file.id))]
-        events += [
-            _event_row(e)
-            for e in store.events.get(account_id(account))
-            if isinstance(e, Account.CreditsReserved | Account.CreditsRefunded) and e.file_id == str(file.id)
-        ]
-        events.sort(key=lambda row: str(row["at"]))
+        # Its cancel, pause and resume (issue 12), with the refunds of a controlled file.
+        control = [_event_row(e) for e in store.events.get(file_control_id(file.id))]
+        if control:
+            events += control
+            events += [
+                _event_row(e)
+                for e in store.events.get(account_id(account))
+                if isinstance(e, Account.CreditsRefunded) and e.file_id == str(file.id)
+            ]
+            events.sort(key=lambda row: str(row["at"]))
         batches = int(file.summary.get("batches", 0)) if file.summary else 0
         counts: dict[str, int] = {}
         for number in range(batches):

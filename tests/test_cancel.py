@@ -273,7 +273,7 @@ def test_sftpsms_events_shows_the_cancel_its_expiries_and_refund(tmp_path: Path)
         text = service.cli("events", "--file", "shown.json").stdout
     (receipt,) = json.loads(shown.stdout)
     names = [event["event"] for event in receipt["events"]]
-    assert {"FileCancelled", "ControlApplied", "CreditsReserved", "CreditsRefunded"} <= set(names)
+    assert {"FileCancelled", "ControlApplied", "CreditsRefunded"} <= set(names)
     refund = next(event for event in receipt["events"] if event["event"] == "CreditsRefunded")
     assert refund["reason"] == "cancelled" and refund["amount"] == receipt["batch_events"]["MessageExpired.cancelled"]
     assert "FileCancelled" in text and "MessageExpired.cancelled" in text

@@ -20,6 +20,7 @@ from typing import Any
 from uuid import UUID
 
 import trio
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from actors.faults import is_disk_full
@@ -27,6 +28,8 @@ from eventstore.domain import (
     ContactBatch,
     DeliveryLog,
     DispatchLog,
+    DomainError,
+    File,
     batch_id,
     delivery_log_id,
     dispatch_log_id,
@@ -93,6 +96,14 @@ def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]],
     return rows, all(row["status"] in FINAL for row in rows)
 
 
+def _file(store: SmsStore, file_id: UUID) -> File | None:
+    """The file a log's messages came from; None for an auto-reply's batch (no file, no CSV)."""
+    try:
+        return store.file(file_id)
+    except (AggregateNotFoundError, DomainError):
+        return None
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
@@ -133,12 +144,13 @@ class _Follower:
         the bigger it is (a rewrite reads every event of the file)."""
         size = self.sizes.get(file_id)
         if size is None:
-            size = self.sizes[file_id] = int(store.file(file_id).summary.get("messages", 0))
+            file = _file(store, file_id)
+            size = self.sizes[file_id] = int(file.summary.get("messages", 0)) if file is not None else 0
         return min(MAX_REWRITE, MIN_REWRITE * size / BIG_FILE) if size > BIG_FILE else 0.0
 
     def rewrite(self, store: SmsStore, file_id: UUID) -> bool:
-        file = store.file(file_id)
-        if file.outcome != "processed":
+        file = _file(store, file_id)
+        if file is None or file.outcome != "processed":
             return True
         rows, final = delivery_rows(store, file_id)
         self.sizes[file_id] = len(rows)

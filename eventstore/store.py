@@ -308,6 +308,20 @@ class SmsStore(Application[UUID]):
 
         self._retrying(command)
 
+    def set_auto_replies(
+        self, username: str, help_text: str | None, stop_text: str | None, help_keywords: Sequence[str]
+    ) -> bool:
+        """The account's HELP/STOP answers; returns whether they changed (AutoRepliesSet)."""
+
+        def command() -> bool:
+            account = self.account(username)
+            changed = account.set_auto_replies(help_text, stop_text, list(help_keywords))
+            if changed:
+                self.save(account)
+            return changed
+
+        return self._retrying(command)
+
     def add_ssh_key(self, username: str, public_key: str, fingerprint: str) -> None:
         def command() -> None:
             account = self.account(username)
@@ -700,6 +714,7 @@ class SmsStore(Application[UUID]):
                 for e in self.events.get(batch)
                 if isinstance(e, ContactBatch.MessageQueued)
             ],
+            gateway=aggregate.gateway,
         )
 
     def dispatch_log(self, batch: ContactBatch | QueuedBatch) -> DispatchLog:

@@ -38,6 +38,7 @@ from eventstore.domain import (
 from eventstore.store import SmsStore
 from sftpsms import filing, folders
 from sftpsms.config import Settings
+from sftpsms.gsm import text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file'
 MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
 READ_LIMIT = 5000
 FINAL = frozenset({"delivered", "failed", "expired"})
-COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at"]
+COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at", "encoding"]
 TOPICS = [
     get_topic(cls)
     for cls in (
@@ -79,6 +80,7 @@ def delivery_rows(store: SmsStore, file_id: UUID) -> tuple[list[dict[str, Any]],
                     "submitted_at": "",
                     "status": "queued",
                     "status_at": "",
+                    "encoding": text_encoding(event.text),
                 }
         for event in store.events.get(dispatch_log_id(batch)):
             row = by_index.get(getattr(event, "index", -1))

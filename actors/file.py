@@ -499,6 +499,7 @@ def _policy(store: SmsStore, username: str) -> tuple[AccountPolicy, dict[str, st
         allow_custom_sender=account.allow_custom_sender,
         balance=account.balance,
         sender_ids=frozenset(account.sender_ids),
+        unicode=account.unicode,
     )
     return policy, dict(store.routes())
 
@@ -615,6 +616,8 @@ async def _run_contacts(context: FileContext, file: File) -> None:
         "rejected": plan.rejected,
         "optouts": plan.optouts,
         "parts": plan.parts,
+        "ucs2_messages": plan.ucs2_messages,
+        "ucs2_parts": plan.ucs2_parts,
         "batches": batch_count(plan.contacts),
         "sender_id": plan.sender_id,
         "not_before": plan.not_before.isoformat() if plan.not_before else None,
@@ -743,6 +746,8 @@ def _report(store: SmsStore, file_id: UUID) -> tuple[File, dict[str, Any]]:
             completed_at=file.completed_at,
             warnings=[*summary.get("warnings", []), *renamed],
             file_id=str(file.id),
+            ucs2_messages=summary.get("ucs2_messages"),
+            ucs2_parts=summary.get("ucs2_parts"),
         )
         email = summary.get("email") or account.email
     else:

@@ -177,7 +177,7 @@ class ReportRecorder:
                 "sender_id": sender,
                 "text": text,
             }
-            parts, reason = auto_reply_parts(text)
+            parts, reason = auto_reply_parts(text, unicode=account.unicode)
             if reason is None:
                 try:
                     account.reserve_credits(ident, parts)

@@ -104,6 +104,7 @@ class Account(Aggregate):
     help_text: str | None = None
     stop_text: str | None = None
     help_keywords: tuple[str, ...] = DEFAULT_HELP_KEYWORDS
+    unicode: bool = False
 
     class AccountCreated(Aggregate.Created):
         username: str
@@ -219,6 +220,14 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.webhooks.pop(self.url, None)
 
+    class UnicodeSet(Aggregate.Event):
+        """Whether text outside GSM 03.38 is sent as UCS-2 (else it is a contact error)."""
+
+        enabled: bool
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.unicode = self.enabled
+
     class AutoRepliesSet(Aggregate.Event):
         """The account's HELP/STOP answers (sftpsms.autoreply); a text of None: that answer is off."""
 
@@ -257,6 +266,7 @@ class Account(Aggregate):
         self.help_text = None
         self.stop_text = None
         self.help_keywords = DEFAULT_HELP_KEYWORDS
+        self.unicode = False
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -354,6 +364,12 @@ class Account(Aggregate):
         if url not in self.webhooks:
             raise DomainError(f"no webhook {url}")
         self.trigger_event(self.WebhookRemoved, url=url)
+
+    def set_unicode(self, enabled: bool) -> bool:
+        if enabled == self.unicode:
+            return False
+        self.trigger_event(self.UnicodeSet, enabled=enabled)
+        return True
 
     def set_auto_replies(self, help_text: str | None, stop_text: str | None, help_keywords: list[str]) -> bool:
         """Record new HELP/STOP settings; returns whether anything changed (one event if so)."""
@@ -519,6 +535,8 @@ class File(Aggregate):
         expires_at: str | None
         email: str | None
         warnings: list[str]
+        ucs2_messages: int = 0  # of `messages`, those sent as UCS-2, and their parts
+        ucs2_parts: int = 0  # (absent in events recorded before UCS-2 could be chosen)
 
         def apply(self, aggregate: File) -> None:
             aggregate.status = "accepted"

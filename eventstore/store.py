@@ -308,6 +308,18 @@ class SmsStore(Application[UUID]):
 
         self._retrying(command)
 
+    def set_unicode(self, username: str, enabled: bool) -> bool:
+        """Whether the account may send UCS-2; returns whether it changed (UnicodeSet)."""
+
+        def command() -> bool:
+            account = self.account(username)
+            changed = account.set_unicode(enabled)
+            if changed:
+                self.save(account)
+            return changed
+
+        return self._retrying(command)
+
     def set_auto_replies(
         self, username: str, help_text: str | None, stop_text: str | None, help_keywords: Sequence[str]
     ) -> bool:

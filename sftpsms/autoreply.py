@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sftpsms.gatewayids import is_opt_out
-from sftpsms.gsm import count_parts, find_non_gsm
+from sftpsms.gsm import NotGsmText, message_parts
 
 DEFAULT_HELP_KEYWORDS = ("HELP", "INFO")
 HELP, STOP = "help", "stop"
@@ -89,19 +89,20 @@ def confirmation_warnings(stop_text: str) -> list[str]:
     return warnings
 
 
-def auto_reply_parts(text: str) -> tuple[int, str | None]:
-    """The parts (credits) of an answer, or 0 and why it cannot be sent."""
-    bad = find_non_gsm(text)
-    if bad is not None:
-        return 0, f"character {bad!r} (U+{ord(bad):04X}) is not in the GSM 03.38 alphabet"
-    return count_parts(text), None
+def auto_reply_parts(text: str, *, unicode: bool) -> tuple[int, str | None]:
+    """The parts (credits) of an answer, or 0 and why it cannot be sent (a non-GSM text of an
+    account that has turned UCS-2 off since it set it)."""
+    try:
+        return message_parts(text, unicode=unicode)[1], None
+    except NotGsmText as error:
+        return 0, str(error)
 
 
-def check_answer_text(text: str, what: str) -> str:
+def check_answer_text(text: str, what: str, *, unicode: bool) -> str:
     """A HELP or STOP text as set by the account: not empty, sendable, at most MAX_ANSWER_PARTS."""
     if not text.strip():
         raise AutoReplyInvalid(f"the {what} text is empty")
-    parts, reason = auto_reply_parts(text)
+    parts, reason = auto_reply_parts(text, unicode=unicode)
     if reason is not None:
         raise AutoReplyInvalid(f"the {what} text cannot be sent: {reason}")
     if parts > MAX_ANSWER_PARTS:

@@ -223,6 +223,7 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "sub_accounts": account.sub_accounts,
         "send_rate": account.send_rate if account.send_rate is not None else f"default ({settings.account_rate:g})",
         "auto_replies": _auto_replies_info(account),
+        "unicode": account.unicode,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -376,6 +377,20 @@ def _auto_replies_info(account: Any) -> dict[str, Any]:
     }
 
 
+def cmd_account_unicode(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    enabled = args.state == "on"
+    with _store(settings) as store:
+        changed = store.set_unicode(args.username, enabled)
+    text = (
+        f"{args.username}: text outside GSM 03.38 is sent as UCS-2 (70 characters in one SMS, 67 per part)"
+        if enabled
+        else f"{args.username}: GSM 03.38 only (other text is a contact error)"
+    )
+    _emit(args, {"username": args.username, "unicode": enabled, "changed": changed}, text + ("" if changed else " (unchanged)"))
+    return 0
+
+
 def cmd_account_replies(args: argparse.Namespace) -> int:
     from sftpsms.autoreply import (
         AutoReplyInvalid,
@@ -396,9 +411,9 @@ def cmd_account_replies(args: argparse.Namespace) -> int:
                     raise CliError("--off turns both answers off; give no texts with it")
                 help_text = stop_text = None
             if args.help_text is not None:
-                help_text = check_answer_text(args.help_text, "HELP")
+                help_text = check_answer_text(args.help_text, "HELP", unicode=account.unicode)
             if args.stop_text is not None:
-                stop_text = check_answer_text(args.stop_text, "STOP")
+                stop_text = check_answer_text(args.stop_text, "STOP", unicode=account.unicode)
                 warnings = confirmation_warnings(stop_text)
             if args.help_keywords is not None:
                 keywords = parse_keywords(args.help_keywords)
@@ -1146,6 +1161,18 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("username", type=_account_name)
     rate.add_argument("rate", help="parts per second, or 'default' for the service's account rate")
     rate.set_defaults(func=cmd_account_rate)
+    unicode = account.add_parser(
+        "unicode",
+        parents=[common],
+        help="let an account send text outside GSM 03.38 as UCS-2",
+        description="Off (the default): a message with a character outside GSM 03.38 is a contact "
+        "error (File.ParseError). On: such a message is sent as UCS-2 (SMPP data_coding 8, "
+        "\"encoding\": \"ucs2\" on HTTP), 70 characters for one SMS and 67 per part when longer "
+        "(an emoji counts two); credits = parts. GSM text is sent as GSM either way.",
+    )
+    unicode.add_argument("username", type=_account_name)
+    unicode.add_argument("state", choices=["on", "off"])
+    unicode.set_defaults(func=cmd_account_unicode)
     replies = account.add_parser(
         "replies",
         parents=[common],
@@ -1158,7 +1185,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'ACME: you are unsubscribed and will get no more messages. Reply HELP for help.'",
     )
     replies.add_argument("username", type=_account_name)
-    replies.add_argument("--help-text", default=None, metavar="TEXT", help="the answer to HELP (GSM 03.38, at most 3 parts)")
+    replies.add_argument(
+        "--help-text", default=None, metavar="TEXT", help="the answer to HELP (GSM 03.38, or UCS-2 when unicode is on; at most 3 parts)"
+    )
     replies.add_argument("--stop-text", default=None, metavar="TEXT", help="the STOP confirmation")
     replies.add_argument("--help-keywords", default=None, metavar="WORDS", help="comma-separated, default HELP,INFO")
     replies.add_argument("--off", action="store_true", help="turn both answers off")

@@ -80,10 +80,13 @@ def test_keywords_are_checked() -> None:
 
 
 def test_answer_texts_must_be_sendable_and_short() -> None:
-    assert check_answer_text(STOP_TEXT, "STOP") == STOP_TEXT
+    assert check_answer_text(STOP_TEXT, "STOP", unicode=False) == STOP_TEXT
     for bad in ("  ", "x" * 500):
         with pytest.raises(AutoReplyInvalid):
-            check_answer_text(bad, "HELP")
+            check_answer_text(bad, "HELP", unicode=False)
+    with pytest.raises(AutoReplyInvalid, match="not in the GSM 03.38 alphabet"):
+        check_answer_text("Привет 😀", "HELP", unicode=False)
+    assert check_answer_text("Привет 😀", "HELP", unicode=True) == "Привет 😀"  # the account's UCS-2
 
 
 # ---- the CLI ---------------------------------------------------------------------------------------

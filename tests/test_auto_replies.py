@@ -7,6 +7,8 @@ endpoint with the answers arriving at a real provider HTTP server (tests/provide
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from sftpsms.autoreply import (
 )
 from tests.provider import Provider, running_provider
 from tests.service import Service, running_service
+from tests.smsc_server import SMSC_DIR, install_smsc
 
 T = TypeVar("T")
 HELP_TEXT = "ACME: help at acme.test or 0800 123 456. Msg&data rates may apply. Reply STOP to opt out."
@@ -378,3 +381,75 @@ def test_without_credits_the_answer_is_recorded_as_not_sent(tmp_path: Path) -> N
         assert answers_sent(provider, NUMBERS[0]) == []
         assert events_of(service, batch_id(reply, 0)) == []
         assert balance(service, "broke") == 0
+
+
+# ---- through a real SMSC (SMPP) ---------------------------------------------------------------------
+
+
+@contextmanager
+def commanded_smsc() -> Iterator[tuple[int, list[dict[str, Any]], Callable[..., None]]]:
+    """The test SMSC (node-smpp) for the service harness, steered while it runs: its port, the
+    events it reports (a thread reads them) and a function that sends it a command."""
+    install_smsc()
+    process = subprocess.Popen(
+        ["node", str(SMSC_DIR / "smsc.js"), "0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, process.stdout
+    events: list[dict[str, Any]] = []
+
+    def read() -> None:
+        for line in stdout:
+            events.append(json.loads(line))
+
+    def command(cmd: str, **fields: Any) -> None:
+        stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
+        stdin.flush()
+
+    try:
+        listening = json.loads(stdout.readline())
+        assert listening["event"] == "listening", listening
+        threading.Thread(target=read, daemon=True).start()
+        command("config", receipts="each")
+        yield int(listening["port"]), events, command
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_an_smpp_help_reply_is_answered_once_through_the_smsc(tmp_path: Path) -> None:
+    number = "27841230001"
+    with commanded_smsc() as (port, events, command):
+        data = tmp_path / "data"
+        data.mkdir()
+        (data / "gateways.toml").write_text(
+            f'[gateways.smsc]\ntype = "smpp"\nhost = "127.0.0.1"\nport = {port}\n'
+            'system_id = "acme"\npassword = "pw"\nreconnect_backoff = 0.1\n'
+        )
+        with running_service(data) as service:
+            service.add_account("acme", credits=10)
+            set_replies(service, "acme")
+            assert service.cli("route", "add", "2784", "--gateway", "smsc").returncode == 0
+            file_id = upload(service, "acme", "smpp.json", [number])
+
+            def submits() -> list[dict[str, Any]]:
+                return [e for e in list(events) if e["event"] == "submit" and e["dest"] == number]
+
+            wait_for("the file's message at the SMSC", submits, service)
+            wait_for(
+                "its receipt recorded",
+                lambda: [e for e in events_of(service, delivery_log_id(batch_id(file_id, 0))) if isinstance(e, DeliveryLog.DeliveryReported)],
+                service,
+            )
+            command("mo", **{"from": number, "to": "ACME", "text": "HELP"})
+            answer = wait_for("the answer at the SMSC", lambda: [e for e in submits() if e["text"] == HELP_TEXT], service)
+            assert answer[0]["source"] == "ACME" and answer[0]["data_coding"] == 0
+            command("mo", **{"from": number, "to": "ACME", "text": "HELP"})  # the SMSC delivers it again
+            wait_for("the second delivery answered", lambda: len([e for e in list(events) if e["event"] == "deliver_sm_resp"]) >= 4, service)
+            time.sleep(1.0)
+            assert len(submits()) == 2  # the file's message and one answer
+            [reply] = [e for e in events_of(service, delivery_log_id(batch_id(file_id, 0))) if isinstance(e, DeliveryLog.ReplyReceived)]
+            [queued] = events_of(service, auto_reply_id("smsc", reply.reply_id))
+            assert (queued.kind, queued.gateway, queued.sender_id) == ("help", "smsc", "ACME")
+            wait_for("the answer's receipt", lambda: answer_events(service, auto_reply_id("smsc", reply.reply_id))["reported"], service)
+            assert balance(service, "acme") == 8

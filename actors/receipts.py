@@ -153,11 +153,13 @@ class ReportRecorder:
             account = account_of(ref.account)
             settings = AutoReplies(account.help_text, account.stop_text, tuple(account.help_keywords))
             key = (ref.account, report.msisdn)
+            if not settings.enabled:
+                if opt_out:
+                    self.stopped.setdefault(key, clock)
+                continue
             already = key in self.stopped or bool(self._models().opted_out(ref.account, [report.msisdn]))
             if opt_out:
                 self.stopped.setdefault(key, clock)
-            if not settings.enabled:
-                continue
             answer = answer_for(report.text, settings, optout_words=self.optout_words, already_opted_out=already)
             if answer is None:
                 continue

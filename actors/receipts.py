@@ -139,11 +139,14 @@ class ReportRecorder:
         replies: list[tuple[GatewayReply, SubmissionRef, bool]],
         account_of: Callable[[str], Account],
         touched: dict[UUID, Aggregate],
+        stopped: dict[tuple[str, str], float],
     ) -> None:
         """HELP answers and STOP confirmations for freshly recorded replies (sftpsms.autoreply):
         each an AutoReply with its one-message batch and its credits reserved, or recorded as
         not sent; saved with the replies, so a reply recorded is answered exactly once, also
-        across restarts (the dispatcher sends the batch like any other)."""
+        across restarts (the dispatcher sends the batch like any other). Numbers these replies
+        opt out go into `stopped`, which the caller remembers once the group is saved (a failed
+        save is tried again, and must not find them opted out)."""
         clock = time.monotonic()
         for key, since in list(self.stopped.items()):
             if clock - since > STOPPED_MEMORY:
@@ -155,11 +158,13 @@ class ReportRecorder:
             key = (ref.account, report.msisdn)
             if not settings.enabled:
                 if opt_out:
-                    self.stopped.setdefault(key, clock)
+                    stopped.setdefault(key, clock)
                 continue
-            already = key in self.stopped or bool(self._models().opted_out(ref.account, [report.msisdn]))
+            already = (
+                key in self.stopped or key in stopped or bool(self._models().opted_out(ref.account, [report.msisdn]))
+            )
             if opt_out:
-                self.stopped.setdefault(key, clock)
+                stopped.setdefault(key, clock)
             answer = answer_for(report.text, settings, optout_words=self.optout_words, already_opted_out=already)
             if answer is None:
                 continue
@@ -268,8 +273,9 @@ class ReportRecorder:
             account = account_of(username)
             account.add_optouts(sorted(numbers))
             touched[account.id] = account
+        stopped: dict[tuple[str, str], float] = {}
         if answers:
-            self._answer(store, answers, account_of, touched)
+            self._answer(store, answers, account_of, touched, stopped)
         try:
             if rows:
                 # Rows and the ordinary events of the same group (a new log's DeliveryStarted,
@@ -281,6 +287,7 @@ class ReportRecorder:
         except Exception:
             self.logs.clear()  # forget possibly half-applied state; reload from the store next time
             raise
+        self.stopped.update(stopped)
         return unmatched
 
 

@@ -453,3 +453,63 @@ def test_an_smpp_help_reply_is_answered_once_through_the_smsc(tmp_path: Path) ->
             assert (queued.kind, queued.gateway, queued.sender_id) == ("help", "smsc", "ACME")
             wait_for("the answer's receipt", lambda: answer_events(service, auto_reply_id("smsc", reply.reply_id))["reported"], service)
             assert balance(service, "acme") == 8
+
+
+# ---- the recorder, when its transaction fails ------------------------------------------------------
+
+
+def test_a_stop_whose_first_save_conflicts_is_still_confirmed_on_the_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receipts actor tries a failed group once more from fresh aggregates: the number the
+    first try opted out must not count as opted out before (that would drop the confirmation)."""
+    from datetime import UTC, datetime
+
+    from eventsourcing.persistence import IntegrityError
+
+    from actors.gateway import GatewayReply, OutboundMessage
+    from actors.projector import Projector
+    from actors.receipts import ReportRecorder
+    from actors.submissions import RecentSubmissions, SubmissionRef
+    from eventstore.store import open_store
+
+    at = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    store = open_store(tmp_path)
+    store.create_account(username="acme", password_hash="x", email=None, country="ZA", created_at=at)
+    store.add_credits("acme", 10)
+    store.set_auto_replies("acme", HELP_TEXT, STOP_TEXT, ["HELP"])
+    file = UUID(int=7)
+    batch = ContactBatch.open(file=file, account="acme", number=0, sender_id="ACME", not_before=None, expires_at=None, timestamp=at)
+    batch.queue(0, NUMBERS[0], "C0", "Hi", 1)
+    batch.seal()
+    store.save(batch)
+    message = OutboundMessage(message_id=message_id(file, 0), batch_id=batch.id, file_id=file, index=0, account="acme",
+                              msisdn=NUMBERS[0], sender_id="ACME", text="Hi", parts=1, customer_id="C0")
+    recent = RecentSubmissions()
+    recent.add(SubmissionRef.of(message, "smsc", "42"), ("42",))
+    recorder = ReportRecorder(recent, tmp_path / "readmodels.db", OPTOUT_WORDS)
+    Projector(store, tmp_path / "readmodels.db").catch_up_sync()
+    stop = GatewayReply(gateway="smsc", reply_id="r1", msisdn=NUMBERS[0], to="ACME", text="STOP", at=at, in_reply_to="42")
+    real_save = store.save
+    tries: list[int] = []
+
+    def save_after_a_concurrent_change(*aggregates: Any, **kwargs: Any) -> Any:
+        tries.append(1)
+        if len(tries) == 1:  # the admin CLI adds credits between our read and our write
+            other = open_store(tmp_path)
+            try:
+                other.add_credits("acme", 1)
+            finally:
+                other.close()
+        return real_save(*aggregates, **kwargs)
+
+    monkeypatch.setattr(store, "save", save_after_a_concurrent_change)
+    try:
+        matched = [(stop, recorder.match(stop))]
+        with pytest.raises(IntegrityError):
+            recorder.record(store, matched)
+        assert recorder.record(store, matched) == []
+        [queued] = store.events.get(auto_reply_id("smsc", "r1"))
+        assert isinstance(queued, AutoReply.AutoReplyQueued) and queued.kind == "stop"
+        assert store.account("acme").balance == 10 + 1 - 1
+    finally:
+        recorder.close()
+        store.close()

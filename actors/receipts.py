@@ -48,7 +48,7 @@ from eventstore.domain import (
     delivery_log_id,
 )
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore
+from eventstore.store import SmsStore, UnknownAccount
 from sftpsms.autoreply import AutoReplies, answer_for, auto_reply_parts
 from sftpsms.gatewayids import is_opt_out
 from sftpsms.intake import FIXED_SENDER
@@ -153,7 +153,10 @@ class ReportRecorder:
                 del self.stopped[key]
         answered: set[UUID] = set()
         for report, ref, opt_out in replies:
-            account = account_of(ref.account)
+            try:
+                account = account_of(ref.account)
+            except UnknownAccount:  # a message of no account (tests that record replies alone)
+                continue
             settings = AutoReplies(account.help_text, account.stop_text, tuple(account.help_keywords))
             key = (ref.account, report.msisdn)
             if not settings.enabled:

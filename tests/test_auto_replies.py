@@ -208,7 +208,12 @@ def test_a_simulated_help_reply_gets_one_help_answer_charged_and_delivered(tmp_p
     with simulator_service(tmp_path, "HELP") as service:
         file_id = upload(service, "acme", "help.json", ["27831234567"])
         reply = auto_reply_id("simulator", simulated_reply_id(service, file_id))
-        found = wait_for("the answer delivered", lambda: (a := answer_events(service, reply))["reported"] and a, service)
+        # A receipt may be recorded before the dispatcher's flush writes its MessageSubmitted.
+        found = wait_for(
+            "the answer submitted and delivered",
+            lambda: (a := answer_events(service, reply))["reported"] and a["submitted"] and a,
+            service,
+        )
         [queued] = found["auto_reply"]
         assert isinstance(queued, AutoReply.AutoReplyQueued)
         assert (queued.kind, queued.msisdn, queued.text, queued.parts, queued.gateway) == (

@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import trio
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.utils import get_topic
 
 from actors.faults import is_disk_full
@@ -30,6 +31,8 @@ from eventstore.domain import (
     ContactBatch,
     DeliveryLog,
     DispatchLog,
+    DomainError,
+    File,
     batch_id,
     delivery_log_id,
     dispatch_log_id,
@@ -38,6 +41,7 @@ from eventstore.domain import (
 from eventstore.store import SmsStore
 from sftpsms import filing, folders
 from sftpsms.config import Settings
+from sftpsms.gsm import text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +51,9 @@ BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file'
 MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
 READ_LIMIT = 5000
 FINAL = frozenset({"delivered", "failed", "expired", "cancelled"})
-COLUMNS = ["index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at", "held"]
+COLUMNS = [
+    "index", "msisdn", "customerId", "message_id", "parts", "submitted_at", "status", "status_at", "held", "encoding",
+]
 TOPICS = [
     get_topic(cls)
     for cls in (
@@ -83,6 +89,7 @@ def delivery_rows(store: SmsStore, file_id: UUID, batches: int | None = None) ->
                     "status": "queued",
                     "status_at": "",
                     "held": "",
+                    "encoding": text_encoding(event.text),
                 }
         for event in store.events.get(dispatch_log_id(batch)):
             if isinstance(event, DispatchLog.MessagesHeld):
@@ -107,6 +114,14 @@ def delivery_rows(store: SmsStore, file_id: UUID, batches: int | None = None) ->
                 row.update(status=event.status, status_at=event.at)
         rows.extend(by_index[index] for index in sorted(by_index))
     return rows, all(row["status"] in FINAL for row in rows)
+
+
+def _file(store: SmsStore, file_id: UUID) -> File | None:
+    """The file a log's messages came from; None for an auto-reply's batch (no file, no CSV)."""
+    try:
+        return store.file(file_id)
+    except (AggregateNotFoundError, DomainError):
+        return None
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -149,12 +164,13 @@ class _Follower:
         the bigger it is (a rewrite reads every event of the file)."""
         size = self.sizes.get(file_id)
         if size is None:
-            size = self.sizes[file_id] = int(store.file(file_id).summary.get("messages", 0))
+            file = _file(store, file_id)
+            size = self.sizes[file_id] = int(file.summary.get("messages", 0)) if file is not None else 0
         return min(MAX_REWRITE, MIN_REWRITE * size / BIG_FILE) if size > BIG_FILE else 0.0
 
     def rewrite(self, store: SmsStore, file_id: UUID) -> bool:
-        file = store.file(file_id)
-        if file.outcome != "processed":
+        file = _file(store, file_id)
+        if file is None or file.outcome != "processed":
             return True
         rows, final = delivery_rows(store, file_id)
         self.sizes[file_id] = len(rows)

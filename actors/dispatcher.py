@@ -185,6 +185,7 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
             text=queued.text,
             parts=queued.parts,
             customer_id=queued.customer_id,
+            gateway=batch.gateway,
         )
         for queued in batch.messages
         if queued.index not in submitted and queued.index not in expired
@@ -710,7 +711,7 @@ class Dispatcher:
         self.dirty[active.log.id] = active.log
 
     def _lane_for(self, message: OutboundMessage) -> Lane:
-        name = route_for(message.msisdn, self.routes, self.settings.default_gateway)
+        name = message.gateway or route_for(message.msisdn, self.routes, self.settings.default_gateway)
         lane = self.lanes.get(name)
         if lane is None:
             if name not in self._unknown_routes:

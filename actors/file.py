@@ -518,6 +518,7 @@ def _policy(store: SmsStore, username: str) -> tuple[AccountPolicy, dict[str, st
         allow_custom_sender=account.allow_custom_sender,
         balance=account.balance,
         sender_ids=frozenset(account.sender_ids),
+        unicode=account.unicode,
     )
     return policy, dict(store.routes())
 
@@ -751,6 +752,8 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
         "rejected": plan.rejected,
         "optouts": plan.optouts,
         "parts": plan.parts,
+        "ucs2_messages": plan.ucs2_messages,
+        "ucs2_parts": plan.ucs2_parts,
         "batches": batch_count(plan.contacts),
         "sender_id": plan.sender_id,
         "not_before": plan.not_before.isoformat() if plan.not_before else None,
@@ -865,6 +868,8 @@ def processed_report(
         completed_at=completed_at,
         warnings=[*summary.get("warnings", []), *_renamed(name)],
         file_id=file_id,
+        ucs2_messages=summary.get("ucs2_messages"),
+        ucs2_parts=summary.get("ucs2_parts"),
     )
 
 

@@ -33,6 +33,9 @@ class OutboundMessage:
     text: str
     parts: int
     customer_id: str | None = None
+    # The gateway chosen for it (an auto-reply goes back through the gateway its inbound reply
+    # came from); None: the route of its number decides.
+    gateway: str | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import trio
 from actors.gateway import GatewayRejected, GatewayReport, GatewayUnavailable, OutboundMessage
 from actors.http_inbound import Handler, inbound_routes
 from sftpsms.gateways import HttpGatewayConfig
+from sftpsms.gsm import text_encoding
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class HttpGateway:
             "from": message.sender_id,
             "text": message.text,
             "parts": message.parts,
+            "encoding": text_encoding(message.text),  # "gsm" | "ucs2": how the text is counted and sent
             "customer_id": message.customer_id,
             "account": message.account,
         }

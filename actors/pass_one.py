@@ -300,6 +300,7 @@ class _Job:
             "country": checker.country,
             "routes": list(checker.networks.prefixes),
             "max_parts": checker.max_parts,
+            "unicode": checker.unicode,
             "optouts": [str(optouts[0]), optouts[1]],
             "start": self.start,
             "stop": self.stop,
@@ -371,6 +372,7 @@ def _work(job: dict[str, Any], parent: int) -> None:
         country=job["country"],
         networks=NetworkDirectory(job["routes"]),
         max_parts=job["max_parts"],
+        unicode=job.get("unicode", False),
     )
     database, account = job["optouts"]
     verdict: dict[str, Any] | None = None

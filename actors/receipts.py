@@ -8,7 +8,9 @@ MessageSubmitted event, or the read model lags) is held and tried again for a wh
 
 One status per message: the first final receipt decides; receipts for further parts of the same
 message, or repeated ones, add nothing (DeliveryLog.reported). A reply that is an opt-out keyword
-("STOP") also puts the number on the account's opt-out list, in the same transaction.
+("STOP") also puts the number on the account's opt-out list, in the same transaction, and so are
+the account's HELP answer or STOP confirmation to it (AutoReply, sftpsms.autoreply), queued as a
+one-message batch the dispatcher sends back through the reply's gateway.
 
 It is the only writer of DeliveryLog aggregates, so it keeps recently used ones in memory and
 records reports in groups (one transaction per group) instead of one per report.
@@ -17,6 +19,7 @@ records reports in groups (one transaction per group) instead of one per report.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,16 +31,27 @@ from uuid import UUID
 
 import trio
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import Aggregate
 
-from actors.gateway import GatewayReceipt, GatewayReport
+from actors.gateway import GatewayReceipt, GatewayReply, GatewayReport
 from actors.submissions import RecentSubmissions, SubmissionRef
 from actors.writer import StoreClient
 from eventstore import dispatch_rows
 from eventstore.dispatch_rows import PendingRow
-from eventstore.domain import Account, DeliveryLog, delivery_log_id
+from eventstore.domain import (
+    Account,
+    AutoReply,
+    ContactBatch,
+    DeliveryLog,
+    InsufficientBalance,
+    auto_reply_id,
+    delivery_log_id,
+)
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore
+from eventstore.store import SmsStore, UnknownAccount
+from sftpsms.autoreply import AutoReplies, answer_for, auto_reply_parts
 from sftpsms.gatewayids import is_opt_out
+from sftpsms.intake import FIXED_SENDER
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,9 @@ CACHE_SIZE = 256
 UNMATCHED_RETRY = 1.0  # seconds between tries of reports that matched nothing yet
 UNMATCHED_PATIENCE = 600.0  # seconds after which an unmatched report is logged and dropped
 MAX_UNMATCHED = 100_000
+# Seconds a number this process opted out is taken as opted out without the read model (which
+# lags the event by up to a projector round): a HELP right after a STOP gets no answer.
+STOPPED_MEMORY = 60.0
 
 
 # A uuid5 per report otherwise; a batch's thousand receipts ask for the same one.
@@ -70,6 +87,7 @@ class ReportRecorder:
     optout_words: tuple[str, ...]
     logs: OrderedDict[UUID, DeliveryLog] = field(default_factory=OrderedDict)
     readmodels: ReadModels | None = None
+    stopped: dict[tuple[str, str], float] = field(default_factory=dict)  # (account, msisdn) → when
     recorded: int = 0
     ignored: int = 0
 
@@ -115,14 +133,90 @@ class ReportRecorder:
         self.logs.move_to_end(key)
         return delivery
 
+    def _answer(
+        self,
+        store: SmsStore,
+        replies: list[tuple[GatewayReply, SubmissionRef, bool]],
+        account_of: Callable[[str], Account],
+        touched: dict[UUID, Aggregate],
+        stopped: dict[tuple[str, str], float],
+    ) -> None:
+        """HELP answers and STOP confirmations for freshly recorded replies (sftpsms.autoreply):
+        each an AutoReply with its one-message batch and its credits reserved, or recorded as
+        not sent; saved with the replies, so a reply recorded is answered exactly once, also
+        across restarts (the dispatcher sends the batch like any other). Numbers these replies
+        opt out go into `stopped`, which the caller remembers once the group is saved (a failed
+        save is tried again, and must not find them opted out)."""
+        clock = time.monotonic()
+        for key, since in list(self.stopped.items()):
+            if clock - since > STOPPED_MEMORY:
+                del self.stopped[key]
+        answered: set[UUID] = set()
+        for report, ref, opt_out in replies:
+            try:
+                account = account_of(ref.account)
+            except UnknownAccount:  # a message of no account (tests that record replies alone)
+                continue
+            settings = AutoReplies(account.help_text, account.stop_text, tuple(account.help_keywords))
+            key = (ref.account, report.msisdn)
+            if not settings.enabled:
+                if opt_out:
+                    stopped.setdefault(key, clock)
+                continue
+            already = (
+                key in self.stopped or key in stopped or bool(self._models().opted_out(ref.account, [report.msisdn]))
+            )
+            if opt_out:
+                stopped.setdefault(key, clock)
+            answer = answer_for(report.text, settings, optout_words=self.optout_words, already_opted_out=already)
+            if answer is None:
+                continue
+            ident = auto_reply_id(report.gateway, report.reply_id)
+            if ident in answered or store.exists(ident):
+                continue  # the same reply, matched to another batch too: answered once
+            answered.add(ident)
+            kind, text = answer
+            sender = report.to.strip().lstrip("+") or FIXED_SENDER
+            fields: dict[str, Any] = {
+                "account": ref.account,
+                "kind": kind,
+                "gateway": report.gateway,
+                "reply_id": report.reply_id,
+                "msisdn": report.msisdn,
+                "in_reply_to": str(ref.message_id),
+                "sender_id": sender,
+                "text": text,
+            }
+            parts, reason = auto_reply_parts(text, unicode=account.unicode)
+            if reason is None:
+                try:
+                    account.reserve_credits(ident, parts)
+                except InsufficientBalance as short:
+                    reason = f"the answer needs {parts} credits, the balance is {short.balance}"
+            reply = AutoReply.queue(reason=reason, parts=parts, **fields)
+            touched[reply.id] = reply
+            if reason is not None:
+                log.warning("account=%s %s answer to %s not sent: %s", ref.account, kind, report.msisdn, reason)
+                continue
+            batch = ContactBatch.open(
+                file=ident, account=ref.account, number=0, sender_id=sender, not_before=None, expires_at=None,
+                timestamp=datetime.now(UTC),
+            )
+            batch.route(report.gateway)
+            batch.queue(0, report.msisdn, ref.customer_id, text, parts)
+            batch.seal()
+            touched[batch.id] = batch
+            touched[account.id] = account
+
     def record(
         self, store: SmsStore, matched: list[tuple[GatewayReport, SubmissionRef | None]]
     ) -> list[GatewayReport]:
         """Record what matches (looking up the read model for what memory did not match); return
         the reports that still match nothing."""
         unmatched: list[GatewayReport] = []
-        touched: dict[UUID, DeliveryLog | Account] = {}
+        touched: dict[UUID, Aggregate] = {}
         optouts: dict[str, set[str]] = {}
+        answers: list[tuple[GatewayReply, SubmissionRef, bool]] = []
         rows: list[PendingRow] | None = [] if store.writes_batch_rows else None
         for report, ref in matched:
             if ref is None:
@@ -164,15 +258,27 @@ class ReportRecorder:
                 )
                 if fresh and opt_out:
                     optouts.setdefault(ref.account, set()).add(report.msisdn)
+                if fresh:
+                    answers.append((report, ref, opt_out))
             if fresh:
                 touched[delivery.id] = delivery
                 self.recorded += 1
             else:
                 self.ignored += 1
+        accounts: dict[str, Account] = {}
+
+        def account_of(username: str) -> Account:
+            if username not in accounts:
+                accounts[username] = store.account(username)
+            return accounts[username]
+
         for username, numbers in optouts.items():
-            account = store.account(username)
+            account = account_of(username)
             account.add_optouts(sorted(numbers))
             touched[account.id] = account
+        stopped: dict[tuple[str, str], float] = {}
+        if answers:
+            self._answer(store, answers, account_of, touched, stopped)
         try:
             if rows:
                 # Rows and the ordinary events of the same group (a new log's DeliveryStarted,
@@ -184,6 +290,7 @@ class ReportRecorder:
         except Exception:
             self.logs.clear()  # forget possibly half-applied state; reload from the store next time
             raise
+        self.stopped.update(stopped)
         return unmatched
 
 

@@ -262,7 +262,9 @@ class Simulator:
         gateway_id = f"{id_roll % 10**12:012d}"
         spread = self.delay * (0.5 + (delay_roll % 1000) / 1000)
         at = time.time() + spread
-        replies = reply_roll % 1000 < self.config.reply_per_mille
+        # No simulated reply to an auto-reply (a message pinned to its gateway): a simulated
+        # "HELP" would be answered, and its answer answered, for ever.
+        replies = message.gateway is None and reply_roll % 1000 < self.config.reply_per_mille
         # The sender id is the rest of the line; a newline in it would break the journal.
         sender = message.sender_id.replace("\n", " ")
         extra = f" {message.msisdn} {sender}" if replies else ""

@@ -37,6 +37,7 @@ QUEUED_TOPIC = get_topic(ContactBatch.MessageQueued)
 REJECTED_TOPIC = get_topic(ContactBatch.ContactRejected)
 OPTOUT_TOPIC = get_topic(ContactBatch.OptOutSkipped)
 SEALED_TOPIC = get_topic(ContactBatch.BatchSealed)
+ROUTED_TOPIC = get_topic(ContactBatch.BatchRouted)
 OBJECT = ord("{")
 
 
@@ -137,6 +138,7 @@ class QueuedBatch:
     not_before: str | None
     expires_at: str | None
     messages: list[QueuedMessage]
+    gateway: str | None = None  # BatchRouted: the gateway to send through instead of by route
 
 
 def read_queued_batch(batch: UUID, rows: Iterable[tuple[str, bytes]]) -> QueuedBatch:
@@ -146,6 +148,7 @@ def read_queued_batch(batch: UUID, rows: Iterable[tuple[str, bytes]]) -> QueuedB
     big file's pass 2 was writing). Only for rows the store writes as plain JSON
     (SmsStore.writes_batch_rows); tests/test_contact_rows.py holds it equal to the aggregate."""
     opened: dict[str, Any] | None = None
+    gateway: str | None = None
     messages: list[QueuedMessage] = []
     append = messages.append
     for topic, state in rows:
@@ -156,6 +159,8 @@ def read_queued_batch(batch: UUID, rows: Iterable[tuple[str, bytes]]) -> QueuedB
             )
         elif topic == OPENED_TOPIC:
             opened = orjson.loads(state)
+        elif topic == ROUTED_TOPIC:
+            gateway = orjson.loads(state)["gateway"]
     if opened is None:
         raise ValueError(f"batch {batch} has no BatchOpened event")
     return QueuedBatch(
@@ -166,6 +171,7 @@ def read_queued_batch(batch: UUID, rows: Iterable[tuple[str, bytes]]) -> QueuedB
         not_before=opened["not_before"],
         expires_at=opened["expires_at"],
         messages=messages,
+        gateway=gateway,
     )
 
 

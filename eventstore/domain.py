@@ -83,6 +83,7 @@ def message_id_text(file: UUID, index: int) -> str:
 ROUTES_ID = uuid5(NAMESPACE, "routes")
 
 WEBHOOK_EVENTS = ("delivery", "reply")
+DEFAULT_HELP_KEYWORDS = ("HELP", "INFO")  # as sftpsms.autoreply's (this module imports only eventsourcing)
 
 # A failed file's event keeps the first contact errors only; its report says how many there were.
 MAX_ERRORS_IN_EVENT = 1000
@@ -104,6 +105,12 @@ class Account(Aggregate):
     and looked up through the `optouts` read model (an account may have millions)."""
 
     quiet_hours: dict[str, Any] | None = None  # also for snapshots taken before quiet hours existed
+    # Later settings, here as well as in __init__: a snapshot taken before they existed restores
+    # an account without them.
+    help_text: str | None = None
+    stop_text: str | None = None
+    help_keywords: tuple[str, ...] = DEFAULT_HELP_KEYWORDS
+    unicode: bool = False
 
     class AccountCreated(Aggregate.Created):
         username: str
@@ -237,6 +244,26 @@ class Account(Aggregate):
         def apply(self, aggregate: Account) -> None:
             aggregate.quiet_hours = None
 
+    class UnicodeSet(Aggregate.Event):
+        """Whether text outside GSM 03.38 is sent as UCS-2 (else it is a contact error)."""
+
+        enabled: bool
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.unicode = self.enabled
+
+    class AutoRepliesSet(Aggregate.Event):
+        """The account's HELP/STOP answers (sftpsms.autoreply); a text of None: that answer is off."""
+
+        help_text: str | None
+        stop_text: str | None
+        help_keywords: list[str]
+
+        def apply(self, aggregate: Account) -> None:
+            aggregate.help_text = self.help_text
+            aggregate.stop_text = self.stop_text
+            aggregate.help_keywords = tuple(self.help_keywords)
+
     def __init__(
         self,
         username: str,
@@ -261,6 +288,10 @@ class Account(Aggregate):
         self.send_rate: float | None = None
         self.webhooks: dict[str, dict[str, Any]] = {}  # url -> {"secret", "events"}
         self.quiet_hours: dict[str, Any] | None = None  # {"window", "days"}; None: off
+        self.help_text = None
+        self.stop_text = None
+        self.help_keywords = DEFAULT_HELP_KEYWORDS
+        self.unicode = False
 
     @property
     def channels_with_keys(self) -> frozenset[str]:
@@ -372,6 +403,21 @@ class Account(Aggregate):
                 self.trigger_event(self.QuietHoursCleared)
         elif self.quiet_hours != {"window": window, "days": list(days or [])}:
             self.trigger_event(self.QuietHoursSet, window=window, days=list(days or []))
+
+    def set_unicode(self, enabled: bool) -> bool:
+        if enabled == self.unicode:
+            return False
+        self.trigger_event(self.UnicodeSet, enabled=enabled)
+        return True
+
+    def set_auto_replies(self, help_text: str | None, stop_text: str | None, help_keywords: list[str]) -> bool:
+        """Record new HELP/STOP settings; returns whether anything changed (one event if so)."""
+        if (help_text, stop_text, tuple(help_keywords)) == (self.help_text, self.stop_text, tuple(self.help_keywords)):
+            return False
+        self.trigger_event(
+            self.AutoRepliesSet, help_text=help_text, stop_text=stop_text, help_keywords=list(help_keywords)
+        )
+        return True
 
 
 class Routes(Aggregate):
@@ -528,6 +574,8 @@ class File(Aggregate):
         expires_at: str | None
         email: str | None
         warnings: list[str]
+        ucs2_messages: int = 0  # of `messages`, those sent as UCS-2, and their parts
+        ucs2_parts: int = 0  # (absent in events recorded before UCS-2 could be chosen)
 
         def apply(self, aggregate: File) -> None:
             aggregate.status = "accepted"
@@ -780,6 +828,15 @@ class ContactBatch(Aggregate):
         def apply(self, aggregate: ContactBatch) -> None:
             aggregate.sealed = True
 
+    class BatchRouted(Aggregate.Event):
+        """The batch's messages go through this gateway, not by route (an auto-reply goes back
+        through the gateway its inbound reply came from)."""
+
+        gateway: str
+
+        def apply(self, aggregate: ContactBatch) -> None:
+            aggregate.gateway = self.gateway
+
     def __init__(
         self,
         file_id: str,
@@ -800,6 +857,7 @@ class ContactBatch(Aggregate):
         self.optouts = 0
         self.errors: list[dict[str, Any]] = []
         self.sealed = False
+        self.gateway: str | None = None
 
     @classmethod
     def open(
@@ -851,6 +909,9 @@ class ContactBatch(Aggregate):
     def skip_optout(self, index: int, msisdn: str) -> None:
         self.trigger_event(self.OptOutSkipped, index=index, msisdn=msisdn, timestamp=self.created_on)
 
+    def route(self, gateway: str) -> None:
+        self.trigger_event(self.BatchRouted, gateway=gateway, timestamp=self.created_on)
+
     def seal(self) -> None:
         self.trigger_event(
             self.BatchSealed,
@@ -859,6 +920,78 @@ class ContactBatch(Aggregate):
             errors=list(self.errors),
             timestamp=self.created_on,
         )
+
+
+def auto_reply_id(gateway: str, reply_id: str) -> UUID:
+    """One answer per inbound reply, whichever batch the reply was matched to and however often
+    the gateway delivers it: also the "file" id of the answer's batch and message."""
+    return uuid5(NAMESPACE, f"auto-reply:{gateway}:{reply_id}")
+
+
+class AutoReply(Aggregate):
+    """The answer to one inbound reply (HELP text or STOP confirmation): queued as a one-message
+    contact batch of its own (batch_id(id, 0), message_id(id, 0)), its credits reserved under its
+    id, in the transaction that records the reply; or not sent, with the reason."""
+
+    class AutoReplyQueued(Aggregate.Created):
+        account: str
+        kind: str  # "help" | "stop"
+        gateway: str  # the inbound reply's, which the answer goes back through
+        reply_id: str
+        msisdn: str
+        in_reply_to: str  # our message id the inbound reply was matched to
+        sender_id: str
+        text: str
+        parts: int
+        message_id: str
+
+    class AutoReplyNotSent(Aggregate.Created):
+        account: str
+        kind: str
+        gateway: str
+        reply_id: str
+        msisdn: str
+        in_reply_to: str
+        sender_id: str
+        text: str
+        parts: int
+        message_id: str
+        reason: str
+
+    def __init__(
+        self,
+        account: str,
+        kind: str,
+        gateway: str,
+        reply_id: str,
+        msisdn: str,
+        in_reply_to: str,
+        sender_id: str,
+        text: str,
+        parts: int,
+        message_id: str,
+        reason: str | None = None,
+    ) -> None:
+        self.account = account
+        self.kind = kind
+        self.gateway = gateway
+        self.reply_id = reply_id
+        self.msisdn = msisdn
+        self.in_reply_to = in_reply_to
+        self.sender_id = sender_id
+        self.text = text
+        self.parts = parts
+        self.message_id = message_id
+        self.reason = reason
+
+    @classmethod
+    def queue(cls, *, reason: str | None = None, **fields: Any) -> AutoReply:
+        """Queued, or (with a reason) recorded as not sent."""
+        ident = auto_reply_id(fields["gateway"], fields["reply_id"])
+        fields["message_id"] = str(message_id(ident, 0))
+        if reason is None:
+            return cls._create(cls.AutoReplyQueued, id=ident, **fields)
+        return cls._create(cls.AutoReplyNotSent, id=ident, reason=reason, **fields)
 
 
 class DispatchLog(Aggregate):

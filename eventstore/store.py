@@ -422,6 +422,32 @@ class SmsStore(Application[UUID]):
 
         self._retrying(command)
 
+    def set_unicode(self, username: str, enabled: bool) -> bool:
+        """Whether the account may send UCS-2; returns whether it changed (UnicodeSet)."""
+
+        def command() -> bool:
+            account = self.account(username)
+            changed = account.set_unicode(enabled)
+            if changed:
+                self.save(account)
+            return changed
+
+        return self._retrying(command)
+
+    def set_auto_replies(
+        self, username: str, help_text: str | None, stop_text: str | None, help_keywords: Sequence[str]
+    ) -> bool:
+        """The account's HELP/STOP answers; returns whether they changed (AutoRepliesSet)."""
+
+        def command() -> bool:
+            account = self.account(username)
+            changed = account.set_auto_replies(help_text, stop_text, list(help_keywords))
+            if changed:
+                self.save(account)
+            return changed
+
+        return self._retrying(command)
+
     def add_ssh_key(self, username: str, public_key: str, fingerprint: str) -> None:
         def command() -> None:
             account = self.account(username)
@@ -851,6 +877,7 @@ class SmsStore(Application[UUID]):
                 for e in self.events.get(batch)
                 if isinstance(e, ContactBatch.MessageQueued)
             ],
+            gateway=aggregate.gateway,
         )
 
     def dispatch_log(self, batch: ContactBatch | QueuedBatch) -> DispatchLog:

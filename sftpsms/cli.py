@@ -232,6 +232,8 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "sub_accounts": account.sub_accounts,
         "send_rate": account.send_rate if account.send_rate is not None else f"default ({settings.account_rate:g})",
         "quiet_hours": account.quiet_hours,
+        "auto_replies": _auto_replies_info(account),
+        "unicode": account.unicode,
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -400,6 +402,68 @@ def cmd_account_quiet_hours(args: argparse.Namespace) -> int:
         {"username": args.username, "quiet_hours": described},
         f"{args.username}: no message is submitted {described['window']} at the recipient's local time ({days})",
     )
+    return 0
+
+
+def _auto_replies_info(account: Any) -> dict[str, Any]:
+    return {
+        "enabled": account.help_text is not None or account.stop_text is not None,
+        "help_text": account.help_text,
+        "stop_text": account.stop_text,
+        "help_keywords": list(account.help_keywords),
+    }
+
+
+def cmd_account_unicode(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    enabled = args.state == "on"
+    with _store(settings) as store:
+        changed = store.set_unicode(args.username, enabled)
+    text = (
+        f"{args.username}: text outside GSM 03.38 is sent as UCS-2 (70 characters in one SMS, 67 per part)"
+        if enabled
+        else f"{args.username}: GSM 03.38 only (other text is a contact error)"
+    )
+    _emit(args, {"username": args.username, "unicode": enabled, "changed": changed}, text + ("" if changed else " (unchanged)"))
+    return 0
+
+
+def cmd_account_replies(args: argparse.Namespace) -> int:
+    from sftpsms.autoreply import (
+        AutoReplyInvalid,
+        check_answer_text,
+        check_keywords,
+        confirmation_warnings,
+        parse_keywords,
+    )
+
+    settings = _settings(args)
+    warnings: list[str] = []
+    with _store(settings) as store:
+        account = store.account(args.username)
+        help_text, stop_text, keywords = account.help_text, account.stop_text, tuple(account.help_keywords)
+        try:
+            if args.off:
+                if args.help_text is not None or args.stop_text is not None:
+                    raise CliError("--off turns both answers off; give no texts with it")
+                help_text = stop_text = None
+            if args.help_text is not None:
+                help_text = check_answer_text(args.help_text, "HELP", unicode=account.unicode)
+            if args.stop_text is not None:
+                stop_text = check_answer_text(args.stop_text, "STOP", unicode=account.unicode)
+                warnings = confirmation_warnings(stop_text)
+            if args.help_keywords is not None:
+                keywords = parse_keywords(args.help_keywords)
+            check_keywords(keywords, settings.optout_words)
+        except AutoReplyInvalid as error:
+            raise CliError(str(error)) from None
+        changed = store.set_auto_replies(args.username, help_text, stop_text, keywords)
+        info = _auto_replies_info(store.account(args.username))
+    state = "on" if info["enabled"] else "off"
+    lines = [f"{args.username}: HELP/STOP answers {state}" + ("" if changed else " (unchanged)")]
+    lines += [f"  help text ({'/'.join(info['help_keywords'])}): {info['help_text'] or '-'}", f"  stop text: {info['stop_text'] or '-'}"]
+    lines += [f"  warning: {warning}" for warning in warnings]
+    _emit(args, {"username": args.username, "changed": changed, "warnings": warnings, **info}, "\n".join(lines))
     return 0
 
 
@@ -1270,6 +1334,37 @@ def build_parser() -> argparse.ArgumentParser:
         "fri with 21:00-08:00 is Friday 21:00 to Saturday 08:00)",
     )
     quiet.set_defaults(func=cmd_account_quiet_hours)
+    unicode = account.add_parser(
+        "unicode",
+        parents=[common],
+        help="let an account send text outside GSM 03.38 as UCS-2",
+        description="Off (the default): a message with a character outside GSM 03.38 is a contact "
+        "error (File.ParseError). On: such a message is sent as UCS-2 (SMPP data_coding 8, "
+        "\"encoding\": \"ucs2\" on HTTP), 70 characters for one SMS and 67 per part when longer "
+        "(an emoji counts two); credits = parts. GSM text is sent as GSM either way.",
+    )
+    unicode.add_argument("username", type=_account_name)
+    unicode.add_argument("state", choices=["on", "off"])
+    unicode.set_defaults(func=cmd_account_unicode)
+    replies = account.add_parser(
+        "replies",
+        parents=[common],
+        help="HELP answers and the STOP confirmation",
+        description="Answer inbound replies: a reply starting with a HELP keyword (default HELP, INFO) "
+        "gets the HELP text; one that opts the number out (STOP, ...) gets the STOP confirmation, its "
+        "last message. Each answer is an SMS through the gateway the reply came from, charged like any "
+        "message (not sent, and recorded so, without credits). Off until a text is set. CTIA: the "
+        "confirmation names the brand, says no further messages will be sent and how to get help, e.g. "
+        "'ACME: you are unsubscribed and will get no more messages. Reply HELP for help.'",
+    )
+    replies.add_argument("username", type=_account_name)
+    replies.add_argument(
+        "--help-text", default=None, metavar="TEXT", help="the answer to HELP (GSM 03.38, or UCS-2 when unicode is on; at most 3 parts)"
+    )
+    replies.add_argument("--stop-text", default=None, metavar="TEXT", help="the STOP confirmation")
+    replies.add_argument("--help-keywords", default=None, metavar="WORDS", help="comma-separated, default HELP,INFO")
+    replies.add_argument("--off", action="store_true", help="turn both answers off")
+    replies.set_defaults(func=cmd_account_replies)
 
     apikey = sub.add_parser("apikey", help="API keys: a key activates a channel").add_subparsers(dest="action", required=True)
     kcreate = apikey.add_parser("create", parents=[common], help="create a key; prints its id and secret once")

@@ -107,6 +107,25 @@ _ENCODE.update({char: bytes([0x1B, code]) for char, code in zip(EXTENSION, EXTEN
 _DECODE_EXTENSION = {code: char for char, code in zip(EXTENSION, EXTENSION_CODES, strict=True)}
 
 
+GSM, UCS2 = "gsm", "ucs2"  # how a message's text is sent (its parts are counted so)
+
+
+def text_encoding(text: str) -> str:
+    """GSM 03.38 when every character is in it, else UCS-2 (what encode_parts sends)."""
+    return GSM if find_non_gsm(text) is None else UCS2
+
+
+def message_parts(text: str, *, unicode: bool) -> tuple[str, int]:
+    """The encoding and part count of a message: GSM text stays GSM; other text is UCS-2 when
+    the account allows it (`unicode`), else NotGsmText names the first character GSM lacks."""
+    bad = find_non_gsm(text)
+    if bad is None:
+        return GSM, count_parts(text)
+    if not unicode:
+        raise NotGsmText(f"character {bad!r} (U+{ord(bad):04X}) is not in the GSM 03.38 alphabet")
+    return UCS2, count_ucs2_parts(text)
+
+
 class NotGsmText(ValueError):
     """The text has a character GSM 03.38 cannot encode (use UCS-2)."""
 
@@ -153,10 +172,30 @@ def unpack_septets(packed: bytes, count: int, fill_bits: int = 0) -> bytes:
     return bytes((value >> (7 * index)) & 0x7F for index in range(count))
 
 
-def _split_ucs2(text: str) -> list[str]:
+def ucs2_units(text: str) -> int:
+    """UTF-16 code units of `text`: one per character, two for one outside the basic plane
+    (an emoji is a surrogate pair)."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def count_ucs2_parts(text: str) -> int:
+    """How many SMS (and credits) `text` takes as UCS-2; 0 for empty text. Agrees with
+    split_ucs2: 70 code units for one part, else parts of up to 67, and a surrogate pair that
+    would straddle a boundary moves whole into the next part."""
+    units = ucs2_units(text)
+    if units <= SINGLE_PART_UCS2:
+        return 1 if text else 0
+    if units == len(text):  # no surrogate pairs: nothing can straddle a boundary
+        return -(-units // CONCATENATED_PART_UCS2)
+    return len(split_ucs2(text))
+
+
+def split_ucs2(text: str) -> list[str]:
     """UCS-2 parts: up to 70 code units alone, else parts of up to 67; a character outside the
     basic plane (two code units) never straddles two parts."""
-    units = len(text.encode("utf-16-be")) // 2
+    units = ucs2_units(text)
     if units <= SINGLE_PART_UCS2:
         return [text] if text else []
     parts: list[str] = []
@@ -187,7 +226,7 @@ def encode_parts(text: str, reference: int) -> tuple[int, list[bytes]]:
         coding, texts = DATA_CODING_GSM, split_parts(text)
         payloads = [encode_gsm(part) for part in texts]
     else:
-        coding, texts = DATA_CODING_UCS2, _split_ucs2(text)
+        coding, texts = DATA_CODING_UCS2, split_ucs2(text)
         payloads = [part.encode("utf-16-be") for part in texts]
     if len(payloads) > MAX_PARTS:
         raise ValueError(f"a message of {len(payloads)} parts is longer than {MAX_PARTS} parts")

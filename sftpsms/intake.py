@@ -20,7 +20,13 @@ import orjson
 
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
-from sftpsms.gsm import CONCATENATED_PART_SEPTETS, SINGLE_PART_SEPTETS, count_parts, find_non_gsm
+from sftpsms.gsm import (
+    CONCATENATED_PART_SEPTETS,
+    SINGLE_PART_SEPTETS,
+    count_parts,
+    count_ucs2_parts,
+    find_non_gsm,
+)
 from sftpsms.limits import DEFAULT_LIMITS, Limits
 from sftpsms.numbers import NetworkDirectory, normalise_msisdn, own_mobile_reader, own_mobile_test
 from sftpsms.schedule import check_schedule, parse_timestamp
@@ -43,6 +49,7 @@ class AccountPolicy:
     allow_custom_sender: bool
     balance: int
     sender_ids: frozenset[str] = frozenset()  # allowed one by one (sftpsms senderid allow)
+    unicode: bool = False  # text outside GSM 03.38 goes as UCS-2 (sftpsms account unicode)
 
 
 # Built a million times per big file: slots, and not frozen (a frozen dataclass sets each field
@@ -107,6 +114,8 @@ class Plan:
     optouts: int = 0
     parts: int = 0
     first_errors: list[dict[str, Any]] = field(default_factory=list)
+    ucs2_messages: int = 0  # of `messages`, those sent as UCS-2 ...
+    ucs2_parts: int = 0  # ... and their parts (counted in `parts` too)
 
     @property
     def credits(self) -> int:
@@ -131,11 +140,13 @@ class ContactChecker:
         country: str,
         networks: NetworkDirectory,
         max_parts: int,
+        unicode: bool = False,
     ) -> None:
         self.template = template
         self.country = country
         self.networks = networks
         self.max_parts = max_parts
+        self.unicode = unicode
         self.is_own_mobile = own_mobile_test(country)  # the usual case, tested first
         self.read_own_mobile = own_mobile_reader(country)
         # Past this many characters no text fits in max_parts (each character is one septet or
@@ -185,7 +196,11 @@ class ContactChecker:
                 detail=f"message of {len(text)} characters needs more parts than the limit of {self.max_parts}",
             )
         bad = find_non_gsm(text)
-        if bad is not None:
+        if bad is None:
+            parts = count_parts(text)
+        elif self.unicode:  # UCS-2: 70 code units alone, 67 per part concatenated (sftpsms.gsm)
+            parts = count_ucs2_parts(text)
+        else:
             return Outcome(
                 index,
                 msisdn,
@@ -193,7 +208,6 @@ class ContactChecker:
                 code=ErrorCode.PARSE_ERROR,
                 detail=f"character {bad!r} (U+{ord(bad):04X}) is not in the GSM 03.38 alphabet",
             )
-        parts = count_parts(text)
         if parts > self.max_parts:
             return Outcome(
                 index,
@@ -271,11 +285,14 @@ class Checkpoint:
     optouts: int
     parts: int
     first_errors: list[dict[str, Any]]
+    ucs2_messages: int = 0  # absent in checkpoints written before UCS-2
+    ucs2_parts: int = 0
 
     @classmethod
     def of(cls, plan: Plan, spool_bytes: int) -> Checkpoint:
         return cls(
-            plan.contacts, spool_bytes, plan.messages, plan.rejected, plan.optouts, plan.parts, list(plan.first_errors)
+            plan.contacts, spool_bytes, plan.messages, plan.rejected, plan.optouts, plan.parts, list(plan.first_errors),
+            plan.ucs2_messages, plan.ucs2_parts,
         )
 
 
@@ -314,10 +331,13 @@ def plan_file(
     flushed up to the checkpoint."""
     header, template, sender, not_before, expires_at = read_plan_header(path, policy=policy, now=now, limits=limits)
     plan = Plan(header=header, sender_id=sender, not_before=not_before, expires_at=expires_at, spool=spool)
-    checker = ContactChecker(template=template, country=policy.country, networks=networks, max_parts=max_parts)
+    checker = ContactChecker(
+        template=template, country=policy.country, networks=networks, max_parts=max_parts, unicode=policy.unicode
+    )
     if resume is not None:
         plan.contacts, plan.messages, plan.rejected = resume.contacts, resume.messages, resume.rejected
         plan.optouts, plan.parts, plan.first_errors = resume.optouts, resume.parts, list(resume.first_errors)
+        plan.ucs2_messages, plan.ucs2_parts = resume.ucs2_messages, resume.ucs2_parts
     checkpointed = plan.contacts
 
     def progressed(out: IO[str]) -> None:
@@ -384,6 +404,8 @@ class Tally:
     errors: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (position, error) per rejection
     optout_errors: list[dict[str, Any]] = field(default_factory=list)  # not errors, but reported with them
     lines: list[str] = field(default_factory=list)
+    ucs2_messages: int = 0
+    ucs2_parts: int = 0
 
 
 def tally(outcomes: list[Outcome], header: Header, opted_out: Callable[[list[str]], set[str]]) -> Tally:
@@ -403,6 +425,9 @@ def tally(outcomes: list[Outcome], header: Header, opted_out: Callable[[list[str
         if outcome.code is None:
             batch.messages += 1
             batch.parts += outcome.parts
+            if find_non_gsm(outcome.text or "") is not None:  # queued outside GSM: the account's UCS-2
+                batch.ucs2_messages += 1
+                batch.ucs2_parts += outcome.parts
         elif outcome.is_optout:
             batch.optouts += 1
             batch.optout_errors.append(outcome.error())
@@ -428,6 +453,8 @@ def count(plan: Plan, header: Header, batch: Tally, out: IO[str]) -> None:
     plan.contacts += batch.contacts
     plan.messages += batch.messages
     plan.parts += batch.parts
+    plan.ucs2_messages += batch.ucs2_messages
+    plan.ucs2_parts += batch.ucs2_parts
     plan.optouts += batch.optouts
     # A file that fails (e.g. everyone opted out) reports its opt-outs as a processed one does.
     plan.first_errors.extend(batch.optout_errors[: max(0, 1000 - len(plan.first_errors))])

@@ -30,14 +30,19 @@ def build_report(
     completed_at: str | None,
     warnings: Iterable[str] = (),
     file_id: str | None = None,
+    ucs2_messages: int | None = None,
+    ucs2_parts: int | None = None,
 ) -> dict[str, Any]:
+    """The report's fields in order. `ucs2_messages`/`ucs2_parts` (of the messages queued, those
+    sent as UCS-2 and their parts) are given for files processed since UCS-2 could be chosen; a
+    report rebuilt for an older file leaves them out, as it was filed."""
     errors = sorted(contact_errors, key=lambda error: int(error["index"]))
     if detail is None:
         detail = (
             f"{messages_queued} messages queued ({parts} parts), {optouts_skipped} opted out, "
             f"{sum(1 for error in errors if error.get('code') != OPTOUT)} contact errors"
         )
-    return {
+    report = {
         "file": file,
         "account": account,
         "status": status,
@@ -54,6 +59,18 @@ def build_report(
         "received_at": received_at,
         "completed_at": completed_at,
     }
+    if ucs2_messages is not None:
+        report = _after(report, "credits_used", {"ucs2_messages": ucs2_messages, "ucs2_parts": ucs2_parts or 0})
+    return report
+
+
+def _after(report: dict[str, Any], key: str, extra: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in report.items():
+        out[name] = value
+        if name == key:
+            out.update(extra)
+    return out
 
 
 def write_json_atomically(path: Path, content: dict[str, Any]) -> None:

@@ -70,6 +70,7 @@ async def test_submit_posts_the_message_as_json_with_the_bearer_token(provider: 
         "from": "ACME",
         "text": "Hello ☃",
         "parts": 1,
+        "encoding": "ucs2",  # ☃ is not GSM 03.38
         "customer_id": "C1",
         "account": "acme",
     }

@@ -771,6 +771,8 @@ def envelope_summary(warnings: list[str]) -> dict[str, Any]:
         "rejected": 0,
         "optouts": 0,
         "parts": 0,
+        "ucs2_messages": 0,
+        "ucs2_parts": 0,
         "batches": 0,
         "sender_id": "Fixed",
         "not_before": None,

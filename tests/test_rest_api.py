@@ -381,6 +381,8 @@ def test_opt_outs_import_from_a_csv(api: Api) -> None:
         assert {"27831110001", "27831110002"} <= set(listed)
         bad = client.post("/api/v1/optouts/import", files={"file": ("list.csv", b"msisdn\nhello1\n", "text/csv")})
         assert bad.status_code == 400
+        nul = client.post("/api/v1/optouts/import", files={"file": ("list.csv", b"0831110003\x00,x\n", "text/csv")})
+        assert nul.status_code == 400 and nul.json()["error"]  # a NUL byte: refused, never a 500
 
 
 def test_webhooks_added_rotated_logged_replayed_and_removed(api: Api) -> None:

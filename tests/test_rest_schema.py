@@ -53,7 +53,8 @@ def test_every_operation_answers_as_its_document_says(served: tuple[Service, tup
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=True)  # the same examples every run: CI is repeatable
         def run(case: Any) -> None:
             case.call_and_validate(auth=key, checks=CHECKS, timeout=30)
 

@@ -463,15 +463,18 @@ async def _body_csv_numbers(file: UploadFile, limit: int) -> list[str]:
     except UnicodeDecodeError:
         raise ApiError(400, "the CSV is not UTF-8", "File.Corrupt") from None
     numbers: list[str] = []
-    for row in csv.reader(io.StringIO(text)):
-        if not row or not row[0].strip():
-            continue
-        cell = row[0].strip()
-        if not numbers and not any(ch.isdigit() for ch in cell):
-            continue  # a header
-        numbers.append(cell)
-        if len(numbers) > limit:
-            raise ApiError(400, f"more than {limit} numbers in one import")
+    try:
+        for row in csv.reader(io.StringIO(text)):
+            if not row or not row[0].strip():
+                continue
+            cell = row[0].strip()
+            if not numbers and not any(ch.isdigit() for ch in cell):
+                continue  # a header
+            numbers.append(cell)
+            if len(numbers) > limit:
+                raise ApiError(400, f"more than {limit} numbers in one import")
+    except csv.Error as error:  # e.g. a NUL byte (found by schemathesis)
+        raise ApiError(400, f"the CSV cannot be read: {error}", "File.Corrupt") from None
     if not numbers:
         raise ApiError(400, "the CSV holds no numbers")
     return numbers

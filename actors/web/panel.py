@@ -34,12 +34,19 @@ from actors.session import LoginBusy
 from actors.sftp_server import LoginRefused
 from actors.web.app import ApiError, json_response
 from actors.web.context import WebContext
-from actors.web.rest import _body_csv_numbers, in_thread, models, with_history
+from actors.web.rest import (
+    _body_csv_numbers,
+    _channels,
+    _normalised,
+    in_thread,
+    models,
+    with_history,
+)
 from actors.webhooks import ReplayRefused, replay_range
 from eventstore.domain import WEBHOOK_EVENTS, DomainError, webhook_log_id
 from eventstore.history import STATUSES, HistoryError, HistoryQuery
 from eventstore.store import SmsStore, UnknownApiKey
-from sftpsms.channels import CHANNELS, channel_active
+from sftpsms.channels import CHANNELS
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
 from sftpsms.webhooks import new_secret
@@ -460,17 +467,6 @@ async def optouts(request: Request) -> Response:
     return await _page(request, "optouts.html", session, numbers=numbers, next=numbers[-1] if more else None)
 
 
-async def _numbers(context: WebContext, username: str, raw: list[str]) -> list[str] | str:
-    country = (await context.account(username)).country
-    numbers = []
-    for text in raw:
-        number = normalise_msisdn(text, country)
-        if number is None:
-            return f"{text!r} is not a phone number"
-        numbers.append(number)
-    return numbers
-
-
 @router.post("/optouts")
 async def optouts_change(request: Request) -> Response:
     session = session_of(request)
@@ -491,9 +487,10 @@ async def optouts_change(request: Request) -> Response:
         raw = [part for part in str(form.get("msisdns", "")).replace(",", "\n").splitlines() if part.strip()]
     if not raw:
         return _back("/optouts", error="give at least one number")
-    numbers = await _numbers(context, session.username, raw)
-    if isinstance(numbers, str):
-        return _back("/optouts", error=numbers)
+    try:
+        numbers = await _normalised(context, session.username, raw)
+    except ApiError as refused:
+        return _back("/optouts", error=refused.message)
     if action == "remove":
         await context.store.run(partial(SmsStore.change_optouts, username=session.username, add=[], remove=numbers))
         return _back("/optouts", flash=f"{len(numbers)} number(s) opted back in")
@@ -512,9 +509,7 @@ async def keys(request: Request) -> Response:
     context = _context(request)
     account = await context.account(session.username)
     rows = await models(context, lambda m: m.api_keys(session.username))
-    created = datetime.fromisoformat(account.created_at)
-    channels = {channel: channel_active(created, channel, account.channels_with_keys) for channel in CHANNELS}
-    return await _page(request, "keys.html", session, rows=rows, channels=channels, all_channels=CHANNELS, new=None)
+    return await _page(request, "keys.html", session, rows=rows, channels=_channels(account), all_channels=CHANNELS, new=None)
 
 
 @router.post("/keys")
@@ -550,8 +545,7 @@ async def keys_change(request: Request) -> Response:
     )
     account = await context.account(session.username)
     rows = await models(context, lambda m: m.api_keys(session.username))
-    created = datetime.fromisoformat(account.created_at)
-    channels = {c: channel_active(created, c, account.channels_with_keys) for c in CHANNELS}
+    channels = _channels(account)
     # The secret is in this answer only: never in a URL, a cookie or a later page.
     return await _page(request, "keys.html", session, rows=rows, channels=channels, all_channels=CHANNELS,
                        new={"key_id": key_id, "secret": secret, "channel": channel})

@@ -116,6 +116,7 @@ async def run_service(
     recovery resumes from the events).
     """
     store = open_store(settings.data_dir, settings.store)
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
     try:

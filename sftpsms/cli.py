@@ -56,7 +56,9 @@ def _account_name(text: str) -> str:
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
-    return Settings.from_env(data_dir=args.data_dir, store=getattr(args, "store", None), **overrides)
+    settings = Settings.from_env(data_dir=args.data_dir, store=getattr(args, "store", None), node=getattr(args, "node", None), **overrides)
+    settings.local_dir.mkdir(parents=True, exist_ok=True)
+    return settings
 
 
 @contextmanager
@@ -1255,6 +1257,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--store", default=None, metavar="URL",
         help="the event store: postgresql://USER@HOST:PORT/DATABASE, shared by several nodes (default: SQLite "
         "in the data directory, or $SFTPSMS_STORE)",
+    )
+    common.add_argument(
+        "--node", default=None, metavar="NAME",
+        help="this node's name among several on one PostgreSQL store (default: the host name, or $SFTPSMS_NODE); "
+        "its read models live in DATA/nodes/NAME",
     )
     common.add_argument("--json", action="store_true", help="print JSON for scripts")
     parser = argparse.ArgumentParser(

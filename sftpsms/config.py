@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,9 @@ ENV_PREFIX = "SFTPSMS_"
 class Settings:
     data_dir: Path = Path("var")
     store: str = ""  # the event store: a postgresql:// URL (several nodes), or empty for SQLite in data_dir
+    # This node's name among several sharing one store and data directory (PostgreSQL only): its own
+    # state (read models, history, simulator journal) lives in data_dir/nodes/<node>. Default: the host name.
+    node: str = ""
     sftp_host: str = "127.0.0.1"
     sftp_port: int = 2222
     ftp_port: int = -1  # -1: no FTP door; 0: any free port
@@ -112,13 +116,28 @@ class Settings:
         return self.data_dir / "events.db"
 
     @property
+    def node_name(self) -> str:
+        """This node's name: `node`, else the host name (letters, digits, `.`, `_`, `-` kept)."""
+        raw = self.node or socket.gethostname() or "node"
+        return "".join(c if c.isalnum() or c in "._-" else "_" for c in raw)[:64] or "node"
+
+    @property
+    def local_dir(self) -> Path:
+        """What one node keeps for itself. On SQLite (one node) the data directory itself; on a
+        shared PostgreSQL store data_dir/nodes/<node>, so nodes sharing the folder tree never
+        write one another's SQLite files."""
+        if not self.store:
+            return self.data_dir
+        return self.data_dir / "nodes" / self.node_name
+
+    @property
     def readmodels_db(self) -> Path:
-        return self.data_dir / "readmodels.db"
+        return self.local_dir / "readmodels.db"
 
     @property
     def history_db(self) -> Path:
         """The message-level history (eventstore.history), followed from the log off the hot path."""
-        return self.data_dir / "history.db"
+        return self.local_dir / "history.db"
 
     @property
     def webhooks_db(self) -> Path:
@@ -161,7 +180,7 @@ class Settings:
 
     @property
     def simulator_dir(self) -> Path:
-        return self.data_dir / "simulator"
+        return self.local_dir / "simulator"
 
 
 def _convert(kind: Any, raw: str) -> Any:

@@ -1,0 +1,179 @@
+"""Leases: work that must have one owner at a time among the nodes sharing one store.
+
+An account's dispatch, a webhook URL's sender, a file's processing: each is a lease named by a
+string key (`dispatch:acme`, `webhook:<url>`, `file:<uuid>`). On PostgreSQL a lease is a
+session-level advisory lock (`pg_try_advisory_lock`) held on this node's own connection, so
+PostgreSQL itself releases every lease of a node whose process or connection dies: no lock files,
+no heartbeats to judge, no home-made failure detector. On SQLite there is one node, and every lease
+is granted to it (kept in memory, so the same code asks the same questions on both backends).
+
+Resource handling: `open_leases` returns an object whose `close()` releases everything (closing the
+connection). Thread safety: every method may be called from any thread; one lock serialises the
+use of the connection.
+
+Error handling: a lost connection means every lease is lost: `held()` is then empty, `try_hold`
+reconnects on its next call, and callers must stop the work of a key whose `holds(key)` turned
+False before they write for it again (the events' optimistic concurrency refuses a second writer
+of one aggregate regardless).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+def lock_id(key: str) -> int:
+    """The advisory lock's 64-bit id of a lease key: stable across processes and versions."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+class Leases(Protocol):
+    def try_hold(self, key: str) -> bool:
+        """Take the lease `key` if nobody holds it (True also when this node holds it already)."""
+
+    def release(self, key: str) -> None:
+        """Give the lease up (nothing when not held)."""
+
+    def holds(self, key: str) -> bool:
+        """Whether this node holds `key` now (False once the connection that held it is gone)."""
+
+    def held(self) -> frozenset[str]:
+        """Every key this node holds."""
+
+    def close(self) -> None:
+        """Release everything."""
+
+
+class LocalLeases:
+    """One node (SQLite): every lease is granted; kept so `holds` answers as on PostgreSQL."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+
+    def try_hold(self, key: str) -> bool:
+        with self._lock:
+            self._held.add(key)
+        return True
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            self._held.discard(key)
+
+    def holds(self, key: str) -> bool:
+        with self._lock:
+            return key in self._held
+
+    def held(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._held)
+
+    def close(self) -> None:
+        with self._lock:
+            self._held.clear()
+
+
+class PostgresLeases:
+    """Advisory locks on one autocommit connection of this node (eventsourcing's postgres settings)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = dict(env)
+        self._lock = threading.Lock()
+        self._held: set[str] = set()
+        self._connection: Any = None
+        # advisory locks are per database, not per schema: stores in schemas of one database must not
+        # share lock ids
+        self._scope = self._env.get("POSTGRES_SCHEMA", "") + ":"
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self._connection is not None and not self._connection.closed:
+            return self._connection
+        if self._held:
+            log.warning("lost the store connection: leases %s are gone", sorted(self._held))
+            self._held.clear()
+        env = self._env
+        self._connection = psycopg.connect(
+            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+            user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
+            connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")), autocommit=True,
+            application_name="sftpsms-leases",
+            # a node cut off from PostgreSQL must notice within seconds (its locks are then gone)
+            keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=3,
+        )
+        return self._connection
+
+    def try_hold(self, key: str) -> bool:
+        import psycopg
+
+        with self._lock:
+            if key in self._held and self._alive():
+                return True
+            try:
+                connection = self._connect()
+                row = connection.execute("SELECT pg_try_advisory_lock(%s)", (lock_id(self._scope + key),)).fetchone()
+            except psycopg.OperationalError as error:
+                log.warning("cannot reach the store for lease %s: %s", key, error)
+                self._drop()
+                return False
+            if row and row[0]:
+                self._held.add(key)
+                return True
+            return False
+
+    def release(self, key: str) -> None:
+        import psycopg
+
+        with self._lock:
+            if key not in self._held:
+                return
+            self._held.discard(key)
+            try:
+                self._connect().execute("SELECT pg_advisory_unlock(%s)", (lock_id(self._scope + key),))
+            except psycopg.OperationalError:
+                self._drop()
+
+    def holds(self, key: str) -> bool:
+        with self._lock:
+            return key in self._held and self._alive()
+
+    def held(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._held) if self._alive() else frozenset()
+
+    def close(self) -> None:
+        with self._lock:
+            self._held.clear()
+            self._drop()
+
+    def _alive(self) -> bool:
+        connection = self._connection
+        if connection is None or connection.closed or connection.broken:
+            if self._held:
+                log.warning("lost the store connection: leases %s are gone", sorted(self._held))
+            self._held.clear()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        self._held.clear()
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection
+                pass
+            self._connection = None
+
+
+def open_leases(env: Mapping[str, str]) -> Leases:
+    """Leases for the store whose environment is `env` (eventstore.store.store_env)."""
+    if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
+        return PostgresLeases(env)
+    return LocalLeases()

@@ -54,6 +54,7 @@ from actors.validator import run_validator
 from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
+from eventstore.leases import open_leases
 from eventstore.store import SmsStore, open_store
 from sftpsms.config import Settings
 from sftpsms.gateways import (
@@ -117,6 +118,7 @@ async def run_service(
     """
     store = open_store(settings.data_dir, settings.store)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
+    leases = open_leases(store.env)  # work with one owner at a time among the nodes on this store
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
     try:
@@ -228,7 +230,7 @@ async def run_service(
                 on_control=partial(_refile_report, settings, store),
             )
             await nursery.start(dispatcher.run)
-            await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
+            await nursery.start(partial(run_delivery_csv, settings=settings, store=store, leases=leases))
 
             await nursery.start(
                 partial(
@@ -298,6 +300,7 @@ async def run_service(
             await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
+        leases.close()
         store.close()
 
 

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import orjson
@@ -34,19 +33,19 @@ from starlette.responses import FileResponse, Response
 
 from actors.file import file_report
 from actors.session import KEY_PREFIX
+from actors.web import intents
 from actors.web.app import ApiError
 from actors.web.context import Principal, WebContext
 from actors.webhooks import ReplayRefused, replay_range
 from eventstore.domain import WEBHOOK_EVENTS, DomainError, webhook_log_id
 from eventstore.history import STATUSES, History, HistoryError, HistoryQuery
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore, UnknownApiKey
+from eventstore.store import SmsStore
 from sftpsms import folders
 from sftpsms.channels import CHANNELS, channel_active
 from sftpsms.names import quoted
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
-from sftpsms.webhooks import new_secret
 
 T = TypeVar("T")
 
@@ -730,16 +729,7 @@ async def create_key(request: Request, caller: Caller, order: KeyIn) -> Any:
 
 @router.delete("/keys/{key_id}", response_model=KeyRow, responses=ERRORS, summary="revoke a key (its channel closes with its last key)")
 async def revoke_key(request: Request, caller: Caller, key_id: str) -> Any:
-    context = context_of(request)
-    try:
-        key = await context.store.run(partial(SmsStore.api_key, key_id=key_id))
-    except (UnknownApiKey, DomainError):
-        raise ApiError(404, f"no such key: {key_id}") from None
-    if key.account != caller.account:
-        raise ApiError(404, f"no such key: {key_id}")
-    if key.revoked_at is None:
-        key = await context.store.run(partial(SmsStore.revoke_api_key, key_id=key_id, now=context.clock()))
-        context.forget(key_id)
+    key = await intents.revoke_key(context_of(request), caller.account, key_id)
     return {"key_id": key_id, "channel": key.channel, "created_at": key.created_at, "revoked_at": key.revoked_at}
 
 
@@ -797,8 +787,7 @@ class DeliveriesPage(BaseModel):
     next: str | None
 
 
-async def _hooks(context: WebContext, account: str) -> dict[str, Any]:
-    return dict((await context.account(account)).webhooks)
+_hooks = intents.webhooks_of
 
 
 @router.get("/webhooks", response_model=WebhooksOut, responses=ERRORS, summary="the account's webhooks, with delivered/failed counts")
@@ -820,40 +809,20 @@ async def list_webhooks(request: Request, caller: Caller) -> Any:
 
 @router.post("/webhooks", response_model=WebhookSecret, status_code=201, responses=ERRORS, summary="POST the account's events to a URL")
 async def add_webhook(request: Request, caller: Caller, order: WebhookIn) -> Any:
-    context = context_of(request)
-    parts = urlsplit(order.url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ApiError(400, f"{quoted(order.url)} is not an http:// or https:// URL")
-    secret = new_secret()
-    try:
-        await context.store.run(
-            partial(SmsStore.add_webhook, username=caller.account, url=order.url, secret=secret, events=order.events)
-        )
-    except DomainError as error:
-        raise ApiError(400, str(error)) from None
+    secret = await intents.add_webhook(context_of(request), caller.account, order.url, order.events)
     return {"url": order.url, "events": sorted(set(order.events)), "secret": secret}
 
 
 @router.post("/webhooks/remove", response_model=WebhookRef, responses=ERRORS, summary="stop POSTing to a URL")
 async def remove_webhook(request: Request, caller: Caller, order: WebhookRef) -> Any:
-    context = context_of(request)
-    if order.url not in await _hooks(context, caller.account):
-        raise ApiError(404, f"no such webhook: {order.url}")
-    await context.store.run(partial(SmsStore.remove_webhook, username=caller.account, url=order.url))
+    await intents.remove_webhook(context_of(request), caller.account, order.url)
     return {"url": order.url}
 
 
 @router.post("/webhooks/rotate", response_model=WebhookSecret, responses=ERRORS, summary="a new signing secret for a URL")
 async def rotate_webhook(request: Request, caller: Caller, order: WebhookRef) -> Any:
-    context = context_of(request)
-    hooks = await _hooks(context, caller.account)
-    if order.url not in hooks:
-        raise ApiError(404, f"no such webhook: {order.url}")
-    secret = new_secret()
-    await context.store.run(
-        partial(SmsStore.rotate_webhook_secret, username=caller.account, url=order.url, secret=secret)
-    )
-    return {"url": order.url, "events": list(hooks[order.url]["events"]), "secret": secret}
+    events, secret = await intents.rotate_webhook(context_of(request), caller.account, order.url)
+    return {"url": order.url, "events": events, "secret": secret}
 
 
 @router.get("/webhooks/deliveries", response_model=DeliveriesPage, responses=ERRORS, summary="a webhook's delivery log")

@@ -153,12 +153,6 @@ SQL_STEPS = (
      " ORDER BY position"),
 )
 SQL_WINDOW = 200_000  # log positions per transaction on the SQL path (4x 50 000: +20 % messages/s)
-# A window is projected a slice of SCAN_SLICE positions at a time, each slice's four scans (the
-# rare topics, then each heavy one) reading pages the attached log's cache holds since the first:
-# the events file is read from disk once, not four times (the kernel copying the same pages again
-# was a fifth of the catch-up's CPU time). ~300 bytes an event with its share of a page.
-SCAN_SLICE = 25_000
-LOG_CACHE_KIB = 16_384
 # Each step scans its window once; the five topics of a few events per thousand messages are
 # copied out in one scan first and read from that copy (half the scans of the log).
 HEAVY = (QUEUED, SUBMITTED, REPORTED)
@@ -342,7 +336,6 @@ class History:
                 self.conn.execute("DETACH DATABASE log")
             uri = Path(database).resolve().as_uri() + "?mode=ro"
             self.conn.execute("ATTACH DATABASE ? AS log", [uri])
-            self.conn.execute(f"PRAGMA log.cache_size=-{LOG_CACHE_KIB}")
             self._attached = database
             self._events = f"log.{recorder.events_table_name}"
         return True
@@ -352,19 +345,15 @@ class History:
         conn.execute(
             "CREATE TEMP TABLE IF NOT EXISTS rare (rowid INTEGER PRIMARY KEY, originator_id TEXT, topic TEXT, state TEXT)"
         )
-        # Slice by slice in log order, each slice's rare rows before its heavy ones: a message's
-        # file and batch are known before its own events, as in one pass over the window.
-        for low in range(after, until, SCAN_SLICE):
-            high = min(until, low + SCAN_SLICE)
-            conn.execute("DELETE FROM temp.rare")
-            conn.execute(
-                f"INSERT INTO temp.rare SELECT rowid, originator_id, topic, CAST(state AS TEXT) FROM {self._events}"  # noqa: S608
-                f" WHERE rowid > ? AND rowid <= ? AND topic IN ({','.join('?' * len(RARE))})",
-                [low, high, *RARE],
-            )
-            for topic, statement in SQL_STEPS:
-                source = self._events if topic in HEAVY else "temp.rare"
-                conn.execute(statement.format(events=source), [low, high, topic])
+        conn.execute("DELETE FROM temp.rare")
+        conn.execute(
+            f"INSERT INTO temp.rare SELECT rowid, originator_id, topic, CAST(state AS TEXT) FROM {self._events}"  # noqa: S608
+            f" WHERE rowid > ? AND rowid <= ? AND topic IN ({','.join('?' * len(RARE))})",
+            [after, until, *RARE],
+        )
+        for topic, statement in SQL_STEPS:
+            source = self._events if topic in HEAVY else "temp.rare"
+            conn.execute(statement.format(events=source), [after, until, topic])
 
     def rebuild(self, store: SmsStore, until: int | None = None) -> int:
         """Drop the history and follow the whole log again."""

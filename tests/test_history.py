@@ -207,7 +207,7 @@ def test_sql_and_general_paths_in_any_steps_and_a_rebuild_give_identical_content
     whole.catch_up(store)  # the SQL path over the attached events file, in one window
     expected = table_digests(whole.conn)
     assert expected["messages"][0] == 5 and expected["outcomes"][0] == 3 and expected["replies"][0] == 2
-    original = module.READ_BATCH, module.SQL_WINDOW, module.SCAN_SLICE
+    original = module.READ_BATCH, module.SQL_WINDOW
     module.READ_BATCH = module.SQL_WINDOW = 3  # pages end in the middle of every kind of event
     try:
         for name, sql in (("general", False), ("sql", True)):
@@ -217,14 +217,8 @@ def test_sql_and_general_paths_in_any_steps_and_a_rebuild_give_identical_content
             assert stepped.position() == position
             assert stepped.catch_up(store, sql=sql)[1]
             assert table_digests(stepped.conn) == expected, name
-        # Windows of 7 positions scanned in slices of 2 (the last one shorter): slices end in the
-        # middle of every kind of event too, inside one transaction.
-        module.SQL_WINDOW, module.SCAN_SLICE = 7, 2
-        sliced = History(tmp_path / "sliced.db")
-        assert sliced.catch_up(store)[1]
-        assert table_digests(sliced.conn) == expected
     finally:
-        module.READ_BATCH, module.SQL_WINDOW, module.SCAN_SLICE = original
+        module.READ_BATCH, module.SQL_WINDOW = original
     whole.rebuild(store)
     assert table_digests(whole.conn) == expected
 

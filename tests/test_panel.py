@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import paramiko
@@ -223,6 +224,13 @@ def test_forms_need_their_csrf_token_and_cookies_are_signed(service: Service, br
         assert client.get("/").headers["location"] == "/login"
         assert client.get("/files").headers["location"].startswith("/login?next=")
         assert client.post("/login", data={"username": "acme", "password": "secret-pw"}).status_code == 403
+        # Every page and form without a session goes to the login page (PageSession), the progress
+        # script's JSON is a 401: the session is checked before the form is read.
+        for method, path in (("GET", "/keys"), ("POST", "/keys"), ("POST", "/webhooks"), ("GET", "/chart"),
+                             ("POST", "/files/x/control"), ("GET", "/files/x/download")):
+            answer = client.request(method, path, data={"action": "revoke", "key_id": "ak_x"})
+            assert answer.status_code == 303 and answer.headers["location"] == f"/login?next={quote(path, safe='')}"
+        assert client.get("/progress", params={"file": "x"}).status_code == 401
     page.goto(base(service) + "/login?next=//evil.example/x")
     page.fill("input[name=username]", "acme")
     page.fill("input[name=password]", "secret-pw")

@@ -122,12 +122,14 @@ def build_app(routes: Routes, context: WebContext | None = None) -> FastAPI:
                 Route(path, _inbound_endpoint(handler), methods=[method], include_in_schema=False)
             )
     if context is not None:
+        from actors.web.panel import LoginNeeded, login_needed
         from actors.web.panel import router as panel
         from actors.web.rest import router as rest
 
         app.state.context = context
         app.include_router(rest)
         app.include_router(panel)
+        app.add_exception_handler(LoginNeeded, login_needed)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:

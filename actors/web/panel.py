@@ -21,10 +21,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.templating import Jinja2Templates
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.responses import FileResponse, RedirectResponse, Response
@@ -32,6 +32,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from actors.file import file_report
 from actors.session import LoginBusy
 from actors.sftp_server import LoginRefused
+from actors.web import intents
 from actors.web.app import ApiError, json_response
 from actors.web.context import WebContext
 from actors.web.rest import (
@@ -45,11 +46,10 @@ from actors.web.rest import (
 from actors.webhooks import ReplayRefused, replay_range
 from eventstore.domain import WEBHOOK_EVENTS, DomainError, webhook_log_id
 from eventstore.history import STATUSES, HistoryError, HistoryQuery
-from eventstore.store import SmsStore, UnknownApiKey
+from eventstore.store import SmsStore
 from sftpsms.channels import CHANNELS
 from sftpsms.numbers import normalise_msisdn
 from sftpsms.passwords import hash_password
-from sftpsms.webhooks import new_secret
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "sftpsms_session"
@@ -115,6 +115,42 @@ def session_of(request: Request) -> Session | None:
     if not isinstance(data, dict) or not isinstance(data.get("u"), str) or not isinstance(data.get("c"), str):
         return None
     return Session(data["u"], data["c"], [data["u"]])
+
+
+class LoginNeeded(Exception):  # noqa: N818 - not an error: a page asked for before logging in
+    """A page asked for without a valid session: answered by a redirect to /login (login_needed)."""
+
+
+def _session(request: Request) -> Session:
+    session = session_of(request)
+    if session is None:
+        raise LoginNeeded
+    return session
+
+
+def _json_session(request: Request) -> Session:
+    """The session of a script's request (static/panel.js): a 401 without one, never a redirect."""
+    session = session_of(request)
+    if session is None:
+        raise ApiError(401, "log in again")
+    return session
+
+
+async def login_needed(request: Request, _: Exception) -> Response:
+    """The app's handler of LoginNeeded: back to this page once logged in."""
+    return _login_redirect(request)
+
+
+# A page's session (a redirect to /login without one, as REST's Caller is a 401 without a key).
+PageSession = Annotated[Session, Depends(_session)]
+
+
+async def _posted_form(request: Request, session: PageSession) -> dict[str, Any]:
+    return await _form(request, session)
+
+
+# A posted form of the session (403 unless its CSRF token is the session's).
+PostedForm = Annotated[dict[str, Any], Depends(_posted_form)]
 
 
 def _context(request: Request) -> WebContext:
@@ -277,10 +313,7 @@ async def static(name: str) -> Response:
 
 
 @router.get("/files")
-async def files_page(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def files_page(request: Request, session: PageSession) -> Response:
     account = await _which(request, session)
     before = request.query_params.get("before")
     after: list[Any] | None = None
@@ -304,10 +337,7 @@ async def _file(request: Request, session: Session, file_id: str) -> dict[str, A
 
 
 @router.get("/files/{file_id}")
-async def file_page(request: Request, file_id: str) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def file_page(request: Request, session: PageSession, file_id: str) -> Response:
     context = _context(request)
     row = await _file(request, session, file_id)
     report = None
@@ -326,15 +356,11 @@ async def file_page(request: Request, file_id: str) -> Response:
 
 
 @router.post("/files/{file_id}/control")
-async def file_control(request: Request, file_id: str) -> Response:
+async def file_control(request: Request, session: PageSession, file_id: str, form: PostedForm) -> Response:
     """Cancel, pause or resume a file from its page (the REST API's control_file)."""
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
     from actors.web.context import Principal
     from actors.web.rest import control_file
 
-    form = await _form(request, session)
     action = str(form.get("action", ""))
     if action not in ("cancel", "pause", "resume"):
         return _back(f"/files/{file_id}", error="unknown action")
@@ -347,10 +373,7 @@ async def file_control(request: Request, file_id: str) -> Response:
 
 
 @router.get("/files/{file_id}/report.json")
-async def file_report_json(request: Request, file_id: str) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def file_report_json(request: Request, session: PageSession, file_id: str) -> Response:
     row = await _file(request, session, file_id)
     if row["completed_at"] is None:
         raise ApiError(404, "the report follows when the file is completed")
@@ -363,10 +386,7 @@ async def file_report_json(request: Request, file_id: str) -> Response:
 
 
 @router.get("/files/{file_id}/download")
-async def file_download(request: Request, file_id: str) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def file_download(request: Request, session: PageSession, file_id: str) -> Response:
     from actors.web.rest import get_original
 
     row = await _file(request, session, file_id)
@@ -388,11 +408,8 @@ def _file_counts(history: Any, file_id: str) -> dict[str, int]:
 
 
 @router.get("/progress")
-async def progress(request: Request) -> Response:
+async def progress(request: Request, session: Annotated[Session, Depends(_json_session)]) -> Response:
     """Live counts of files being sent: `?file=ID` (repeated), JSON for static/panel.js."""
-    session = session_of(request)
-    if session is None:
-        raise ApiError(401, "log in again")
     context = _context(request)
     visible = await _visible(request, session)
     answer: dict[str, Any] = {}
@@ -409,10 +426,7 @@ async def progress(request: Request) -> Response:
 
 
 @router.get("/search")
-async def search(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def search(request: Request, session: PageSession) -> Response:
     context = _context(request)
     account = await _which(request, session)
     number = request.query_params.get("msisdn", "").strip()
@@ -437,10 +451,7 @@ async def search(request: Request) -> Response:
 
 
 @router.get("/replies")
-async def replies(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def replies(request: Request, session: PageSession) -> Response:
     account = await _which(request, session)
     after = request.query_params.get("after", "0")
     start = int(after) if after.isdigit() else 0
@@ -454,10 +465,7 @@ async def replies(request: Request) -> Response:
 
 
 @router.get("/optouts")
-async def optouts(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def optouts(request: Request, session: PageSession) -> Response:
     after = request.query_params.get("after", "")
     numbers = await models(
         _context(request), lambda m: m.optouts_page(session.username, after=after, limit=PAGE * 10 + 1)
@@ -468,12 +476,8 @@ async def optouts(request: Request) -> Response:
 
 
 @router.post("/optouts")
-async def optouts_change(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def optouts_change(request: Request, session: PageSession, form: PostedForm) -> Response:
     context = _context(request)
-    form = await _form(request, session)
     action = form.get("action")
     if action == "import":
         upload = form.get("file")
@@ -502,10 +506,7 @@ async def optouts_change(request: Request) -> Response:
 
 
 @router.get("/keys")
-async def keys(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def keys(request: Request, session: PageSession) -> Response:
     context = _context(request)
     account = await context.account(session.username)
     rows = await models(context, lambda m: m.api_keys(session.username))
@@ -513,23 +514,14 @@ async def keys(request: Request) -> Response:
 
 
 @router.post("/keys")
-async def keys_change(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def keys_change(request: Request, session: PageSession, form: PostedForm) -> Response:
     context = _context(request)
-    form = await _form(request, session)
     if form.get("action") == "revoke":
         key_id = str(form.get("key_id", ""))
         try:
-            key = await context.store.run(partial(SmsStore.api_key, key_id=key_id))
-        except (UnknownApiKey, DomainError):
+            await intents.revoke_key(context, session.username, key_id)
+        except ApiError:
             return _back("/keys", error="no such key")
-        if key.account != session.username:
-            return _back("/keys", error="no such key")
-        if key.revoked_at is None:
-            await context.store.run(partial(SmsStore.revoke_api_key, key_id=key_id, now=context.clock()))
-            context.forget(key_id)
         return _back("/keys", flash=f"key {key_id} revoked")
     channel = str(form.get("channel", ""))
     if channel not in CHANNELS:
@@ -555,10 +547,7 @@ async def keys_change(request: Request) -> Response:
 
 
 @router.get("/subaccounts")
-async def subaccounts(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def subaccounts(request: Request, session: PageSession) -> Response:
     context = _context(request)
     me = await context.account(session.username)
     subs = [await context.account(name) for name in me.sub_accounts]
@@ -566,12 +555,8 @@ async def subaccounts(request: Request) -> Response:
 
 
 @router.post("/subaccounts")
-async def transfer(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def transfer(request: Request, session: PageSession, form: PostedForm) -> Response:
     context = _context(request)
-    form = await _form(request, session)
     me = await context.account(session.username)
     to = str(form.get("to", ""))
     amount_text = str(form.get("amount", "")).strip()
@@ -590,10 +575,7 @@ async def transfer(request: Request) -> Response:
 
 
 @router.get("/ledger")
-async def ledger(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def ledger(request: Request, session: PageSession) -> Response:
     account = await _which(request, session)
     entries = await _context(request).store.run(partial(SmsStore.ledger, username=account))
     return await _page(request, "ledger.html", session, entries=list(reversed(entries))[: PAGE * 10], account=account)
@@ -620,45 +602,30 @@ async def _webhook_rows(context: WebContext, username: str) -> list[dict[str, An
 
 
 @router.get("/webhooks")
-async def webhooks_page(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def webhooks_page(request: Request, session: PageSession) -> Response:
     rows = await _webhook_rows(_context(request), session.username)
     return await _page(request, "webhooks.html", session, rows=rows, events=WEBHOOK_EVENTS, secret=None)
 
 
 @router.post("/webhooks")
-async def webhooks_change(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def webhooks_change(request: Request, session: PageSession, form: PostedForm) -> Response:
     context = _context(request)
-    form = await _form(request, session)
     action, url = form.get("action"), str(form.get("url", "")).strip()
-    hooks = dict((await context.account(session.username)).webhooks)
-    if action == "add":
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return _back("/webhooks", error=f"{url!r} is not an http:// or https:// URL")
-        events = [event for event in WEBHOOK_EVENTS if form.get(f"event_{event}")] or list(WEBHOOK_EVENTS)
-        secret = new_secret()
-        try:
-            await context.store.run(
-                partial(SmsStore.add_webhook, username=session.username, url=url, secret=secret, events=events)
-            )
-        except DomainError as error:
-            return _back("/webhooks", error=str(error))
-        return await _secret_page(request, session, url, secret)
-    if url not in hooks:
-        return _back("/webhooks", error="no such webhook")
-    if action == "remove":
-        await context.store.run(partial(SmsStore.remove_webhook, username=session.username, url=url))
-        return _back("/webhooks", flash=f"webhook {url} removed")
-    if action == "rotate":
-        secret = new_secret()
-        await context.store.run(partial(SmsStore.rotate_webhook_secret, username=session.username, url=url, secret=secret))
-        return await _secret_page(request, session, url, secret)
+    try:
+        if action == "add":
+            events = [event for event in WEBHOOK_EVENTS if form.get(f"event_{event}")] or list(WEBHOOK_EVENTS)
+            secret = await intents.add_webhook(context, session.username, url, events)
+            return await _secret_page(request, session, url, secret)
+        if url not in await intents.webhooks_of(context, session.username):
+            return _back("/webhooks", error="no such webhook")
+        if action == "remove":
+            await intents.remove_webhook(context, session.username, url)
+            return _back("/webhooks", flash=f"webhook {url} removed")
+        if action == "rotate":
+            _, secret = await intents.rotate_webhook(context, session.username, url)
+            return await _secret_page(request, session, url, secret)
+    except ApiError as refused:
+        return _back("/webhooks", error=refused.message)
     if action == "replay":
         since = str(form.get("since", "")).strip() or "0"
         until = str(form.get("until", "")).strip() or None
@@ -680,10 +647,7 @@ async def _secret_page(request: Request, session: Session, url: str, secret: str
 
 
 @router.get("/chart")
-async def chart(request: Request) -> Response:
-    session = session_of(request)
-    if session is None:
-        return _login_redirect(request)
+async def chart(request: Request, session: PageSession) -> Response:
     account = await _which(request, session)
     by = "day" if request.query_params.get("by") == "day" else "hour"
     span = timedelta(days=30) if by == "day" else timedelta(hours=48)

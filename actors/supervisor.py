@@ -54,7 +54,8 @@ from actors.validator import run_validator
 from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
-from eventstore.store import SmsStore, open_store
+from eventstore.leases import open_leases
+from eventstore.store import SmsStore, open_store, store_env
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -119,6 +120,10 @@ async def run_service(
     settings.local_dir.mkdir(parents=True, exist_ok=True)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
+    # What this node holds among several (files being processed, names being picked up); closed
+    # last, after this node's open attempts are recorded as paused, so no other node resumes a
+    # file before that.
+    leases = open_leases(store_env(settings.data_dir, settings.store))
     try:
         if pass_one is not None:
             try:
@@ -157,6 +162,7 @@ async def run_service(
                 filed=filed,
                 clock=clock,
                 pass_one=pass_one,
+                leases=leases,
             )
             with arrivals_receive:
                 for _ in range(settings.file_workers):
@@ -298,6 +304,7 @@ async def run_service(
             await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
+            await trio.to_thread.run_sync(leases.close)
         store.close()
 
 

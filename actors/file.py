@@ -1083,6 +1083,7 @@ async def recover(context: FileContext) -> int:
                 continue
             context.in_flight.held.discard(file.id)  # released by `sftpsms files reprocess`
             ran += 1
+            log.info("file=%s account=%s file_id=%s resumed from work/", quoted(file.name), file.account, file_id)
             if file.status == "completed":
                 await file_away(context, file_id)
             else:

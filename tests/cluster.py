@@ -201,7 +201,12 @@ class Node:
     sftp_port: int
     http_port: int
     service: Service | None = None
-    stack: ExitStack = field(default_factory=ExitStack)
+    stack: ExitStack = field(default_factory=ExitStack)  # a new one at each start
+
+    def close(self) -> None:
+        """Stop the node if it runs (SIGTERM, then SIGKILL after 10 s)."""
+        self.stack.close()
+        self.service = None
 
 
 @dataclass
@@ -290,7 +295,7 @@ def running_cluster(
     try:
         with ExitStack() as stack:
             for node in nodes.values():
-                stack.callback(lambda node=node: node.stack.close())
+                stack.callback(node.close)
             starting = [start_soon(cluster, name) for name in names]
             for name, wait in zip(names, starting, strict=True):
                 wait()

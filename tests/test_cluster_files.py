@@ -20,6 +20,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
@@ -29,7 +31,7 @@ import paramiko
 
 from actors.sftp_server import ensure_host_key
 from eventstore.domain import file_id
-from eventstore.store import open_store
+from eventstore.store import Receipt, SmsStore, open_store
 from tests.cluster import (
     POSTGRES,
     SCHEMA_PREFIX,
@@ -48,6 +50,7 @@ from tests.cluster import (
 # 20 s to keep CI time down.
 ROLLING_SECONDS = float(os.environ.get("SFTPSMS_TEST_ROLLING_SECONDS", "20"))
 BIG = 50_000
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
 
@@ -94,6 +97,36 @@ def test_nodes_opening_a_new_store_at_the_same_moment_all_open_it(tmp_path: Path
             for store in opened:
                 store.close()
             drop_schema(url.rpartition("=")[2])
+
+
+@needs_postgres
+def test_nodes_receiving_one_name_at_the_same_moment_record_one_receipt(tmp_path: Path) -> None:
+    """The FileName aggregate's optimistic concurrency across stores of their own (as nodes): the
+    same upload seen by several nodes is one receipt, resumed by the others; another upload of
+    the name meanwhile is a duplicate, never a second receipt in flight."""
+    url = f"{POSTGRES}?schema={SCHEMA_PREFIX}receipt_{uuid.uuid4().hex[:12]}"
+    stores = [open_store(tmp_path, url) for _ in range(4)]
+    try:
+        stores[0].create_account(username="acme", password_hash="x", email=None, country="ZA", created_at=NOW)
+        for trial, fingerprints in enumerate((["same"] * 4, ["one", "two", "three", "four"])):
+            receipts, errors = _at_once(4, partial(_receive, list(zip(stores, fingerprints, strict=True)), f"upload-{trial}.json"))
+            assert not errors, errors
+            pending = {r.file_id for r in receipts if r.duplicate_of is None}
+            assert len(pending) == 1, receipts  # one receipt in flight, whoever won
+            if trial == 0:
+                assert {r.file_id for r in receipts} == pending and sum(not r.resumed for r in receipts) == 1
+            else:
+                assert len({r.file_id for r in receipts}) == 4  # the three others: duplicates of it
+    finally:
+        for store in stores:
+            store.close()
+        drop_schema(url.rpartition("=")[2])
+
+
+def _receive(racers: list[tuple[SmsStore, str]], name: str) -> Receipt:
+    """One racer's receipt of `name`: each call takes the next (store, fingerprint) of `racers`."""
+    store, fingerprint = racers.pop()  # atomic: each thread gets its own
+    return store.receive_file(account="acme", name=name, size=1, fingerprint=fingerprint, now=NOW)
 
 
 def _add_account(cluster: Cluster, username: str, credits: int) -> None:

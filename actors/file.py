@@ -190,6 +190,18 @@ async def hold(context: FileContext, key: str) -> bool:
     return await trio.to_thread.run_sync(context.leases.try_hold, key)
 
 
+class LeaseLost(Exception):
+    """This node no longer holds a file's lease (its store connection broke): another node may run
+    the file now, so this one stops writing for it."""
+
+
+def check_lease(context: FileContext, file_id: UUID) -> None:
+    """Raise LeaseLost unless this node still holds `file_id`'s lease (no round trip: what the
+    lease connection last showed)."""
+    if not context.leases.holds(file_lease(file_id)):
+        raise LeaseLost(f"file {file_id}: this node lost its lease")
+
+
 async def release(context: FileContext, key: str) -> None:
     """Give the lease `key` up, even while cancelled (a stop closes every lease anyway)."""
     with trio.CancelScope(shield=True):
@@ -454,7 +466,8 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
     accepted yet; held in work/ otherwise (its credits are reserved and messages may be queued),
     until `sftpsms files reprocess`. A full disk pauses the file (not its fault): it stays in work/
     and recovery tries it again. A stop leaves the attempt open in InFlight; the supervisor ends
-    it as paused once every actor has stopped.
+    it as paused once every actor has stopped. A node that finds it lost the file's lease (between
+    phases: accept, queueing, completion) stops there and leaves the file to the lease's holder.
     """
     in_flight = context.in_flight
     settings = context.settings
@@ -487,6 +500,7 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
         number = attempt.number
         in_flight.attempts[file_id] = number
         try:
+            check_lease(context, file_id)
             if file.status == "received" and folders.is_zip(file.name):
                 await _run_envelope(context, file)
             elif file.status in ("received", "accepted"):
@@ -494,6 +508,12 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
             in_flight.attempts.pop(file_id, None)
             break
         except Exception as error:
+            if isinstance(error, LeaseLost):
+                # Left to the node that holds the lease now: it ends this attempt (not counted
+                # against the file when it had made progress) and runs the file to its end.
+                log.warning("file=%s account=%s file_id=%s attempt=%d stopped: %s", quoted(file.name), file.account, file.id, number, error)
+                in_flight.attempts.pop(file_id, None)
+                return
             if is_disk_full(error):
                 log.warning(
                     "file=%s account=%s file_id=%s paused, the disk is full (%s): tried again later",
@@ -761,6 +781,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     assert plan is not None
     checked = time.perf_counter()
     summary = plan_summary(plan)
+    check_lease(context, file.id)
     try:
         await context.store.run(lambda s: s.accept_file(file.id, credits=plan.credits, summary=summary))
     except InsufficientBalance as short:
@@ -781,6 +802,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
         )
         (await receive.receive()).unwrap()
     queued = time.perf_counter()
+    check_lease(context, file.id)
     now = context.clock()
     await context.store.run(lambda s: s.complete_file(file.id, now))
     # Where a file's time went (seconds): to tell pass 1 from pass 2 from the rest.

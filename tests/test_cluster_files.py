@@ -27,6 +27,7 @@ from typing import TypeVar
 from uuid import UUID
 
 import asyncssh
+import httpx
 import paramiko
 
 from actors.sftp_server import ensure_host_key
@@ -150,6 +151,9 @@ def test_uploads_through_either_door_and_files_both_sweeps_see_are_each_processe
     with running_cluster(tmp_path) as cluster:
         # the nodes started at the same moment: one host key, whichever node answers
         assert len({_host_key(cluster) for _ in range(6)}) == 1
+        assert cluster.balancer is not None  # and the HTTP doors answer through it too
+        for _ in range(2):
+            assert httpx.get(f"http://127.0.0.1:{cluster.balancer.http_port}/health", timeout=10).status_code == 200
         _add_account(cluster, "acme", credits=1000)
         doors = [f"door-{i}.json" for i in range(8)]
         for i, name in enumerate(doors):

@@ -9,18 +9,26 @@ Several workers share one inbox. Per file:
   6. pass 2: the contact-batch actor turns the spool into MessageQueued events, batch by batch;
   7. FileCompleted, then the report and the file land in Processed or Errors, and the status email.
 Every step is idempotent, so `recover` can run any file left in work/ to its end after a crash.
+
+Several nodes share the data directory on a PostgreSQL store: any node's door or sweep may see an
+upload, and every node's recovery sees every work/ entry. Two leases (eventstore/leases.py) keep a
+file to one node at a time: `upload:<account>/<name>` while a node picks a name up (what InFlight's
+name claims are within one process), and `file:<file id>` while a node processes the file. A node
+that dies loses both with its store connection, and another node's recovery takes its work/
+entries over within takeover_interval seconds. On SQLite (one node) every lease is granted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -41,6 +49,7 @@ from actors.projector import Projector
 from actors.writer import StoreClient
 from eventstore import controls
 from eventstore.domain import MAX_ERRORS_IN_EVENT, File, InsufficientBalance
+from eventstore.leases import Leases, LocalLeases
 from eventstore.projections import ReadModels
 from eventstore.store import Attempt, SmsStore
 from sftpsms import filing, folders
@@ -124,6 +133,7 @@ class InFlight:
         self.unknown: set[UUID] = set()  # work/ entries the store does not know (logged once)
         self.broken: set[UUID] = set()  # files whose recovery raised (logged once)
         self.abandoned: set[UUID] = set()  # files whose pass 1 did not stop when told (a failure)
+        self.next_look: dict[UUID, float] = {}  # work/ entries recovery left: when it looks again (trio time)
 
     def claim_file(self, file_id: UUID) -> bool:
         if file_id in self._files:
@@ -162,6 +172,40 @@ class FileContext:
     filed: trio.MemorySendChannel[FileFiled] | None = None
     clock: Clock = utc_now
     pass_one: PassOneWorkers | None = None  # warm processes sharing pass 1 of big files
+    leases: Leases = field(default_factory=LocalLeases)  # what this node holds among several
+
+
+def upload_lease(account: str, key: str) -> str:
+    """The lease of an upload's name while a node picks it up (`key`: an InFlight name)."""
+    return f"upload:{account}/{key}"
+
+
+def file_lease(file_id: UUID) -> str:
+    """The lease of a file while a node processes it."""
+    return f"file:{file_id}"
+
+
+async def hold(context: FileContext, key: str) -> bool:
+    """Take the lease `key` for this node (False: another node holds it)."""
+    return await trio.to_thread.run_sync(context.leases.try_hold, key)
+
+
+class LeaseLost(Exception):
+    """This node no longer holds a file's lease (its store connection broke): another node may run
+    the file now, so this one stops writing for it."""
+
+
+def check_lease(context: FileContext, file_id: UUID) -> None:
+    """Raise LeaseLost unless this node still holds `file_id`'s lease (no round trip: what the
+    lease connection last showed)."""
+    if not context.leases.holds(file_lease(file_id)):
+        raise LeaseLost(f"file {file_id}: this node lost its lease")
+
+
+async def release(context: FileContext, key: str) -> None:
+    """Give the lease `key` up, even while cancelled (a stop closes every lease anyway)."""
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(context.leases.release, key)
 
 
 async def run_file_worker(
@@ -227,6 +271,20 @@ def _work_path(settings: Settings, file_id: UUID, name: str) -> Path:
 async def process_arrival(arrived: FileArrived, context: FileContext) -> None:
     if not arrived.path.exists():
         return  # deleted by the client, or already picked up by someone else
+    # Another node's door or sweep may see the same upload: the one that holds its name's lease
+    # picks it up; the others find it gone from Send_SMS once they hold it in turn.
+    lease = upload_lease(arrived.account, arrived.name)
+    if not await hold(context, lease):
+        log.debug("file=%s account=%s picked up by another node", quoted(arrived.name), arrived.account)
+        return
+    try:
+        if await trio.to_thread.run_sync(arrived.path.exists):
+            await _process_held_arrival(arrived, context)
+    finally:
+        await release(context, lease)
+
+
+async def _process_held_arrival(arrived: FileArrived, context: FileContext) -> None:
     if is_control(arrived.name):  # `<name>.cancel|pause|resume`: a request, never a file to send
         await run_control_file(
             settings=context.settings,
@@ -267,9 +325,15 @@ async def receive_and_run(
             envelope=envelope,
         )
     )
-    log.info("file=%s account=%s file_id=%s received", quoted(name), account, receipt.file_id)
     if not context.in_flight.claim_file(receipt.file_id):
         return receipt.file_id  # a resumed receipt that recovery is running now
+    lease = file_lease(receipt.file_id)
+    if not await hold(context, lease):
+        # A resumed receipt another node runs now (its recovery took the file over).
+        context.in_flight.release_file(receipt.file_id)
+        log.info("file=%s account=%s file_id=%s processed by another node", quoted(name), account, receipt.file_id)
+        return receipt.file_id
+    log.info("file=%s account=%s file_id=%s received", quoted(name), account, receipt.file_id)
     try:
         await trio.to_thread.run_sync(folders.move, path, _work_path(context.settings, receipt.file_id, name))
         if incomplete:
@@ -283,6 +347,7 @@ async def receive_and_run(
             return receipt.file_id
         await file_away(context, receipt.file_id)
     finally:
+        await release(context, lease)
         context.in_flight.release_file(receipt.file_id)
     return receipt.file_id
 
@@ -401,7 +466,8 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
     accepted yet; held in work/ otherwise (its credits are reserved and messages may be queued),
     until `sftpsms files reprocess`. A full disk pauses the file (not its fault): it stays in work/
     and recovery tries it again. A stop leaves the attempt open in InFlight; the supervisor ends
-    it as paused once every actor has stopped.
+    it as paused once every actor has stopped. A node that finds it lost the file's lease (between
+    phases: accept, queueing, completion) stops there and leaves the file to the lease's holder.
     """
     in_flight = context.in_flight
     settings = context.settings
@@ -434,6 +500,7 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
         number = attempt.number
         in_flight.attempts[file_id] = number
         try:
+            check_lease(context, file_id)
             if file.status == "received" and folders.is_zip(file.name):
                 await _run_envelope(context, file)
             elif file.status in ("received", "accepted"):
@@ -441,6 +508,12 @@ async def run_file(context: FileContext, file_id: UUID) -> None:
             in_flight.attempts.pop(file_id, None)
             break
         except Exception as error:
+            if isinstance(error, LeaseLost):
+                # Left to the node that holds the lease now: it ends this attempt (not counted
+                # against the file when it had made progress) and runs the file to its end.
+                log.warning("file=%s account=%s file_id=%s attempt=%d stopped: %s", quoted(file.name), file.account, file.id, number, error)
+                in_flight.attempts.pop(file_id, None)
+                return
             if is_disk_full(error):
                 log.warning(
                     "file=%s account=%s file_id=%s paused, the disk is full (%s): tried again later",
@@ -708,6 +781,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
     assert plan is not None
     checked = time.perf_counter()
     summary = plan_summary(plan)
+    check_lease(context, file.id)
     try:
         await context.store.run(lambda s: s.accept_file(file.id, credits=plan.credits, summary=summary))
     except InsufficientBalance as short:
@@ -728,6 +802,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
         )
         (await receive.receive()).unwrap()
     queued = time.perf_counter()
+    check_lease(context, file.id)
     now = context.clock()
     await context.store.run(lambda s: s.complete_file(file.id, now))
     # Where a file's time went (seconds): to tell pass 1 from pass 2 from the rest.
@@ -1006,9 +1081,16 @@ async def recover(context: FileContext) -> int:
     work_dir = context.settings.work_dir
     entries = await trio.to_thread.run_sync(_work_entries, work_dir)
     ran = 0
+    in_flight = context.in_flight
     for file_id in entries:
-        if not context.in_flight.claim_file(file_id):
+        if in_flight.next_look.get(file_id, -math.inf) > trio.current_time():
+            continue  # left by this node's last run of it (a full disk, an error): not yet
+        if not in_flight.claim_file(file_id):
             continue
+        lease = file_lease(file_id)
+        if not await hold(context, lease):
+            in_flight.release_file(file_id)
+            continue  # another node runs it now
         try:
             try:
                 file = await context.store.run(partial(SmsStore.file, file=file_id))
@@ -1023,10 +1105,13 @@ async def recover(context: FileContext) -> int:
                 continue
             context.in_flight.held.discard(file.id)  # released by `sftpsms files reprocess`
             ran += 1
+            log.info("file=%s account=%s file_id=%s resumed from work/", quoted(file.name), file.account, file_id)
             if file.status == "completed":
                 await file_away(context, file_id)
             else:
                 await run_file(context, file_id)
+            if await trio.to_thread.run_sync((work_dir / str(file_id)).exists):
+                in_flight.next_look[file_id] = trio.current_time() + context.settings.work_retry_interval
         except Exception as error:
             # One file's trouble never holds up the others, nor fills the log at every look.
             if is_disk_full(error):
@@ -1034,8 +1119,10 @@ async def recover(context: FileContext) -> int:
             elif file_id not in context.in_flight.broken:
                 context.in_flight.broken.add(file_id)
                 log.exception("file_id=%s cannot be recovered now: tried again at each look, logged once", file_id)
+            in_flight.next_look[file_id] = trio.current_time() + context.settings.work_retry_interval
         finally:
-            context.in_flight.release_file(file_id)
+            await release(context, lease)
+            in_flight.release_file(file_id)
     return ran
 
 

@@ -1,6 +1,10 @@
 """Recovery: runs the files a stop, a crash or a full disk left in work/ to their end, in the
 background (start-up never waits on it: the doors open first), and looks again every
-work_retry_interval seconds, so a file paused by a full disk carries on once space is freed."""
+work_retry_interval seconds, so a file paused by a full disk carries on once space is freed.
+
+With several nodes (a PostgreSQL store) it looks every takeover_interval seconds, and runs only the
+work/ entries whose lease it can take: a live node's files are left to it, and a dead node's are
+taken over within seconds (its leases died with its store connection)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import trio
 
 from actors.faults import is_disk_full
 from actors.file import FileContext, recover
+from sftpsms.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -37,4 +42,11 @@ async def run_recovery(
             else:
                 log.exception("recovery failed: tried again later")
         first = False
-        await trio.sleep(context.settings.work_retry_interval)
+        await trio.sleep(look_interval(context.settings))
+
+
+def look_interval(settings: Settings) -> float:
+    """Seconds between two looks at work/: other nodes' files are taken over sooner."""
+    if settings.store:
+        return min(settings.work_retry_interval, settings.takeover_interval)
+    return settings.work_retry_interval

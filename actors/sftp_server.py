@@ -25,6 +25,7 @@ import errno
 import logging
 import os
 import resource
+import secrets
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -682,14 +683,29 @@ class _SftpServer(asyncssh.SFTPServer):
 
 
 def ensure_host_key(path: Path) -> asyncssh.SSHKey:
-    """The server's host key, generated (ed25519, mode 0600) on first use."""
+    """The server's host key, generated (ed25519, mode 0600) on first use.
+
+    Every node of a cluster reads it from the shared data directory, so a client behind the load
+    balancer never sees the key change. Nodes starting at the same moment each generate one, but
+    only one is ever published: written whole under a name of its own, then linked to `path`
+    (os.link never replaces, atomic on NFS too); whoever loses reads the winner's."""
     if path.exists():
         return asyncssh.read_private_key(str(path))
     key = asyncssh.generate_private_key("ssh-ed25519")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(key.export_private_key())
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(key.export_private_key())
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return asyncssh.read_private_key(str(path))  # another node's, published first
+    finally:
+        temporary.unlink(missing_ok=True)
     return key
 
 

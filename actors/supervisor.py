@@ -55,7 +55,7 @@ from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
 from eventstore.leases import open_leases
-from eventstore.store import SmsStore, open_store
+from eventstore.store import SmsStore, open_store, store_env
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -118,9 +118,12 @@ async def run_service(
     """
     store = open_store(settings.data_dir, settings.store)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
-    leases = open_leases(store.env)  # work with one owner at a time among the nodes on this store
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
+    # What this node holds among several (files being processed, names being picked up); closed
+    # last, after this node's open attempts are recorded as paused, so no other node resumes a
+    # file before that.
+    leases = open_leases(store_env(settings.data_dir, settings.store))
     try:
         if pass_one is not None:
             try:
@@ -159,6 +162,7 @@ async def run_service(
                 filed=filed,
                 clock=clock,
                 pass_one=pass_one,
+                leases=leases,
             )
             with arrivals_receive:
                 for _ in range(settings.file_workers):
@@ -300,7 +304,7 @@ async def run_service(
             await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
-        leases.close()
+            await trio.to_thread.run_sync(leases.close)
         store.close()
 
 

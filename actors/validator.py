@@ -49,9 +49,12 @@ from actors.file import (
     envelope_warnings,
     extract_envelope,
     failed_report,
+    hold,
     plan_summary,
     plan_upload,
     processed_report,
+    release,
+    upload_lease,
 )
 from actors.session import validation_key
 from eventstore.contact_rows import spooled_errors
@@ -133,7 +136,18 @@ async def run_validator(
 
 
 async def validate(context: FileContext, arrived: FileArrived) -> None:
-    """Validate one upload of Validate (or resume one from its working folder) to its reports."""
+    """Validate one upload of Validate (or resume one from its working folder) to its reports.
+    Among several nodes, the one holding the name's lease does; the others find it done."""
+    lease = upload_lease(arrived.account, validation_key(arrived.name))
+    if not await hold(context, lease):
+        return  # another node validates it now
+    try:
+        await _validate(context, arrived)
+    finally:
+        await release(context, lease)
+
+
+async def _validate(context: FileContext, arrived: FileArrived) -> None:
     started = time.perf_counter()
     if is_resumption(context.settings, arrived.path):
         if not arrived.path.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -193,24 +194,42 @@ def open_store(data_dir: Path, store: str | None = None) -> SmsStore:
     data_dir.mkdir(parents=True, exist_ok=True)
     url = store if store is not None else os.environ.get(STORE_VARIABLE, "")
     env = store_env(data_dir, url)
-    if env.get("POSTGRES_SCHEMA"):
-        ensure_schema(env)
-    return SmsStore(env=env)
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.postgres":
+        return SmsStore(env=env)
+    with creating_tables(env):
+        return SmsStore(env=env)
 
 
-def ensure_schema(env: Mapping[str, str]) -> None:
-    """eventsourcing makes its tables in POSTGRES_SCHEMA but not the schema itself."""
+@contextmanager
+def creating_tables(env: Mapping[str, str]) -> Iterator[None]:
+    """Hold PostgreSQL's lock on making the store's schema and tables: nodes starting at the same
+    moment would otherwise race in CREATE TABLE IF NOT EXISTS (a duplicate pg_type row, "tuple
+    concurrently updated"). eventsourcing makes its tables in POSTGRES_SCHEMA but not the schema
+    itself: made here first."""
     import psycopg
     from psycopg import sql
 
+    from eventstore.leases import lock_id
+
+    schema = env.get("POSTGRES_SCHEMA", "")
     with psycopg.connect(
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
         password=env["POSTGRES_PASSWORD"] or None, connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
     ) as connection:
+        lock = lock_id(f"{schema}:store-tables")
+        connection.execute("SELECT pg_advisory_lock(%s)", (lock,))
         try:
-            connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(env["POSTGRES_SCHEMA"])))
-        except psycopg.errors.UniqueViolation:
-            pass  # another process made it at the same moment
+            if schema:
+                connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+
+
+def ensure_schema(env: Mapping[str, str]) -> None:
+    """The store's PostgreSQL schema, made if missing."""
+    with creating_tables(env):
+        pass
 
 
 class SmsStore(Application[UUID]):

@@ -38,6 +38,10 @@ class Settings:
     file_time_budget: float = 900.0  # seconds pass 1 of one file may take; past it the attempt fails
     file_max_failures: int = 2  # failed attempts (raised, over budget, crashed) before a file is quarantined
     work_retry_interval: float = 10.0  # seconds between looks at work/ for files to resume (a full disk, ...)
+    # Several nodes (a PostgreSQL store): seconds between looks at work/ for files whose node died
+    # (their lease is free), so another node takes them over; files this node left are tried again
+    # every work_retry_interval only.
+    takeover_interval: float = 2.0
     max_parts: int = 10  # a message longer than this many SMS parts is a contact error
     # Limits on an uploaded file (sftpsms.limits.Limits, PRODUCT.md §7); over one: File.Corrupt or
     # File.ParseError with a detail naming the field.

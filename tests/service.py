@@ -33,9 +33,10 @@ class Service:
     process: subprocess.Popen[str]
     log_path: Path
     http_port: int | None = None  # the inbound HTTP endpoint, when started with --http-port
+    store_url: str | None = None  # the service's --store (None: SFTPSMS_STORE, else SQLite)
 
     def store(self) -> SmsStore:
-        return open_store(self.data_dir)
+        return open_store(self.data_dir, self.store_url)
 
     def add_account(
         self,
@@ -145,9 +146,16 @@ def askpass_env(password: str) -> Iterator[dict[str, str]]:
 
 
 @contextmanager
-def running_service(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Service]:
+def running_service(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, log_path: Path | None = None,
+    store_url: str | None = None,
+) -> Iterator[Service]:
+    """`sftpsms serve` on `data_dir` (with `--store store_url` when given) until the block ends
+    (SIGTERM, then SIGKILL after 10 s). Its log goes to `log_path` (default data_dir/server.log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "server.log"
+    log_path = log_path or data_dir / "server.log"
+    if store_url is not None:
+        extra = ("--store", store_url, *extra)
     log = log_path.open("a")  # a restarted service appends, so one log tells the whole story
     environment = dict(os.environ, SFTPSMS_SWEEP_INTERVAL="0.5", **(env or {}))
     process = subprocess.Popen(
@@ -173,7 +181,7 @@ def running_service(data_dir: Path, *extra: str, env: dict[str, str] | None = No
         if port is None:
             process.kill()
             raise AssertionError(f"server did not start:\n{log_path.read_text()}")
-        yield Service(data_dir, port, process, log_path, http_port)
+        yield Service(data_dir, port, process, log_path, http_port, store_url)
     finally:
         if process.poll() is None:
             process.terminate()

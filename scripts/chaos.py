@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from eventstore.domain import message_id  # noqa: E402
 from eventstore.store import SmsStore, open_store  # noqa: E402
+from sftpsms.config import Settings  # noqa: E402
 from tests.service import READY, Service  # noqa: E402
 
 ACCOUNT = "chaos"
@@ -92,6 +93,7 @@ class Chaos:
     starts: int = 0
     _seen: int = 0  # the last event-store row counted
     _counts: Counter[str] = field(default_factory=Counter)
+    _store: SmsStore | None = None  # the log read for progress on PostgreSQL
 
     @contextmanager
     def service(self) -> Iterator[Service]:
@@ -129,7 +131,10 @@ class Chaos:
 
     def progress(self) -> tuple[int, int, int]:
         """(batches sealed, messages submitted, statuses reported) so far: counted from the event
-        store's table as it grows (SQLite, the default store), a few new rows per look."""
+        store's table as it grows (SQLite, the default store), a few new rows per look; on a
+        PostgreSQL store (SFTPSMS_STORE), from its notification log."""
+        if self.env.get("SFTPSMS_STORE") or os.environ.get("SFTPSMS_STORE"):
+            return self._progress_from_log()
         path = self.data / "events.db"
         if not path.exists():
             return 0, 0, 0
@@ -149,6 +154,20 @@ class Chaos:
             self._counts[topic] += count
             self._seen = max(self._seen, last)
         return self._counts[SEALED], self._counts[SUBMITTED], self._counts[REPORTED]
+
+    def _progress_from_log(self) -> tuple[int, int, int]:
+        if self._store is None:
+            self._store = open_store(self.data)
+        while page := self._store.notifications(self._seen, 5000, topics=[SEALED, SUBMITTED, REPORTED]):
+            for notification in page:
+                self._counts[notification.topic] += 1
+            self._seen = page[-1].id
+        return self._counts[SEALED], self._counts[SUBMITTED], self._counts[REPORTED]
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def wait(self, service: Service, done: Callable[[tuple[int, int, int]], bool], timeout: float) -> tuple[int, int, int]:
         deadline = time.monotonic() + timeout
@@ -338,7 +357,7 @@ def prove(data: Path, contacts: int) -> Totals:
                 totals.refunded += amount
     finally:
         store.close()
-    journal = data / "simulator"
+    journal = Settings.from_env(data_dir=data).simulator_dir  # the node's own folder on PostgreSQL
     for line in (journal / "accepted.log").read_text().splitlines():
         fields = line.split(" ")
         if len(fields) >= 2:
@@ -384,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         except RunFailed as error:
             print(f"RUN FAILED: {error}", flush=True)
             return 2
+        finally:
+            chaos.close()
         elapsed = time.monotonic() - started
         totals = prove(data, args.contacts)
         print(f"kills               {len(chaos.kills)} ({', '.join(chaos.kills)}), starts {chaos.starts}, {elapsed:.0f} s")

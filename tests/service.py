@@ -19,11 +19,21 @@ from typing import Any
 import paramiko
 
 from eventstore.store import SmsStore, open_store
+from sftpsms.config import Settings
 from sftpsms.passwords import hash_password
 
 LEGACY = datetime(2023, 1, 1, tzinfo=UTC)
 READY = re.compile(r"sftp on [\d.]+:(\d+)")
 HTTP_READY = re.compile(r"http on [\d.]+:(\d+)")
+
+
+def count_events(store: SmsStore, kind: str) -> int:
+    """How many events of the class named `kind` the store's log holds, on either backend."""
+    count, position = 0, 0
+    while notifications := store.notifications(position, 5000):
+        count += sum(1 for n in notifications if n.topic.endswith(f".{kind}"))
+        position = notifications[-1].id
+    return count
 
 
 @dataclass
@@ -37,6 +47,20 @@ class Service:
 
     def store(self) -> SmsStore:
         return open_store(self.data_dir, self.store_url)
+
+    @property
+    def settings(self) -> Settings:
+        """The service's settings as the test's environment gives them: where its node keeps its
+        own files (read models, history, simulator journal) on either store."""
+        return Settings.from_env(data_dir=self.data_dir)
+
+    def count_events(self, kind: str) -> int:
+        """How many events of the class named `kind` (e.g. MessageQueued) the store holds."""
+        store = self.store()
+        try:
+            return count_events(store, kind)
+        finally:
+            store.close()
 
     def add_account(
         self,

@@ -35,7 +35,7 @@ reply_text = "STOP"
 def _settled(service: Service, account: str, expected: int) -> list[dict[str, Any]]:
     """Wait until `expected` messages of the account have their final status."""
     store = service.store()
-    history = History(service.data_dir / "history.db")
+    history = History(service.settings.history_db)
     try:
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline:
@@ -130,7 +130,7 @@ def test_rebuild_verify_finds_live_and_fresh_equal(workload: Service) -> None:
 
 
 def test_rebuild_verify_finds_a_tampered_read_model_and_rebuild_repairs_it(workload: Service) -> None:
-    with sqlite3.connect(workload.data_dir / "history.db") as db:
+    with sqlite3.connect(workload.settings.history_db) as db:
         db.execute("UPDATE messages SET text = 'changed' WHERE id = (SELECT min(id) FROM messages)")
     result = workload.cli("readmodels", "rebuild", "--verify")
     assert result.returncode == 1

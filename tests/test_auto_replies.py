@@ -230,7 +230,7 @@ def test_a_simulated_help_reply_gets_one_help_answer_charged_and_delivered(tmp_p
         reserved = [e for e in events_of(service, account_id("acme")) if isinstance(e, Account.CreditsReserved)]
         assert [(e.file_id, e.amount) for e in reserved] == [(str(file_id), 1), (str(reply), 1)]
         time.sleep(1.0)  # a reply to the answer would come within 0.4 s
-        accepted = (service.data_dir / "simulator" / "accepted.log").read_text().splitlines()
+        accepted = (service.settings.simulator_dir / "accepted.log").read_text().splitlines()
         assert len(accepted) == 2 and sum(queued.message_id in line for line in accepted) == 1
 
 

@@ -10,6 +10,8 @@ from types import ModuleType
 
 import pytest
 
+from sftpsms.config import Settings
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "chaos.py"
 CONTACTS = 2000
 
@@ -50,7 +52,7 @@ def test_the_proof_catches_a_message_the_simulator_got_twice_and_one_without_a_s
     chaos_run: tuple[ModuleType, Path, int],
 ) -> None:
     chaos, data, _ = chaos_run
-    journal = data / "simulator" / "accepted.log"
+    journal = Settings.from_env(data_dir=data).simulator_dir / "accepted.log"
     first = journal.read_text().splitlines()[0]
     with journal.open("a") as out:
         out.write(first + "\n")

@@ -23,6 +23,7 @@ import pytest
 
 from eventstore.domain import ContactBatch, File, batch_id
 from eventstore.store import open_store
+from sftpsms.config import Settings
 from tests.service import Service, running_service
 
 
@@ -314,7 +315,7 @@ def test_sigterm_during_dispatch_stops_at_once_and_no_message_is_submitted_twice
         wait_for(lambda: submitted(data) >= contacts, service, what="the rest of the dispatch")
         time.sleep(0.5)  # a few more rounds: nothing more may be submitted
     assert submitted(data) == contacts
-    journal = (data / "simulator" / "accepted.log").read_text().split("\n")
+    journal = (Settings.from_env(data_dir=data).simulator_dir / "accepted.log").read_text().split("\n")
     accepted = Counter(line.split(" ")[0] for line in journal if line)
     assert len(accepted) == contacts and set(accepted.values()) == {1}, "the simulator got a message twice"
 

@@ -18,6 +18,7 @@ from eventstore.domain import ContactBatch, DeliveryLog, message_id
 from eventstore.history import History, HistoryError, HistoryQuery, table_digests
 from eventstore.store import SmsStore
 from sftpsms.cli import main
+from tests.backends import sqlite_only
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -223,6 +224,7 @@ def test_sql_and_general_paths_in_any_steps_and_a_rebuild_give_identical_content
     assert table_digests(whole.conn) == expected
 
 
+@sqlite_only  # the indexes are deferred by the SQL path only, which reads SQLite's events file
 def test_a_catch_up_far_behind_builds_the_message_indexes_once_at_the_end(
     store: SmsStore, tmp_path: Path, populated: dict[str, UUID]
 ) -> None:

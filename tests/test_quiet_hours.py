@@ -133,7 +133,7 @@ def refunded(store: SmsStore, account: str) -> int:
 
 
 def quiet_counts(store: SmsStore, data_dir: Path, file: UUID) -> tuple[int, int] | None:
-    models = ReadModels(data_dir / "readmodels.db")
+    models = ReadModels(Settings(data_dir=data_dir).readmodels_db)  # the dispatching() harness's
     try:
         models.catch_up(store)
         return models.quiet_counts([str(file)]).get(str(file))

@@ -15,6 +15,7 @@ import pytest
 
 from eventstore.domain import ContactBatch, batch_id, message_id
 from eventstore.store import open_store
+from sftpsms.config import Settings
 from tests.provider import running_provider
 from tests.service import running_service
 
@@ -102,7 +103,7 @@ def test_a_dispatch_interrupted_by_sigkill_sends_every_message_once(tmp_path: Pa
             time.sleep(0.05)
         time.sleep(0.5)  # a few more dispatcher rounds: nothing more may be submitted
     assert submitted_count(data) == contacts
-    journal = (data / "simulator" / "accepted.log").read_text().split("\n")
+    journal = (Settings.from_env(data_dir=data).simulator_dir / "accepted.log").read_text().split("\n")
     accepted = Counter(line.split(" ")[0] for line in journal if line)
     assert len(accepted) == contacts and set(accepted.values()) == {1}, "the simulator got a message twice"
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -119,8 +118,7 @@ def balance(service: Service, account: str) -> int:
 
 
 def count_events(service: Service, kind: str) -> int:
-    with sqlite3.connect(service.data_dir / "events.db") as db:
-        return int(db.execute("SELECT count(*) FROM stored_events WHERE topic LIKE ?", [f"%.{kind}"]).fetchone()[0])
+    return service.count_events(kind)
 
 
 def name_taken(service: Service, account: str, name: str) -> bool:

@@ -15,6 +15,14 @@ it survives a SIGKILL of the process, not a power cut):
 - `resubmitted.log`: `<message id>` for each submission of an id it had already accepted (after a
   crash; answered with the first gateway id and not sent again), for audits such as scripts/chaos.
 
+Several nodes (a PostgreSQL store) stand for one SMSC: each node's simulator keeps its own journals
+(DATA/nodes/<node>/simulator), and given `peers` (DATA/nodes) it reads what the other nodes'
+simulators accepted when its node takes over an account (`read_peers`, then `adopt_peers`). A
+message the other node handed over and never recorded as MessageSubmitted is then recognised when
+it is sent again: answered with the first gateway id, written to this node's journals and counted
+as a re-submission, and its receipt (owed by a node that may be dead) is made here; the receipts
+actor records a message's status once, so a receipt made by both nodes counts once.
+
 The journals are cut back when they open at more than twice REMEMBER lines: the last REMEMBER
 messages and every one still owed stay; what is owed for longer than OWED_FOR is forgotten.
 """
@@ -26,7 +34,7 @@ import heapq
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +80,7 @@ class Simulator:
         config: SimulatorGatewayConfig | None = None,
         *,
         remember: int | None = None,
+        peers: Path | None = None,
     ) -> None:
         self.config = config or SimulatorGatewayConfig()
         self.name = self.config.name
@@ -98,6 +107,11 @@ class Simulator:
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._reported_fd = os.open(self.reported_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._resubmitted_fd = -1
+        # Other nodes' simulators (see the module docstring): their journal directories' parent,
+        # how far each accepted journal was read, and what they accepted that this one has not.
+        self.peers = peers
+        self._peer_offsets: dict[Path, int] = {}
+        self.peer_accepted: OrderedDict[int, tuple[str, float, str, str]] = OrderedDict()
 
     def _load(self) -> list[_Owed]:
         """Read the journals: remember the last accepted ids, and return what is still owed (in
@@ -245,6 +259,65 @@ class Simulator:
             message_id=message_id,
         )
 
+    def read_peers(self) -> list[tuple[int, str, float, str, str]]:
+        """What the other nodes' simulators accepted since the last call: (message id, gateway id,
+        receipt due, msisdn, sender) from each one's accepted journal. In a worker thread."""
+        if self.peers is None or not self.peers.is_dir():
+            return []
+        own = self.journal.resolve()
+        entries: list[tuple[int, str, float, str, str]] = []
+        for journal in sorted(self.peers.glob(f"*/{self.journal.parent.name}/{ACCEPTED_NAME}")):
+            if journal.resolve() == own:
+                continue
+            offset = self._peer_offsets.get(journal, 0)
+            try:
+                with journal.open("rb") as peer:
+                    if peer.seek(0, os.SEEK_END) < offset:
+                        offset = 0  # cut back since: read again
+                    peer.seek(offset)
+                    data = peer.read()
+            except OSError:
+                continue
+            complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+            self._peer_offsets[journal] = offset + complete
+            for line in data[:complete].decode(errors="replace").splitlines():
+                fields = line.split(" ", 4)
+                try:
+                    message, gateway_id, due = UUID(fields[0]).int, fields[1], float(fields[2])
+                except (ValueError, IndexError):
+                    continue
+                msisdn, sender = (fields[3], fields[4]) if len(fields) == 5 else ("", "")
+                entries.append((message, gateway_id, due, msisdn, sender))
+        return entries
+
+    def adopt_peers(self, entries: list[tuple[int, str, float, str, str]]) -> None:
+        """Remember what `read_peers` found (the last `remember` of them)."""
+        for message, gateway_id, due, msisdn, sender in entries:
+            if message not in self.accepted:
+                self.peer_accepted[message] = (gateway_id, due, msisdn, sender)
+        while len(self.peer_accepted) > self.remember:
+            self.peer_accepted.popitem(last=False)
+
+    def _adopt(self, message: OutboundMessage, peer: tuple[str, float, str, str]) -> tuple[str, ...]:
+        """A re-submission of a message another node's simulator accepted: answered with its gateway
+        id and taken over here (journal line, receipt, reply)."""
+        gateway_id, at, msisdn, sender = peer
+        self._note_duplicate(message)
+        extra = f" {msisdn} {sender}" if msisdn else ""
+        os.write(self._fd, f"{message.message_id} {gateway_id} {at:.3f}{extra}\n".encode())
+        self._remember(message.message_id.int, gateway_id)
+        due = trio.current_time() + max(0.0, at - time.time())
+        self._schedule(due, _RECEIPT, message.message_id.int, gateway_id, at)
+        if msisdn:
+            self._schedule(due + self.delay, _REPLY, message.message_id.int, gateway_id, at + self.delay, msisdn, sender)
+        return (gateway_id,)
+
+    def _note_duplicate(self, message: OutboundMessage) -> None:
+        self.duplicates += 1
+        if self._resubmitted_fd < 0:
+            self._resubmitted_fd = os.open(self.resubmitted_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._resubmitted_fd, f"{message.message_id}\n".encode())
+
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
         """Accept a message and schedule its receipt (and reply). Waits while MAX_PENDING reports
         are waiting to be handed on: when receipts are recorded more slowly than messages are
@@ -253,11 +326,12 @@ class Simulator:
             await self._room.wait()
         known = self.accepted.get(message.message_id.int)
         if known is not None:
-            self.duplicates += 1
-            if self._resubmitted_fd < 0:
-                self._resubmitted_fd = os.open(self.resubmitted_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.write(self._resubmitted_fd, f"{message.message_id}\n".encode())
+            self._note_duplicate(message)
             return (known,)
+        if self.peer_accepted:
+            peer = self.peer_accepted.pop(message.message_id.int, None)
+            if peer is not None:
+                return self._adopt(message, peer)
         id_roll, _status_roll, reply_roll, delay_roll = self._rolls(message.message_id)
         gateway_id = f"{id_roll % 10**12:012d}"
         spread = self.delay * (0.5 + (delay_roll % 1000) / 1000)

@@ -24,6 +24,7 @@ from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.controls import refile_report
 from actors.delivery_csv import run_delivery_csv
+from actors.dispatch_leases import DispatchLeases
 from actors.dispatcher import Dispatcher
 from actors.expiry import Expiry, run_expiry
 from actors.file import (
@@ -54,7 +55,9 @@ from actors.validator import run_validator
 from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
-from eventstore.store import SmsStore, open_store
+from eventstore.leases import Leases, open_leases
+from eventstore.rate_buckets import SharedBuckets
+from eventstore.store import SmsStore, open_store, store_env
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -81,7 +84,10 @@ def build_gateway(
     if isinstance(config, SimulatorGatewayConfig):
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
-        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember)
+        # Several nodes on one store stand for one SMSC: each reads the others' journals when it takes
+        # over an account (actors/simulator.py).
+        peers = settings.local_dir.parent if settings.store else None
+        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember, peers=peers)
     if isinstance(config, SmppGatewayConfig):
         return SmppGateway(config, reports, journal_dir=settings.data_dir / "gateways" / config.name)
     assert isinstance(config, HttpGatewayConfig)
@@ -119,6 +125,13 @@ async def run_service(
     settings.local_dir.mkdir(parents=True, exist_ok=True)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
+    # Several nodes (a PostgreSQL store): leases say which node sends which account's messages,
+    # and the service's and gateways' rates are drawn from buckets in the store (actors/dispatch_leases.py).
+    leases: Leases | None = None
+    buckets: SharedBuckets | None = None
+    if settings.store:
+        env = store_env(settings.data_dir, settings.store)
+        leases, buckets = open_leases(env, settings.node_name), SharedBuckets(env)
     try:
         if pass_one is not None:
             try:
@@ -227,6 +240,12 @@ async def run_service(
                 # A cancel, pause or resume honoured: the file's report says so (issue 12).
                 on_control=partial(_refile_report, settings, store),
             )
+            if leases is not None:
+                keeper = DispatchLeases(
+                    dispatcher, leases=leases, reader=store, readmodels_db=settings.readmodels_db, gateways=gateways,
+                    buckets=buckets, gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
+                )
+                await nursery.start(keeper.run)
             await nursery.start(dispatcher.run)
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
 
@@ -298,6 +317,10 @@ async def run_service(
             await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
+        if leases is not None:
+            leases.close()
+        if buckets is not None:
+            buckets.close()
         store.close()
 
 

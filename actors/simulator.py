@@ -16,12 +16,14 @@ it survives a SIGKILL of the process, not a power cut):
   crash; answered with the first gateway id and not sent again), for audits such as scripts/chaos.
 
 Several nodes (a PostgreSQL store) stand for one SMSC: each node's simulator keeps its own journals
-(DATA/nodes/<node>/simulator), and given `peers` (DATA/nodes) it reads what the other nodes'
-simulators accepted when its node takes over an account (`read_peers`, then `adopt_peers`). A
-message the other node handed over and never recorded as MessageSubmitted is then recognised when
-it is sent again: answered with the first gateway id, written to this node's journals and counted
-as a re-submission, and its receipt (owed by a node that may be dead) is made here; the receipts
-actor records a message's status once, so a receipt made by both nodes counts once.
+(DATA/nodes/<node>/simulator), and given `peers` (DATA/nodes) it follows the other nodes' journals
+(every PEER_INTERVAL, and at once when its node takes over an account: `read_peers`, then
+`adopt_peers`). A message another node handed over and never recorded as MessageSubmitted is then
+recognised when it is sent again: answered with the first gateway id, written to this node's
+journals and counted as a re-submission, and its receipt is made here. A report another node
+accepted and no node's `reported.log` shows recorded PEER_GRACE after it was due is owed by a node
+that is gone: it is made here (the receipts actor records a message's status once, so a report
+made by two nodes counts once).
 
 The journals are cut back when they open at more than twice REMEMBER lines: the last REMEMBER
 messages and every one still owed stay; what is owed for longer than OWED_FOR is forgotten.
@@ -48,6 +50,8 @@ from sftpsms.gateways import SimulatorGatewayConfig
 log = logging.getLogger(__name__)
 
 REMEMBER = 100_000  # accepted message ids kept (memory and journal)
+PEER_INTERVAL = 1.0  # seconds between looks at the other nodes' journals (several nodes)
+PEER_GRACE = 3.0  # seconds past due after which a report no node recorded is made here
 MAX_PENDING = 20_000  # reports not yet handed on; submit waits beyond this, as an SMSC's window would
 OWED_FOR = 7 * 86_400.0  # seconds past its due time a report is still owed after restarts
 ACCEPTED_NAME = "accepted.log"
@@ -112,6 +116,10 @@ class Simulator:
         self.peers = peers
         self._peer_offsets: dict[Path, int] = {}
         self.peer_accepted: OrderedDict[int, tuple[str, float, str, str]] = OrderedDict()
+        # (kind, message) → (gateway id, due, msisdn, sender): reports peers accepted, not yet seen recorded
+        self._peer_unreported: OrderedDict[tuple[int, int], tuple[str, float, str, str]] = OrderedDict()
+        self._peer_recorded: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.taken_over = 0  # reports owed by another node and made here
 
     def _load(self) -> list[_Owed]:
         """Read the journals: remember the last accepted ids, and return what is still owed (in
@@ -259,44 +267,91 @@ class Simulator:
             message_id=message_id,
         )
 
-    def read_peers(self) -> list[tuple[int, str, float, str, str]]:
-        """What the other nodes' simulators accepted since the last call: (message id, gateway id,
-        receipt due, msisdn, sender) from each one's accepted journal. In a worker thread."""
+    def read_peers(self) -> tuple[list[tuple[int, str, float, str, str]], list[tuple[int, int]]]:
+        """What the nodes' simulators wrote since the last call: the other nodes' acceptances
+        (message id, gateway id, receipt due, msisdn, sender) and every node's recorded reports
+        ((kind, message id)). In a worker thread."""
         if self.peers is None or not self.peers.is_dir():
-            return []
+            return [], []
         own = self.journal.resolve()
-        entries: list[tuple[int, str, float, str, str]] = []
-        for journal in sorted(self.peers.glob(f"*/{self.journal.parent.name}/{ACCEPTED_NAME}")):
+        accepted: list[tuple[int, str, float, str, str]] = []
+        recorded: list[tuple[int, int]] = []
+        folder = self.journal.parent.name
+        for journal in sorted(self.peers.glob(f"*/{folder}/{ACCEPTED_NAME}")):
             if journal.resolve() == own:
                 continue
-            offset = self._peer_offsets.get(journal, 0)
-            try:
-                with journal.open("rb") as peer:
-                    if peer.seek(0, os.SEEK_END) < offset:
-                        offset = 0  # cut back since: read again
-                    peer.seek(offset)
-                    data = peer.read()
-            except OSError:
-                continue
-            complete = data.rfind(b"\n") + 1  # a line still being written is read next time
-            self._peer_offsets[journal] = offset + complete
-            for line in data[:complete].decode(errors="replace").splitlines():
+            for line in self._peer_lines(journal):
                 fields = line.split(" ", 4)
                 try:
                     message, gateway_id, due = UUID(fields[0]).int, fields[1], float(fields[2])
                 except (ValueError, IndexError):
                     continue
                 msisdn, sender = (fields[3], fields[4]) if len(fields) == 5 else ("", "")
-                entries.append((message, gateway_id, due, msisdn, sender))
-        return entries
+                accepted.append((message, gateway_id, due, msisdn, sender))
+        for journal in sorted(self.peers.glob(f"*/{folder}/{REPORTED_NAME}")):
+            for line in self._peer_lines(journal):
+                done, _, kind = line.strip().partition(" ")
+                try:
+                    recorded.append((_REPLY if kind == "reply" else _RECEIPT, UUID(done).int))
+                except ValueError:
+                    continue
+        return accepted, recorded
 
-    def adopt_peers(self, entries: list[tuple[int, str, float, str, str]]) -> None:
-        """Remember what `read_peers` found (the last `remember` of them)."""
-        for message, gateway_id, due, msisdn, sender in entries:
-            if message not in self.accepted:
-                self.peer_accepted[message] = (gateway_id, due, msisdn, sender)
-        while len(self.peer_accepted) > self.remember:
-            self.peer_accepted.popitem(last=False)
+    def _peer_lines(self, journal: Path) -> list[str]:
+        """The whole lines added to `journal` since it was last read (from the start when it was
+        cut back meanwhile)."""
+        offset = self._peer_offsets.get(journal, 0)
+        try:
+            with journal.open("rb") as peer:
+                if peer.seek(0, os.SEEK_END) < offset:
+                    offset = 0
+                peer.seek(offset)
+                data = peer.read()
+        except OSError:
+            return []
+        complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._peer_offsets[journal] = offset + complete
+        return data[:complete].decode(errors="replace").splitlines()
+
+    def adopt_peers(self, found: tuple[list[tuple[int, str, float, str, str]], list[tuple[int, int]]]) -> None:
+        """Remember what `read_peers` found (the last `remember` of each), and make here the
+        reports a gone node owes (see the module docstring)."""
+        accepted, recorded = found
+        for message, gateway_id, due, msisdn, sender in accepted:
+            if message in self.accepted:
+                continue
+            entry = (gateway_id, due, msisdn, sender)
+            self.peer_accepted[message] = entry
+            if (_RECEIPT, message) not in self._peer_recorded:
+                self._peer_unreported[(_RECEIPT, message)] = entry
+            if msisdn and (_REPLY, message) not in self._peer_recorded:
+                self._peer_unreported[(_REPLY, message)] = (gateway_id, due + self.delay, msisdn, sender)
+        for key in recorded:
+            self._peer_unreported.pop(key, None)
+            self._peer_recorded[key] = None
+        for table in (self.peer_accepted, self._peer_unreported, self._peer_recorded):
+            while len(table) > 2 * self.remember:
+                table.popitem(last=False)
+        late = time.time() - PEER_GRACE
+        clock, wall = trio.current_time(), time.time()
+        for key, (gateway_id, due, msisdn, sender) in list(self._peer_unreported.items()):
+            if due > late:
+                break  # in journal order, so nearly in due order: the rest is later
+            del self._peer_unreported[key]
+            kind, message = key
+            if message in self.accepted:
+                continue  # sent again here, and so reported here
+            self.taken_over += 1
+            self._schedule(clock + max(0.0, due - wall), kind, message, gateway_id, due, msisdn, sender)
+
+    async def follow_peers(self) -> None:
+        """Follow the other nodes' journals every PEER_INTERVAL, until cancelled."""
+        while True:
+            try:
+                self.adopt_peers(await trio.to_thread.run_sync(self.read_peers))
+            except Exception:  # noqa: BLE001 - a shared folder hiccup: read again next time
+                log.warning("simulator: reading the other nodes' journals failed", exc_info=True)
+            await trio.sleep(PEER_INTERVAL)
 
     def _adopt(self, message: OutboundMessage, peer: tuple[str, float, str, str]) -> tuple[str, ...]:
         """A re-submission of a message another node's simulator accepted: answered with its gateway
@@ -364,7 +419,13 @@ class Simulator:
         """Deliver reports when they are due, until cancelled. One task, a heap of due reports,
         starting with those an earlier run owes."""
         self._schedule_owed()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self.peers is not None:
+                nursery.start_soon(self.follow_peers)
+            task_status.started()
+            await self._deliver()
+
+    async def _deliver(self) -> None:
         with self._reports:
             while True:
                 if not self._due:

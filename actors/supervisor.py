@@ -58,6 +58,7 @@ from actors.writer import open_store_channel, run_writer
 from eventstore.leases import Leases, open_leases
 from eventstore.rate_buckets import SharedBuckets
 from eventstore.store import SmsStore, open_store, store_env
+from eventstore.webhook_tracking import PostgresTracking
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -129,8 +130,8 @@ async def run_service(
     # and the service's and gateways' rates are drawn from buckets in the store (actors/dispatch_leases.py).
     leases: Leases | None = None
     buckets: SharedBuckets | None = None
+    env = store_env(settings.data_dir, settings.store)
     if settings.store:
-        env = store_env(settings.data_dir, settings.store)
         leases, buckets = open_leases(env, settings.node_name), SharedBuckets(env)
     try:
         if pass_one is not None:
@@ -141,7 +142,10 @@ async def run_service(
         projector = Projector(store, settings.readmodels_db)
         async with trio.open_nursery() as nursery:
             store_client, store_inbox = open_store_channel()
-            webhook_sender = WebhookSender(settings=settings, store=store, writer=store_client.clone(), clock=clock)
+            webhook_sender = WebhookSender(
+                settings=settings, store=store, writer=store_client.clone(), clock=clock, leases=leases,
+                open_tracking=None if leases is None else partial(PostgresTracking, env),
+            )
 
             def on_written() -> None:
                 projector.poke()

@@ -25,6 +25,7 @@ from tests.cluster_nodes import (
     upload,
     wait_for,
 )
+from tests.receiver import running_receiver
 
 # What one node can have handed to the simulator without its MessageSubmitted written yet: a
 # flush's worth (actors/dispatcher.py FLUSH_EVERY, or FLUSH_INTERVAL of sending) plus a lane.
@@ -116,3 +117,34 @@ def test_two_nodes_share_three_accounts_and_hold_the_service_rate_together(data_
     overall = len(times) / (end - start)
     assert overall >= rate * 0.8, f"the cluster sent {overall:.0f} parts/s of {rate:.0f}"
     print(f"cluster rate {overall:.1f} parts/s of {rate:.0f}")
+
+
+def test_each_delivery_event_is_posted_once_by_the_cluster_and_at_least_once_around_a_kill(data_dir: Path) -> None:
+    env = {"SFTPSMS_ACCOUNT_RATE": "100", "SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}
+    store = cluster_store(data_dir)
+    try:
+        with running_receiver() as receiver:
+            with node(data_dir, "a", env) as a, node(data_dir, "b", env) as b:
+                add_account(data_dir, "acme")
+                store.add_webhook("acme", receiver.url, "whsec_" + "A" * 32, ["delivery"])
+                upload(a, "acme", "hooks.json", contacts_file(600))
+                a.wait_report("acme", "hooks.json", timeout=60)
+                receiver.wait(200, timeout=60)
+                before_kill = [post.id for post in receiver.posts()]
+                # Two nodes up: one sender for the cluster, each event once.
+                assert len(set(before_kill)) == len(before_kill)
+                holder, other = (a, b) if "webhook sender: lease taken" in a.log() else (b, a)
+                assert "webhook sender: lease taken" not in other.log()
+                holder.process.send_signal(signal.SIGKILL)
+                holder.process.wait()
+                wait_for(lambda: len({post.id for post in receiver.posts()}) >= 600, 60, "every event POSTed", poll=0.2)
+                assert "webhook sender: lease taken" in other.log()
+            posts = [post.id for post in receiver.posts()]
+    finally:
+        store.close()
+    counts = Counter(posts)
+    assert len(counts) == 600
+    # Sent again only what the killed sender had POSTed without its outcome recorded.
+    again = sum(count - 1 for count in counts.values())
+    assert again <= 500 + 16, f"{again} events POSTed twice"  # a group of outcomes (GROUP) and the POSTs in flight
+    print(f"{len(posts)} POSTs of 600 events; {again} sent again after the kill")

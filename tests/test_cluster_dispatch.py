@@ -4,9 +4,12 @@ one store and one data directory, the account's lease holder killed with SIGKILL
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from tests.cluster_nodes import (
     add_account,
     cluster_store,
+    cluster_url,
     contacts_file,
     count_submitted,
     drop_schema,
@@ -148,3 +152,30 @@ def test_each_delivery_event_is_posted_once_by_the_cluster_and_at_least_once_aro
     again = sum(count - 1 for count in counts.values())
     assert again <= 500 + 16, f"{again} events POSTed twice"  # a group of outcomes (GROUP) and the POSTs in flight
     print(f"{len(posts)} POSTs of 600 events; {again} sent again after the kill")
+
+
+def test_an_account_rate_set_by_the_admin_cli_holds_on_whichever_node_sends(data_dir: Path) -> None:
+    env = {"SFTPSMS_ACCOUNT_RATE": "400", "SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}
+    store = cluster_store(data_dir)
+    try:
+        with node(data_dir, "a", env) as a, node(data_dir, "b", env):
+            add_account(data_dir, "acme")
+            upload(a, "acme", "slow.json", contacts_file(3000))
+            a.wait_report("acme", "slow.json", timeout=60)
+            wait_for(lambda: count_submitted(store) >= 300, 30, "sending at 400/s")
+            done = subprocess.run(
+                [sys.executable, "-m", "sftpsms.cli", "account", "rate", "acme", "40",
+                 "--store", cluster_url(data_dir), "--data-dir", str(data_dir)],
+                capture_output=True, text=True, timeout=60,
+            )
+            assert done.returncode == 0, done.stderr
+            changed = datetime.now(UTC)
+            time.sleep(4.5)
+        sent = submissions(store)
+    finally:
+        store.close()
+    before = [s for s in sent if changed - timedelta(seconds=1) <= s.at < changed]
+    after = [s for s in sent if changed + timedelta(seconds=1.5) <= s.at < changed + timedelta(seconds=4.5)]
+    assert len(before) >= 200, f"{len(before)} messages in the second before the change"
+    assert len(after) <= 40 * 3 * 1.1 + 5, f"{len(after)} messages in 3 s at 40/s"
+    assert len(after) >= 40 * 3 * 0.5, f"only {len(after)} messages in 3 s at 40/s"

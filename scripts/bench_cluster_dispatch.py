@@ -171,6 +171,37 @@ def accuracy(scratch: Path, count: int, window: float, lead: float) -> None:
         drop_schema(data)
 
 
+def service_rate(scratch: Path, count: int, rate: float, window: float, lead: float) -> None:
+    """Three accounts without limits of their own behind a service rate: what the cluster sends."""
+    data = scratch / f"service{count}"
+    start = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
+    env = {"SFTPSMS_SEND_RATE": f"{rate:g}", "SFTPSMS_ACCOUNT_RATE": "1000000"}
+    per_account = int(rate * (window + 4) / 3) + 1
+    try:
+        with ExitStack() as stack:
+            services = nodes(stack, data, count, env)
+            for number, name in enumerate(RATES):
+                add_account(data, name, credits=per_account * 2)
+                upload_file(services[0], name, generate(scratch / f"{name}-svc.json", per_account, start, number * 1_000_000))
+            for name in RATES:
+                folder, report = services[0].wait_report(name, f"{name}-svc.json", timeout=900)
+                assert folder == "Processed", report
+            time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + window + 3)
+        store = cluster_store(data)
+        try:
+            sent = submissions(store)
+        finally:
+            store.close()
+        opened = start + timedelta(seconds=1)
+        closed = opened + timedelta(seconds=window)
+        parts = sum(s.parts for s in sent if opened <= s.at < closed)
+        by_node = {name: len(simulator_ids(data, name)) for name in "abc"[:count]}
+        print(f"  {count} node{'s' if count > 1 else ''}: {parts / window:,.1f} parts/s of {rate:g}"
+              f" ({100 * (parts / window - rate) / rate:+.2f} %; sent by node: {by_node})", flush=True)
+    finally:
+        drop_schema(data)
+
+
 def dispatch(args: argparse.Namespace) -> None:
     """Throughput and rate accuracy with 1 and 2 nodes (see the module docstring)."""
     scratch = Path(tempfile.mkdtemp(prefix="bench-cluster-dispatch-"))
@@ -181,6 +212,10 @@ def dispatch(args: argparse.Namespace) -> None:
           " (achieved/configured, error; target within 5 %)")
     for count in (1, 2):
         accuracy(scratch, count, args.window, args.lead)
+    rate = 1500.0
+    print(f"the service's rate shared by the cluster: {rate:g} parts/s, three accounts without limits (target within 5 %)")
+    for count in (1, 2, 3):
+        service_rate(scratch, count, rate, args.window, args.lead)
 
 
 def failover(args: argparse.Namespace) -> None:

@@ -155,7 +155,7 @@ def test_each_delivery_event_is_posted_once_by_the_cluster_and_at_least_once_aro
 
 
 def test_an_account_rate_set_by_the_admin_cli_holds_on_whichever_node_sends(data_dir: Path) -> None:
-    env = {"SFTPSMS_ACCOUNT_RATE": "400", "SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}
+    env = {"SFTPSMS_ACCOUNT_RATE": "400", "SFTPSMS_SEND_RATE": "10000", "SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}
     store = cluster_store(data_dir)
     try:
         with node(data_dir, "a", env) as a, node(data_dir, "b", env):

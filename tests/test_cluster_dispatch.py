@@ -179,3 +179,30 @@ def test_an_account_rate_set_by_the_admin_cli_holds_on_whichever_node_sends(data
     assert len(before) >= 200, f"{len(before)} messages in the second before the change"
     assert len(after) <= 40 * 3 * 1.1 + 5, f"{len(after)} messages in 3 s at 40/s"
     assert len(after) >= 40 * 3 * 0.5, f"only {len(after)} messages in 3 s at 40/s"
+
+
+def test_a_node_that_joins_is_handed_a_share_of_the_accounts_without_a_message_sent_twice(data_dir: Path) -> None:
+    env = {"SFTPSMS_ACCOUNT_RATE": "150", "SFTPSMS_SEND_RATE": "10000", "SFTPSMS_SIMULATOR_DELIVERY_DELAY": "0.2"}
+    store = cluster_store(data_dir)
+    try:
+        with node(data_dir, "a", env) as a:
+            for number, account in enumerate(("one", "two", "three")):
+                add_account(data_dir, account)
+                upload(a, account, f"{account}.json", contacts_file(1500, first=27_830_000_000 + number * 10_000))
+            for account in ("one", "two", "three"):
+                a.wait_report(account, f"{account}.json", timeout=60)
+            wait_for(lambda: count_submitted(store) >= 600, 30, "a sending for all three")
+            with node(data_dir, "b", env) as b:
+                wait_for(lambda: "dispatch lease taken" in b.log(), 10, "b taking an account")
+                assert "dispatch lease given back" in a.log()
+                wait_for(lambda: count_submitted(store) >= 4500, 60, "every message submitted", poll=0.2)
+        sent = submissions(store)
+    finally:
+        store.close()
+    per_message = Counter((s.log, s.index) for s in sent)
+    assert len(per_message) == 4500 and set(per_message.values()) == {1}
+    # Handed over, not taken from a dead node: a wrote everything it sent before giving the lease
+    # back, so b sent nothing again.
+    accepted_a, accepted_b = simulator_ids(data_dir, "a"), simulator_ids(data_dir, "b")
+    assert accepted_b and not set(accepted_a) & set(accepted_b)
+    assert simulator_ids(data_dir, "b", "resubmitted.log") == []

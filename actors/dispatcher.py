@@ -46,6 +46,11 @@ two dictionary look-ups, and nothing at all for an account without quiet hours. 
 message is held is recorded (MessagesHeld), so reports can say how many were held and how many of
 those expired.
 
+Several nodes (a PostgreSQL store): the dispatcher takes in only the batches of the accounts in
+`admitted`, which actors/dispatch_leases.py keeps to the accounts whose lease this node holds; it
+also puts the service's and gateways' buckets in PostgreSQL. With `admitted` None (one node) every
+account is taken in, as before.
+
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
 deterministic message id, and the gateway de-duplicates them where it can.

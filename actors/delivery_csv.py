@@ -8,6 +8,14 @@ came first).
 A follower of the notification log: it notes which files' dispatch or delivery logs changed and
 rebuilds their CSV from the events, in a thread of its own (a big file at most every 10 s per
 10 000 messages while in flight, up to 300 s).
+
+Position. What it has read is kept in `<node dir>/delivery_csv.db` (Settings.local_dir): the log
+position, which file each log belongs to, the files whose CSV is due and the files already final,
+all saved in one transaction after each read and after each rewrite. A restart resumes there (it
+never reads the log from 0 again), and a file noted as due before a crash is rewritten after it: a
+CSV is rebuilt from the events, so writing it again is harmless. Several nodes: one writes the
+CSVs at a time, the holder of the lease `delivery-csv` (eventstore/leases.py); a node that takes
+it over resumes from its own saved position, rewriting what changed since.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import csv
 import io
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,6 +47,7 @@ from eventstore.domain import (
     dispatch_log_id,
     message_id,
 )
+from eventstore.leases import Leases, LocalLeases
 from eventstore.store import SmsStore
 from sftpsms import filing, folders
 from sftpsms.config import Settings
@@ -46,6 +56,7 @@ from sftpsms.gsm import text_encoding
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 1.0
+LEASE = "delivery-csv"  # one node writes the CSVs of every account at a time
 MIN_REWRITE = 10.0  # seconds between rewrites of a big file's CSV while it is still changing...
 BIG_FILE = 10_000  # ...per this many messages (a rewrite reads all of the file's events); smaller
 MAX_REWRITE = 300.0  # files are rewritten every round, and none waits longer than this
@@ -129,9 +140,51 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never another process's half-written one
     temporary.write_text(buffer.getvalue(), encoding="utf-8")
     os.replace(temporary, path)
+
+
+class FollowerState:
+    """`delivery_csv.db`: the follower's position and what it knows at that position, saved in one
+    transaction. Used from one worker thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(
+            "CREATE TABLE IF NOT EXISTS position (id INTEGER PRIMARY KEY CHECK (id = 1), position INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS logs (log TEXT PRIMARY KEY, file TEXT NOT NULL) WITHOUT ROWID;"
+            "CREATE TABLE IF NOT EXISTS files (file TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;"
+        )
+
+    def load(self) -> tuple[int, dict[str, UUID], set[UUID], set[UUID]]:
+        row = self.db.execute("SELECT position FROM position WHERE id = 1").fetchone()
+        logs = {log_id: UUID(file) for log_id, file in self.db.execute("SELECT log, file FROM logs")}
+        pending: set[UUID] = set()
+        final: set[UUID] = set()
+        for file, state in self.db.execute("SELECT file, state FROM files"):
+            (final if state == "final" else pending).add(UUID(file))
+        return (int(row[0]) if row else 0), logs, pending, final
+
+    def save(self, position: int, logs: dict[str, UUID], files: dict[UUID, str]) -> None:
+        """The new position, the logs first seen, and each changed file's state (pending, final,
+        or written: no longer due)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO position (id, position) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET position = excluded.position",
+                [position],
+            )
+            self.db.executemany("INSERT OR IGNORE INTO logs (log, file) VALUES (?, ?)", [(k, str(v)) for k, v in logs.items()])
+            self.db.executemany("DELETE FROM files WHERE file = ?", [(str(f),) for f, state in files.items() if state == "written"])
+            self.db.executemany(
+                "INSERT INTO files (file, state) VALUES (?, ?) ON CONFLICT(file) DO UPDATE SET state = excluded.state",
+                [(str(f), state) for f, state in files.items() if state != "written"],
+            )
+
+    def close(self) -> None:
+        self.db.close()
 
 
 @dataclass
@@ -145,19 +198,43 @@ class _Follower:
         self.final: set[UUID] = set()
         self.written: dict[UUID, float] = {}
         self.sizes: dict[UUID, int] = {}
+        self.state: FollowerState | None = None
+
+    def open(self) -> None:
+        """Resume from the saved position (settings.local_dir/delivery_csv.db)."""
+        self.state = FollowerState(self.settings.local_dir / "delivery_csv.db")
+        self.position, self.log_to_file, self.pending, self.final = self.state.load()
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
+            self.state = None
 
     def read(self, store: SmsStore) -> None:
         while True:
             changes = store.changes(self.position, READ_LIMIT, TOPICS, STARTED_TOPICS)
-            self.position = changes.position
+            new_logs: dict[str, UUID] = {}
+            due: dict[UUID, str] = {}
             for originator, _, state in changes.states:  # a log started: which file it belongs to
-                self.log_to_file[originator] = UUID(state["file_id"])
+                new_logs[originator] = self.log_to_file[originator] = UUID(state["file_id"])
             for originator in changes.originators:
                 file_id = self.log_to_file.get(originator)
-                if file_id is not None and file_id not in self.final:
+                if file_id is not None and file_id not in self.final and file_id not in self.pending:
                     self.pending.add(file_id)
+                    due[file_id] = "pending"
+            if self.state is not None and changes.position != self.position:
+                self.state.save(changes.position, new_logs, due)
+            self.position = changes.position
             if changes.count < READ_LIMIT:
                 return
+
+    def settled(self, file_id: UUID, final: bool) -> None:
+        """The file's CSV is written (and, when `final`, never needs writing again)."""
+        self.pending.discard(file_id)
+        if final:
+            self.final.add(file_id)
+        if self.state is not None:
+            self.state.save(self.position, {}, {file_id: "final" if final else "written"})
 
     def interval(self, store: SmsStore, file_id: UUID) -> float:
         """Seconds between rewrites of the file's CSV while it changes: 0 for a small file, longer
@@ -185,6 +262,7 @@ async def run_delivery_csv(
     *,
     settings: Settings,
     store: SmsStore,
+    leases: Leases | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keep every processed file's delivery CSV current until cancelled. Errors are logged and
@@ -193,24 +271,35 @@ async def run_delivery_csv(
     It only reads the store, in a thread of its own (never the writer's: rebuilding a big file's
     CSV takes seconds, which would hold up every write behind it). A big file is first written
     one interval after its first change, then each interval, and a last time once final."""
+    leases = leases if leases is not None else LocalLeases()
     follower = _Follower(settings)
     task_status.started()
-    while True:
-        try:
-            await trio.to_thread.run_sync(follower.read, store)
-            now = trio.current_time()
-            for file_id in sorted(follower.pending):
-                interval = await trio.to_thread.run_sync(follower.interval, store, file_id)
-                if interval and now - follower.written.setdefault(file_id, now) < interval:
-                    continue
-                final = await trio.to_thread.run_sync(partial(follower.rewrite, store, file_id))
-                follower.written[file_id] = now
-                follower.pending.discard(file_id)
-                if final:
-                    follower.final.add(file_id)
-        except Exception as error:
-            if is_disk_full(error):  # a full disk: one line, and the next round tries again
-                log.warning("delivery CSV round paused, the disk is full (%s)", error)
-            else:
-                log.exception("delivery CSV round failed")
-        await trio.sleep(POLL_INTERVAL)
+    try:
+        while True:
+            await _round(follower, store, leases)
+            await trio.sleep(POLL_INTERVAL)
+    finally:
+        follower.close()
+
+
+async def _round(follower: _Follower, store: SmsStore, leases: Leases) -> None:
+    try:
+        if not await trio.to_thread.run_sync(leases.try_hold, LEASE):
+            follower.close()  # another node writes the CSVs; take up again from the saved state
+            return
+        if follower.state is None:
+            await trio.to_thread.run_sync(follower.open)
+        await trio.to_thread.run_sync(follower.read, store)
+        now = trio.current_time()
+        for file_id in sorted(follower.pending):
+            interval = await trio.to_thread.run_sync(follower.interval, store, file_id)
+            if interval and now - follower.written.setdefault(file_id, now) < interval:
+                continue
+            final = await trio.to_thread.run_sync(partial(follower.rewrite, store, file_id))
+            follower.written[file_id] = now
+            await trio.to_thread.run_sync(follower.settled, file_id, final)
+    except Exception as error:
+        if is_disk_full(error):  # a full disk: one line, and the next round tries again
+            log.warning("delivery CSV round paused, the disk is full (%s)", error)
+        else:
+            log.exception("delivery CSV round failed")

@@ -55,9 +55,9 @@ from actors.validator import run_validator
 from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
-from eventstore.leases import Leases, open_leases
+from eventstore.leases import open_leases
 from eventstore.rate_buckets import SharedBuckets
-from eventstore.store import SmsStore, open_store, store_env
+from eventstore.store import SmsStore, open_store
 from eventstore.webhook_tracking import PostgresTracking
 from sftpsms.config import Settings
 from sftpsms.gateways import (
@@ -124,15 +124,15 @@ async def run_service(
     """
     store = open_store(settings.data_dir, settings.store)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
+    # work with one owner at a time among the nodes on this store (on SQLite, every lease is granted)
+    leases = open_leases(store.env, settings.node_name)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
-    # Several nodes (a PostgreSQL store): leases say which node sends which account's messages,
-    # and the service's and gateways' rates are drawn from buckets in the store (actors/dispatch_leases.py).
-    leases: Leases | None = None
-    buckets: SharedBuckets | None = None
-    env = store_env(settings.data_dir, settings.store)
-    if settings.store:
-        leases, buckets = open_leases(env, settings.node_name), SharedBuckets(env)
+    # Several nodes (a PostgreSQL store): leases say which node sends which account's messages and
+    # webhooks, and the service's and gateways' rates are drawn from buckets in the store
+    # (actors/dispatch_leases.py). One node (SQLite) keeps everything as it was.
+    cluster = bool(settings.store)
+    buckets = SharedBuckets(store.env) if cluster else None
     try:
         if pass_one is not None:
             try:
@@ -143,8 +143,9 @@ async def run_service(
         async with trio.open_nursery() as nursery:
             store_client, store_inbox = open_store_channel()
             webhook_sender = WebhookSender(
-                settings=settings, store=store, writer=store_client.clone(), clock=clock, leases=leases,
-                open_tracking=None if leases is None else partial(PostgresTracking, env),
+                settings=settings, store=store, writer=store_client.clone(), clock=clock,
+                leases=leases if cluster else None,
+                open_tracking=partial(PostgresTracking, store.env) if cluster else None,
             )
 
             def on_written() -> None:
@@ -244,14 +245,14 @@ async def run_service(
                 # A cancel, pause or resume honoured: the file's report says so (issue 12).
                 on_control=partial(_refile_report, settings, store),
             )
-            if leases is not None:
+            if cluster:
                 keeper = DispatchLeases(
                     dispatcher, leases=leases, reader=store, readmodels_db=settings.readmodels_db, gateways=gateways,
                     buckets=buckets, gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
                 )
                 await nursery.start(keeper.run)
             await nursery.start(dispatcher.run)
-            await nursery.start(partial(run_delivery_csv, settings=settings, store=store))
+            await nursery.start(partial(run_delivery_csv, settings=settings, store=store, leases=leases))
 
             await nursery.start(
                 partial(
@@ -321,10 +322,9 @@ async def run_service(
             await trio.to_thread.run_sync(end_open_attempts, store, in_flight)
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
-        if leases is not None:
-            leases.close()
         if buckets is not None:
             buckets.close()
+        leases.close()
         store.close()
 
 

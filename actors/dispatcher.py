@@ -46,6 +46,11 @@ two dictionary look-ups, and nothing at all for an account without quiet hours. 
 message is held is recorded (MessagesHeld), so reports can say how many were held and how many of
 those expired.
 
+Several nodes (a PostgreSQL store): the dispatcher takes in only the batches of the accounts in
+`admitted`, which actors/dispatch_leases.py keeps to the accounts whose lease this node holds; it
+also puts the service's and gateways' buckets in PostgreSQL. With `admitted` None (one node) every
+account is taken in, as before.
+
 Restart safety: MessageSubmitted events are written in small groups after the gateway accepted the
 messages. After a crash, messages without MessageSubmitted are sent again with the same
 deterministic message id, and the gateway de-duplicates them where it can.
@@ -289,6 +294,12 @@ class Dispatcher:
         self.controlling: set[str] = set()  # files whose request is being honoured now
         self._nursery: trio.Nursery | None = None
         self._flush_lock = trio.Lock()
+        # Several nodes (actors/dispatch_leases.py): the accounts this node holds the dispatch lease
+        # of (None: every account, one node), the batch ids taken in for each, and the accounts
+        # being handed over (their messages waiting in a lane go back instead of out).
+        self.admitted: set[str] | None = None
+        self.batches_of: dict[str, set[str]] = {}
+        self.stopping: set[str] = set()
         self.unflushed = 0
         self.last_flush = now
         self.sent = 0
@@ -345,6 +356,10 @@ class Dispatcher:
         for row in rows:
             if row["batch_id"] in self.known:
                 continue
+            if self.admitted is not None:
+                if row["account"] not in self.admitted:
+                    continue  # another node's, or not ours yet
+                self.batches_of.setdefault(row["account"], set()).add(row["batch_id"])
             self.known.add(row["batch_id"])
             if row["file_id"] in self.cancelled:
                 continue  # its cancel expires it (or did)
@@ -370,7 +385,7 @@ class Dispatcher:
                 self.cancelled.add(file_id)
                 self.paused.discard(file_id)
             pending = row["applied"] < row["requested"] and self.honoured.get(file_id, 0) < row["requested"]
-            if pending and file_id not in self.controlling and self._nursery is not None:
+            if pending and file_id not in self.controlling and self._nursery is not None and self._admits(row["account"]):
                 self.controlling.add(file_id)
                 queue = None
                 if state == "cancelled":
@@ -382,11 +397,12 @@ class Dispatcher:
             self._wake.set()
 
     def _held(self, message: OutboundMessage) -> bool:
-        """A message of a paused or cancelled file: not to be submitted now."""
-        if not (self.cancelled or self.paused):
+        """A message of a paused or cancelled file, or of an account being handed to another node:
+        not to be submitted now."""
+        if not (self.cancelled or self.paused or self.stopping):
             return False
         file_id = str(message.file_id)
-        return file_id in self.cancelled or file_id in self.paused
+        return file_id in self.cancelled or file_id in self.paused or message.account in self.stopping
 
     async def _honour(self, row: dict[str, Any], queue: FileQueue | None) -> None:
         """Honour a file's latest request (row: its `file_controls` row) and record ControlApplied.
@@ -533,10 +549,15 @@ class Dispatcher:
         for _ in range(PENDING_PAGES):
             page = models.pending_batches(PENDING_BATCH_LOOKAHEAD, after)
             rows += page
-            if len(page) < PENDING_BATCH_LOOKAHEAD or any(row["batch_id"] not in self.known for row in page):
+            if len(page) < PENDING_BATCH_LOOKAHEAD or any(
+                row["batch_id"] not in self.known and self._admits(row["account"]) for row in page
+            ):
                 break
             after = page[-1]["rowid"]
         return rows
+
+    def _admits(self, account: str) -> bool:
+        return self.admitted is None or account in self.admitted
 
     # ---- writing progress ---------------------------------------------------------------------
 

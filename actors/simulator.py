@@ -15,6 +15,16 @@ it survives a SIGKILL of the process, not a power cut):
 - `resubmitted.log`: `<message id>` for each submission of an id it had already accepted (after a
   crash; answered with the first gateway id and not sent again), for audits such as scripts/chaos.
 
+Several nodes (a PostgreSQL store) stand for one SMSC: each node's simulator keeps its own journals
+(DATA/nodes/<node>/simulator), and given `peers` (DATA/nodes) it follows the other nodes' journals
+(every PEER_INTERVAL, and at once when its node takes over an account: `read_peers`, then
+`adopt_peers`). A message another node handed over and never recorded as MessageSubmitted is then
+recognised when it is sent again: answered with the first gateway id, written to this node's
+journals and counted as a re-submission, and its receipt is made here. A report another node
+accepted and no node's `reported.log` shows recorded PEER_GRACE after it was due is owed by a node
+that is gone: it is made here (the receipts actor records a message's status once, so a report
+made by two nodes counts once).
+
 The journals are cut back when they open at more than twice REMEMBER lines: the last REMEMBER
 messages and every one still owed stay; what is owed for longer than OWED_FOR is forgotten.
 """
@@ -26,7 +36,7 @@ import heapq
 import logging
 import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +50,8 @@ from sftpsms.gateways import SimulatorGatewayConfig
 log = logging.getLogger(__name__)
 
 REMEMBER = 100_000  # accepted message ids kept (memory and journal)
+PEER_INTERVAL = 1.0  # seconds between looks at the other nodes' journals (several nodes)
+PEER_GRACE = 3.0  # seconds past due after which a report no node recorded is made here
 MAX_PENDING = 20_000  # reports not yet handed on; submit waits beyond this, as an SMSC's window would
 OWED_FOR = 7 * 86_400.0  # seconds past its due time a report is still owed after restarts
 ACCEPTED_NAME = "accepted.log"
@@ -72,6 +84,7 @@ class Simulator:
         config: SimulatorGatewayConfig | None = None,
         *,
         remember: int | None = None,
+        peers: Path | None = None,
     ) -> None:
         self.config = config or SimulatorGatewayConfig()
         self.name = self.config.name
@@ -98,6 +111,15 @@ class Simulator:
         self._fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._reported_fd = os.open(self.reported_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._resubmitted_fd = -1
+        # Other nodes' simulators (see the module docstring): their journal directories' parent,
+        # how far each accepted journal was read, and what they accepted that this one has not.
+        self.peers = peers
+        self._peer_offsets: dict[Path, int] = {}
+        self.peer_accepted: OrderedDict[int, tuple[str, float, str, str]] = OrderedDict()
+        # (kind, message) → (gateway id, due, msisdn, sender): reports peers accepted, not yet seen recorded
+        self._peer_unreported: OrderedDict[tuple[int, int], tuple[str, float, str, str]] = OrderedDict()
+        self._peer_recorded: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self.taken_over = 0  # reports owed by another node and made here
 
     def _load(self) -> list[_Owed]:
         """Read the journals: remember the last accepted ids, and return what is still owed (in
@@ -245,6 +267,112 @@ class Simulator:
             message_id=message_id,
         )
 
+    def read_peers(self) -> tuple[list[tuple[int, str, float, str, str]], list[tuple[int, int]]]:
+        """What the nodes' simulators wrote since the last call: the other nodes' acceptances
+        (message id, gateway id, receipt due, msisdn, sender) and every node's recorded reports
+        ((kind, message id)). In a worker thread."""
+        if self.peers is None or not self.peers.is_dir():
+            return [], []
+        own = self.journal.resolve()
+        accepted: list[tuple[int, str, float, str, str]] = []
+        recorded: list[tuple[int, int]] = []
+        folder = self.journal.parent.name
+        for journal in sorted(self.peers.glob(f"*/{folder}/{ACCEPTED_NAME}")):
+            if journal.resolve() == own:
+                continue
+            for line in self._peer_lines(journal):
+                fields = line.split(" ", 4)
+                try:
+                    message, gateway_id, due = UUID(fields[0]).int, fields[1], float(fields[2])
+                except (ValueError, IndexError):
+                    continue
+                msisdn, sender = (fields[3], fields[4]) if len(fields) == 5 else ("", "")
+                accepted.append((message, gateway_id, due, msisdn, sender))
+        for journal in sorted(self.peers.glob(f"*/{folder}/{REPORTED_NAME}")):
+            for line in self._peer_lines(journal):
+                done, _, kind = line.strip().partition(" ")
+                try:
+                    recorded.append((_REPLY if kind == "reply" else _RECEIPT, UUID(done).int))
+                except ValueError:
+                    continue
+        return accepted, recorded
+
+    def _peer_lines(self, journal: Path) -> list[str]:
+        """The whole lines added to `journal` since it was last read (from the start when it was
+        cut back meanwhile)."""
+        offset = self._peer_offsets.get(journal, 0)
+        try:
+            with journal.open("rb") as peer:
+                if peer.seek(0, os.SEEK_END) < offset:
+                    offset = 0
+                peer.seek(offset)
+                data = peer.read()
+        except OSError:
+            return []
+        complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._peer_offsets[journal] = offset + complete
+        return data[:complete].decode(errors="replace").splitlines()
+
+    def adopt_peers(self, found: tuple[list[tuple[int, str, float, str, str]], list[tuple[int, int]]]) -> None:
+        """Remember what `read_peers` found (the last `remember` of each), and make here the
+        reports a gone node owes (see the module docstring)."""
+        accepted, recorded = found
+        for message, gateway_id, due, msisdn, sender in accepted:
+            if message in self.accepted:
+                continue
+            entry = (gateway_id, due, msisdn, sender)
+            self.peer_accepted[message] = entry
+            if (_RECEIPT, message) not in self._peer_recorded:
+                self._peer_unreported[(_RECEIPT, message)] = entry
+            if msisdn and (_REPLY, message) not in self._peer_recorded:
+                self._peer_unreported[(_REPLY, message)] = (gateway_id, due + self.delay, msisdn, sender)
+        for key in recorded:
+            self._peer_unreported.pop(key, None)
+            self._peer_recorded[key] = None
+        for table in (self.peer_accepted, self._peer_unreported, self._peer_recorded):
+            while len(table) > 2 * self.remember:
+                table.popitem(last=False)
+        late = time.time() - PEER_GRACE
+        clock, wall = trio.current_time(), time.time()
+        for key, (gateway_id, due, msisdn, sender) in list(self._peer_unreported.items()):
+            if due > late:
+                break  # in journal order, so nearly in due order: the rest is later
+            del self._peer_unreported[key]
+            kind, message = key
+            if message in self.accepted:
+                continue  # sent again here, and so reported here
+            self.taken_over += 1
+            self._schedule(clock + max(0.0, due - wall), kind, message, gateway_id, due, msisdn, sender)
+
+    async def follow_peers(self) -> None:
+        """Follow the other nodes' journals every PEER_INTERVAL, until cancelled."""
+        while True:
+            try:
+                self.adopt_peers(await trio.to_thread.run_sync(self.read_peers))
+            except Exception:  # noqa: BLE001 - a shared folder hiccup: read again next time
+                log.warning("simulator: reading the other nodes' journals failed", exc_info=True)
+            await trio.sleep(PEER_INTERVAL)
+
+    def _adopt(self, message: OutboundMessage, peer: tuple[str, float, str, str]) -> tuple[str, ...]:
+        """A re-submission of a message another node's simulator accepted: answered with its gateway
+        id and taken over here (journal line, receipt, reply)."""
+        gateway_id, at, msisdn, sender = peer
+        self._note_duplicate(message)
+        extra = f" {msisdn} {sender}" if msisdn else ""
+        os.write(self._fd, f"{message.message_id} {gateway_id} {at:.3f}{extra}\n".encode())
+        self._remember(message.message_id.int, gateway_id)
+        due = trio.current_time() + max(0.0, at - time.time())
+        self._schedule(due, _RECEIPT, message.message_id.int, gateway_id, at)
+        if msisdn:
+            self._schedule(due + self.delay, _REPLY, message.message_id.int, gateway_id, at + self.delay, msisdn, sender)
+        return (gateway_id,)
+
+    def _note_duplicate(self, message: OutboundMessage) -> None:
+        self.duplicates += 1
+        if self._resubmitted_fd < 0:
+            self._resubmitted_fd = os.open(self.resubmitted_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._resubmitted_fd, f"{message.message_id}\n".encode())
+
     async def submit(self, message: OutboundMessage) -> tuple[str, ...]:
         """Accept a message and schedule its receipt (and reply). Waits while MAX_PENDING reports
         are waiting to be handed on: when receipts are recorded more slowly than messages are
@@ -253,11 +381,12 @@ class Simulator:
             await self._room.wait()
         known = self.accepted.get(message.message_id.int)
         if known is not None:
-            self.duplicates += 1
-            if self._resubmitted_fd < 0:
-                self._resubmitted_fd = os.open(self.resubmitted_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            os.write(self._resubmitted_fd, f"{message.message_id}\n".encode())
+            self._note_duplicate(message)
             return (known,)
+        if self.peer_accepted:
+            peer = self.peer_accepted.pop(message.message_id.int, None)
+            if peer is not None:
+                return self._adopt(message, peer)
         id_roll, _status_roll, reply_roll, delay_roll = self._rolls(message.message_id)
         gateway_id = f"{id_roll % 10**12:012d}"
         spread = self.delay * (0.5 + (delay_roll % 1000) / 1000)
@@ -290,7 +419,13 @@ class Simulator:
         """Deliver reports when they are due, until cancelled. One task, a heap of due reports,
         starting with those an earlier run owes."""
         self._schedule_owed()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self.peers is not None:
+                nursery.start_soon(self.follow_peers)
+            task_status.started()
+            await self._deliver()
+
+    async def _deliver(self) -> None:
         with self._reports:
             while True:
                 if not self._due:

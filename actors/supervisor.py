@@ -24,6 +24,7 @@ from actors.bridge import AsyncioPortal
 from actors.contact_batch import QueueRequest, run_contact_batches
 from actors.controls import refile_report
 from actors.delivery_csv import run_delivery_csv
+from actors.dispatch_leases import DispatchLeases
 from actors.dispatcher import Dispatcher
 from actors.expiry import Expiry, run_expiry
 from actors.file import (
@@ -55,7 +56,9 @@ from actors.web.context import WebContext
 from actors.webhooks import WebhookSender
 from actors.writer import open_store_channel, run_writer
 from eventstore.leases import open_leases
-from eventstore.store import SmsStore, open_store, store_env
+from eventstore.rate_buckets import SharedBuckets
+from eventstore.store import SmsStore, open_store
+from eventstore.webhook_tracking import PostgresTracking
 from sftpsms.config import Settings
 from sftpsms.gateways import (
     SIMULATOR,
@@ -82,7 +85,10 @@ def build_gateway(
     if isinstance(config, SimulatorGatewayConfig):
         if config == SimulatorGatewayConfig():
             config = SimulatorGatewayConfig(seed=settings.simulator_seed, delay=settings.simulator_delivery_delay)
-        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember)
+        # Several nodes on one store stand for one SMSC: each reads the others' journals when it takes
+        # over an account (actors/simulator.py).
+        peers = settings.local_dir.parent if settings.store else None
+        return Simulator(settings.simulator_dir, reports, config, remember=settings.simulator_remember, peers=peers)
     if isinstance(config, SmppGatewayConfig):
         return SmppGateway(config, reports, journal_dir=settings.data_dir / "gateways" / config.name)
     assert isinstance(config, HttpGatewayConfig)
@@ -118,12 +124,17 @@ async def run_service(
     """
     store = open_store(settings.data_dir, settings.store)
     settings.local_dir.mkdir(parents=True, exist_ok=True)
+    # What this node holds among several (files being processed, names being picked up, accounts
+    # it sends for, the webhook sender); on SQLite every lease is granted. Closed last, after this
+    # node's open attempts are recorded as paused, so no other node resumes a file before that.
+    leases = open_leases(store.env, settings.node_name)
     pass_one = PassOneWorkers(settings.pass_one_processes - 1) if settings.pass_one_processes > 1 else None
     in_flight = InFlight()
-    # What this node holds among several (files being processed, names being picked up); closed
-    # last, after this node's open attempts are recorded as paused, so no other node resumes a
-    # file before that.
-    leases = open_leases(store_env(settings.data_dir, settings.store))
+    # Several nodes (a PostgreSQL store): leases say which node sends which account's messages and
+    # webhooks, and the service's and gateways' rates are drawn from buckets in the store
+    # (actors/dispatch_leases.py). One node (SQLite) keeps everything as it was.
+    cluster = bool(settings.store)
+    buckets = SharedBuckets(store.env) if cluster else None
     try:
         if pass_one is not None:
             try:
@@ -133,7 +144,11 @@ async def run_service(
         projector = Projector(store, settings.readmodels_db)
         async with trio.open_nursery() as nursery:
             store_client, store_inbox = open_store_channel()
-            webhook_sender = WebhookSender(settings=settings, store=store, writer=store_client.clone(), clock=clock)
+            webhook_sender = WebhookSender(
+                settings=settings, store=store, writer=store_client.clone(), clock=clock,
+                leases=leases if cluster else None,
+                open_tracking=partial(PostgresTracking, store.env) if cluster else None,
+            )
 
             def on_written() -> None:
                 projector.poke()
@@ -233,6 +248,12 @@ async def run_service(
                 # A cancel, pause or resume honoured: the file's report says so (issue 12).
                 on_control=partial(_refile_report, settings, store),
             )
+            if cluster:
+                keeper = DispatchLeases(
+                    dispatcher, leases=leases, reader=store, readmodels_db=settings.readmodels_db, gateways=gateways,
+                    buckets=buckets, gateway_rates={name: config.rate for name, config in gateway_set.gateways.items()},
+                )
+                await nursery.start(keeper.run)
             await nursery.start(dispatcher.run)
             await nursery.start(partial(run_delivery_csv, settings=settings, store=store, leases=leases))
 
@@ -305,6 +326,8 @@ async def run_service(
             if pass_one is not None:
                 await trio.to_thread.run_sync(pass_one.close)
             await trio.to_thread.run_sync(leases.close)
+        if buckets is not None:
+            buckets.close()
         store.close()
 
 

@@ -7,6 +7,11 @@ written. Each POST ends as WebhookDelivered (a 2xx, with the attempts it took) o
 (still failing `webhook_retry_for` seconds after the first try); both are events on the webhook's
 WebhookLog, recorded in groups through the writer.
 
+Several nodes (a PostgreSQL store): the node holding the lease `webhooks` sends, from the position
+kept in the store (eventstore/webhook_tracking.py); a node that dies or loses its connection loses
+the lease, and another takes it within LEASE_INTERVAL and resumes there. So each event is POSTed
+once per URL across the cluster, and at least once (same `webhook-id`) around a crash.
+
 Position: `DATA/webhooks.db` keeps the position below which every POST is settled, and which
 (position, URL) pairs above it are settled already. A restart resumes there: nothing is lost,
 a POST in flight at the crash is sent again (receivers de-duplicate by `webhook-id`).
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import h11
@@ -40,6 +45,7 @@ from actors.faults import log_failure
 from actors.http_client import HttpClient, HttpError
 from actors.writer import StoreClient
 from eventstore.domain import Account, DeliveryLog, account_id, webhook_message_id
+from eventstore.leases import Leases
 from eventstore.store import SmsStore, WebhookOutcome
 from sftpsms import webhooks
 from sftpsms.config import Settings
@@ -52,6 +58,8 @@ MAX_PENDING = 10_000  # POSTs read from the log and not yet settled; the reader 
 OUTCOMES_BUFFER = 1000
 GROUP = 500
 GROUP_WAIT = 0.1  # seconds to wait for more outcomes before recording a group
+LEASE = "webhooks"  # several nodes: the one holding it sends every webhook
+LEASE_INTERVAL = 0.5  # seconds between looks at the lease (taking it, or checking it is still ours)
 
 SUBSCRIPTION_TOPICS = (
     get_topic(Account.WebhookAdded), get_topic(Account.WebhookRemoved), get_topic(Account.WebhookSecretRotated)
@@ -240,6 +248,16 @@ class Lanes:
             del self._lanes[key]
 
 
+class PositionStore(Protocol):
+    """Where the sender keeps its position: `Tracking` (one node) or eventstore.webhook_tracking."""
+
+    def load(self) -> tuple[int, set[tuple[int, str]]]: ...
+
+    def save(self, position: int, settled: Sequence[tuple[int, str]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Tracking:
     """`DATA/webhooks.db`: the position up to which every POST is settled, and the (position, URL)
     pairs settled above it. Used from one worker thread at a time."""
@@ -277,7 +295,10 @@ class WebhookSender:
         writer: StoreClient,
         clock: Callable[[], datetime],
         client: HttpClient | None = None,
+        leases: Leases | None = None,
+        open_tracking: Callable[[], PositionStore] | None = None,
     ) -> None:
+        """Several nodes: `leases` and `open_tracking` (the position in the store, eventstore/webhook_tracking.py)."""
         self.settings = settings
         self.store = store
         self.writer = writer
@@ -289,6 +310,8 @@ class WebhookSender:
         self._open: dict[int, int] = {}  # position -> POSTs not settled yet
         self._settled: set[tuple[int, str]] = set()
         self._room = trio.Semaphore(MAX_PENDING)
+        self.leases = leases
+        self.open_tracking = open_tracking
 
     def poke(self) -> None:
         self._wake.set()
@@ -299,13 +322,49 @@ class WebhookSender:
         return min(self._open) - 1 if self._open else self._read_position
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Follow the log until cancelled.
+        """Follow the log until cancelled. With `leases` (several nodes), only while this node
+        holds the lease `webhooks`: it waits for it, sends from the position in the store, and
+        stops the moment the lease is lost (POSTs in flight are sent again by the next holder).
 
         Resource handling: the tracking database and the HTTP connections close on exit.
         Error handling: a failing POST is retried, then recorded failed; a failing read or record
         is logged and tried again (the position only moves once outcomes are recorded).
         """
-        tracking = Tracking(self.settings.webhooks_db)
+        try:
+            if self.leases is None or self.open_tracking is None:
+                await self._send(Tracking(self.settings.webhooks_db), task_status=task_status)
+                return
+            task_status.started()
+            while True:
+                while not await trio.to_thread.run_sync(self.leases.try_hold, LEASE):  # noqa: ASYNC110 - another node holds it
+                    await trio.sleep(LEASE_INTERVAL)
+                log.info("webhook sender: lease taken, sending from the position in the store")
+                try:
+                    tracking = await trio.to_thread.run_sync(self.open_tracking)
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._watch_lease, nursery.cancel_scope)
+                        await nursery.start(self._send, tracking)
+                except Exception:
+                    log_failure(log, "webhook sender failed; trying again")
+                    await trio.sleep(LEASE_INTERVAL)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.client.aclose()
+
+    async def _watch_lease(self, scope: trio.CancelScope) -> None:
+        assert self.leases is not None
+        while True:
+            await trio.sleep(LEASE_INTERVAL)
+            if not await trio.to_thread.run_sync(self.leases.check) or not self.leases.holds(LEASE):
+                log.warning("webhook sender: lease lost; stopped")
+                scope.cancel()
+                return
+
+    async def _send(self, tracking: PositionStore, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send from `tracking`'s position until cancelled; closes `tracking`."""
+        self.subscriptions = Subscriptions()
+        self._open = {}
+        self._room = trio.Semaphore(MAX_PENDING)
         outcomes_send, outcomes_receive = trio.open_memory_channel[Settled](OUTCOMES_BUFFER)
         try:
             position, self._settled = await trio.to_thread.run_sync(tracking.load)
@@ -324,8 +383,6 @@ class WebhookSender:
                         await self._wake.wait()
                     self._wake = trio.Event()
         finally:
-            with trio.CancelScope(shield=True):
-                await self.client.aclose()
             tracking.close()
 
     def _read_subscriptions(self, stop: int) -> None:
@@ -372,7 +429,7 @@ class WebhookSender:
                 self._read_position = max(self._read_position, read_to)
                 return
 
-    async def _record(self, outcomes: trio.MemoryReceiveChannel[Settled], tracking: Tracking) -> None:
+    async def _record(self, outcomes: trio.MemoryReceiveChannel[Settled], tracking: PositionStore) -> None:
         with outcomes:
             while True:
                 group = [await outcomes.receive()]
@@ -381,7 +438,7 @@ class WebhookSender:
                         group.append(await outcomes.receive())
                 await self._record_group(group, tracking)
 
-    async def _record_group(self, group: list[Settled], tracking: Tracking) -> None:
+    async def _record_group(self, group: list[Settled], tracking: PositionStore) -> None:
         while True:
             try:
                 await self.writer.run(
@@ -403,7 +460,7 @@ class WebhookSender:
         self._settled.update(pair for pair in pairs if pair[0] > committed)
         try:
             await trio.to_thread.run_sync(tracking.save, committed, pairs)
-        except sqlite3.Error:
+        except Exception:  # sqlite3.Error, psycopg.Error: the next group saves it
             log_failure(log, "webhook sender: saving the position failed (outcomes are recorded)")
 
 

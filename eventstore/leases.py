@@ -11,6 +11,12 @@ Resource handling: `open_leases` returns an object whose `close()` releases ever
 connection). Thread safety: every method may be called from any thread; one lock serialises the
 use of the connection.
 
+Membership: each node names its lease connection (`application_name` sftpsms/<scope>/<node>), so
+`live_nodes()` counts the nodes of this store whose lease connection PostgreSQL holds open: a node
+killed drops out the moment PostgreSQL closes its session, the same moment its leases are freed.
+`check()` is the keepalive: one `SELECT 1` that tells a node (within its caller's period) that its
+connection, and so every lease, is gone.
+
 Error handling: a lost connection means every lease is lost: `held()` is then empty, `try_hold`
 reconnects on its next call, and callers must stop the work of a key whose `holds(key)` turned
 False before they write for it again (the events' optimistic concurrency refuses a second writer
@@ -49,6 +55,12 @@ class Leases(Protocol):
     def close(self) -> None:
         """Release everything."""
 
+    def check(self) -> bool:
+        """Whether the connection holding the leases is alive (a round trip); False drops every lease."""
+
+    def live_nodes(self) -> int:
+        """How many nodes of this store hold a lease connection now (this one included), at least 1."""
+
 
 class LocalLeases:
     """One node (SQLite): every lease is granted; kept so `holds` answers as on PostgreSQL."""
@@ -78,11 +90,17 @@ class LocalLeases:
         with self._lock:
             self._held.clear()
 
+    def check(self) -> bool:
+        return True
+
+    def live_nodes(self) -> int:
+        return 1
+
 
 class PostgresLeases:
     """Advisory locks on one autocommit connection of this node (eventsourcing's postgres settings)."""
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    def __init__(self, env: Mapping[str, str], node: str = "") -> None:
         self._env = dict(env)
         self._lock = threading.Lock()
         self._held: set[str] = set()
@@ -90,6 +108,10 @@ class PostgresLeases:
         # advisory locks are per database, not per schema: stores in schemas of one database must not
         # share lock ids
         self._scope = self._env.get("POSTGRES_SCHEMA", "") + ":"
+        # the connection's name: how other nodes count this one (63 bytes at most in PostgreSQL)
+        scope = hashlib.sha256(self._scope.encode()).hexdigest()[:12]
+        self._members = f"sftpsms/{scope}/"
+        self._application = (self._members + (node or "node"))[:63]
 
     def _connect(self) -> Any:
         import psycopg
@@ -104,7 +126,7 @@ class PostgresLeases:
             dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
             user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
             connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")), autocommit=True,
-            application_name="sftpsms-leases",
+            application_name=self._application,
             # a node cut off from PostgreSQL must notice within seconds (its locks are then gone)
             keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=3,
         )
@@ -153,6 +175,34 @@ class PostgresLeases:
             self._held.clear()
             self._drop()
 
+    def check(self) -> bool:
+        import psycopg
+
+        with self._lock:
+            try:
+                self._connect().execute("SELECT 1")
+            except psycopg.Error as error:
+                if self._held:
+                    log.warning("lease connection failed (%s): leases %s are gone", error, sorted(self._held))
+                self._drop()
+                return False
+            return True
+
+    def live_nodes(self) -> int:
+        import psycopg
+
+        with self._lock:
+            try:
+                row = self._connect().execute(
+                    "SELECT count(DISTINCT application_name) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name LIKE %s",
+                    (self._members + "%",),  # hex and slashes: no LIKE wildcard in it
+                ).fetchone()
+            except psycopg.Error:
+                self._drop()
+                return 1
+            return max(1, int(row[0]) if row else 1)
+
     def _alive(self) -> bool:
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
@@ -172,8 +222,9 @@ class PostgresLeases:
             self._connection = None
 
 
-def open_leases(env: Mapping[str, str]) -> Leases:
-    """Leases for the store whose environment is `env` (eventstore.store.store_env)."""
+def open_leases(env: Mapping[str, str], node: str = "") -> Leases:
+    """Leases for the store whose environment is `env` (eventstore.store.store_env), held by the
+    node named `node` (Settings.node_name; what `live_nodes` counts)."""
     if env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres":
-        return PostgresLeases(env)
+        return PostgresLeases(env, node)
     return LocalLeases()

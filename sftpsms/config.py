@@ -145,7 +145,8 @@ class Settings:
 
     @property
     def webhooks_db(self) -> Path:
-        """The webhook sender's position in the notification log and what it settled past it."""
+        """The webhook sender's position in the notification log and what it settled past it (one
+        node; on a PostgreSQL store it is kept in the store, eventstore/webhook_tracking.py)."""
         return self.data_dir / "webhooks.db"
 
     @property

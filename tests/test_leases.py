@@ -110,3 +110,44 @@ def test_sqlite_has_one_node_that_holds_everything() -> None:
 def test_lock_ids_are_stable_64_bit_numbers() -> None:
     assert lock_id("dispatch:acme") == lock_id("dispatch:acme") != lock_id("dispatch:acme2")
     assert -(2**63) <= lock_id("x") < 2**63
+
+
+def test_live_nodes_counts_the_nodes_of_one_store_by_their_lease_connections(env: dict[str, str]) -> None:
+    a, b = PostgresLeases(env, "node-a"), PostgresLeases(env, "node-b")
+    elsewhere = PostgresLeases(_env(env["POSTGRES_SCHEMA"] + "_other"), "node-c")
+    try:
+        assert a.check() and elsewhere.check()
+        assert a.live_nodes() == 1  # b has not connected yet; c belongs to another store
+        assert b.check()
+        assert a.live_nodes() == b.live_nodes() == 2
+        b.close()
+        deadline = time.monotonic() + 2  # the server ends a closed session's backend a moment later
+        while a.live_nodes() != 1:
+            assert time.monotonic() < deadline, "a closed node still counted after 2 s"
+            time.sleep(0.02)
+    finally:
+        a.close()
+        b.close()
+        elsewhere.close()
+
+
+def test_check_notices_a_connection_ended_by_the_server(env: dict[str, str]) -> None:
+    leases = PostgresLeases(env, "node-a")
+    try:
+        assert leases.try_hold("dispatch:acme")
+        with psycopg.connect(URL, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (leases._application,),
+            )
+        assert not leases.check()
+        assert leases.held() == frozenset()
+        assert leases.check()  # reconnected; the lease has to be taken again
+        assert leases.try_hold("dispatch:acme")
+    finally:
+        leases.close()
+
+
+def test_one_node_on_sqlite_is_always_alone_and_alive() -> None:
+    leases = LocalLeases()
+    assert leases.check() and leases.live_nodes() == 1

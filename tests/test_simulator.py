@@ -107,3 +107,50 @@ async def test_a_journal_of_the_old_format_is_owed_in_full(tmp_path: Path) -> No
         (0, outbound(0).message_id, "000000000042")
     ]
     sim.close()
+
+
+async def test_a_message_another_nodes_simulator_accepted_is_recognised_when_sent_again(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes"
+    send, receive = trio.open_memory_channel[GatewayReport](100)
+    a = Simulator(nodes / "a" / "simulator", send.clone(), SimulatorGatewayConfig(delay=0.05), peers=nodes)
+    b = Simulator(nodes / "b" / "simulator", send, SimulatorGatewayConfig(delay=0.05), peers=nodes)
+    first = await a.submit(outbound(1))
+    b.adopt_peers(b.read_peers())
+    assert await b.submit(outbound(1)) == first  # the same gateway id, not sent as new
+    assert await b.submit(outbound(2)) == (b.gateway_id(outbound(2).message_id),)
+    assert b.duplicates == 1 and a.duplicates == 0
+    assert (nodes / "b" / "simulator" / "resubmitted.log").read_text() == f"{outbound(1).message_id}\n"
+    # b now owes its receipt (a may be dead): b makes it.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.run)
+        with trio.fail_after(5):
+            made = {(await receive.receive()).message_id for _ in range(2)}
+        nursery.cancel_scope.cancel()
+    assert made == {outbound(1).message_id, outbound(2).message_id}
+    a.close()
+    b.close()
+
+
+async def test_a_report_a_gone_node_owed_is_made_by_another_and_a_recorded_one_is_not(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes"
+    send, receive = trio.open_memory_channel[GatewayReport](100)
+    a = Simulator(nodes / "a" / "simulator", send.clone(), SimulatorGatewayConfig(delay=0.05), peers=nodes)
+    await a.submit(outbound(1))
+    await a.submit(outbound(2))
+    a.recorded([receipt_of(a, 2)])  # a's receipts actor recorded message 2's receipt; 1's is owed
+    a.close()  # a is gone
+    # Both receipts were due well over PEER_GRACE ago.
+    journal = nodes / "a" / "simulator" / "accepted.log"
+    past = datetime.now(UTC).timestamp() - 60
+    journal.write_text("".join(f"{line.split(' ')[0]} {line.split(' ')[1]} {past:.3f}\n" for line in journal.read_text().splitlines()))
+    b = Simulator(nodes / "b" / "simulator", send, SimulatorGatewayConfig(delay=0.05), peers=nodes)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.run)  # follows the peers' journals at once
+        with trio.fail_after(5):
+            made = await receive.receive()
+        with trio.move_on_after(0.5):
+            extra = await receive.receive()
+            raise AssertionError(f"a recorded report made again: {extra}")
+        nursery.cancel_scope.cancel()
+    assert made.message_id == outbound(1).message_id and b.taken_over == 1
+    b.close()

@@ -140,7 +140,7 @@ def postgres_env(url: str) -> dict[str, str]:
     return env
 
 
-PER_DATA_DIR = "per-data-dir"  # ?schema=per-data-dir: a schema named after the data directory (test suites)
+PER_DATA_DIR = "per-data-dir"  # ?schema=per-data-dir[-TAG]: a schema named after the data directory (test suites)
 
 
 def store_env(data_dir: Path, store: str | None = None) -> dict[str, str]:
@@ -148,9 +148,13 @@ def store_env(data_dir: Path, store: str | None = None) -> dict[str, str]:
     empty for the embedded default, one SQLite file in the data directory."""
     if store:
         env = postgres_env(store)
-        if env.get("POSTGRES_SCHEMA") == PER_DATA_DIR:
+        schema = env.get("POSTGRES_SCHEMA", "")
+        if schema == PER_DATA_DIR or schema.startswith(PER_DATA_DIR + "-"):
+            # per-data-dir-TAG: the tag (letters, digits) names one test run's schemas, so a run
+            # drops its own and never another's
+            tag = "".join(c for c in schema[len(PER_DATA_DIR) + 1:] if c.isalnum())[:16]
             digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
-            env["POSTGRES_SCHEMA"] = f"sftpsms_t_{digest}"
+            env["POSTGRES_SCHEMA"] = f"sftpsms_t_{tag}_{digest}" if tag else f"sftpsms_t_{digest}"
         return env
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",

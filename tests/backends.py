@@ -19,10 +19,13 @@ BACKEND = "postgresql" if TEST_STORE else "sqlite"
 sqlite_only = pytest.mark.skipif(BACKEND != "sqlite", reason="SQLite's own fast path or files")
 
 
+RUN_TAG = f"r{os.getpid()}"  # this run's schemas: sftpsms_t_<tag>_<digest>, dropped at its end only
+
+
 def configure() -> None:
     if TEST_STORE:
         separator = "&" if "?" in TEST_STORE else "?"
-        os.environ["SFTPSMS_STORE"] = f"{TEST_STORE}{separator}schema=per-data-dir"
+        os.environ["SFTPSMS_STORE"] = f"{TEST_STORE}{separator}schema=per-data-dir-{RUN_TAG}"  # services inherit it
 
 
 def drop_test_schemas() -> None:
@@ -38,8 +41,7 @@ def drop_test_schemas() -> None:
         dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
     ) as connection:
-        names = [row[0] for row in connection.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'sftpsms_t_%'"
-        ).fetchall()]
+        names = [row[0] for row in connection.execute("SELECT nspname FROM pg_namespace").fetchall()
+                 if row[0].startswith(f"sftpsms_t_{RUN_TAG}_")]
         for name in names:
             connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -36,7 +36,7 @@ from tests.service import Service, running_service
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 POSTGRES = os.environ.get("SFTPSMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-SCHEMA_PREFIX = "sftpsms_t_"  # tests/backends.py drops what a run left with this prefix
+SCHEMA_PREFIX = "sftpsms_cluster_"  # each cluster drops its own schema when it stops
 CHECK_INTERVAL_MS = 200  # HAProxy's health checks: a stopped node is out within one interval
 
 

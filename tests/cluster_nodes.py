@@ -33,7 +33,7 @@ PG = os.environ.get("SFTPSMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/tes
 
 def cluster_url(data_dir: Path) -> str:
     """The store of the nodes sharing `data_dir`: a schema of its own, named so that no suite's
-    end (tests/backends.py drops every `sftpsms_t_*`) drops it while another suite's nodes run."""
+    end drops it while another suite's nodes run (tests/backends.py drops only its own run's)."""
     digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:20]
     return f"{PG}?schema=cluster_{digest}"
 

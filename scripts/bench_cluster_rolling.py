@@ -5,8 +5,8 @@ each node in turn is stopped with SIGTERM and started again. Prints the uploads 
 and failed, the files received or completed more than once (duplicates), the uploads without their
 Processed report and the messages not queued exactly once (losses), and each node's restart.
 
-The files' messages wait for a Start far ahead (dispatch idle): what is counted is receiving and
-queueing. `rolling(args)` is what scripts/bench_cluster calls; run it alone with
+The files' messages are sent at once: it also counts the messages not submitted exactly once or
+without exactly one final status (the dispatch leases moving between the nodes as they restart). `rolling(args)` is what scripts/bench_cluster calls; run it alone with
 `flock /tmp/heavy.lock .venv/bin/python scripts/bench_cluster_rolling.py [--seconds 60]`.
 """
 
@@ -37,15 +37,21 @@ def rolling(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rolling-") as scratch, running_cluster(Path(scratch), names) as cluster:
         cluster.any_service().add_account("acme", credits=10_000_000)
         started = time.monotonic()
-        run = rolling_restart(cluster, "acme", seconds=args.seconds, every=args.every)
+        run = rolling_restart(cluster, "acme", seconds=args.seconds, every=args.every, send=True)
         uploaded = time.monotonic() - started
         reports = wait_reports(cluster, "acme", run.names, timeout=120)
         settled = time.monotonic() - started
-        store = cluster.store()
-        try:
-            counts = tally(store, "acme")
-        finally:
-            store.close()
+        deadline = time.monotonic() + 120
+        while True:  # until every queued message has its final status (or two minutes)
+            store = cluster.store()
+            try:
+                counts = tally(store, "acme")
+            finally:
+                store.close()
+            if len(counts.reported) >= len(counts.queued) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        final = time.monotonic() - started
     delivered = [name for name in run.names if name not in run.failed]
     duplicates = sorted(
         name for name in run.names if counts.received[name] > 1 or len(counts.completed.get(name, [])) > 1
@@ -62,6 +68,13 @@ def rolling(args: argparse.Namespace) -> None:
     print(
         f"  messages queued {len(counts.queued)} of {expected_messages}, {twice} queued more than once; "
         f"client done after {uploaded:.1f} s, every report in {settled:.1f} s"
+    )
+    unsent = sum(1 for m in counts.queued if counts.submitted[m] == 0)
+    sent_twice = sum(1 for n in counts.submitted.values() if n > 1)
+    no_status = sum(1 for m in counts.queued if counts.reported[m] != 1)
+    print(
+        f"  messages submitted {sum(counts.submitted.values())}: {unsent} never, {sent_twice} more than once; "
+        f"{no_status} without exactly one final status; every status in {final:.1f} s"
     )
     for error in run.errors[:5]:
         print(f"  a first try's error: {error}")

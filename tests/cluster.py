@@ -338,6 +338,10 @@ RECEIVED = "eventstore.domain:File.FileReceived"
 COMPLETED = "eventstore.domain:File.FileCompleted"
 OPENED = "eventstore.domain:ContactBatch.BatchOpened"
 QUEUED = "eventstore.domain:ContactBatch.MessageQueued"
+DISPATCH_STARTED = "eventstore.domain:DispatchLog.DispatchStarted"
+SUBMITTED = "eventstore.domain:DispatchLog.MessageSubmitted"
+DELIVERY_STARTED = "eventstore.domain:DeliveryLog.DeliveryStarted"
+REPORTED = "eventstore.domain:DeliveryLog.DeliveryReported"
 
 
 @dataclass
@@ -348,6 +352,8 @@ class Tally:
     received: Counter[str]
     completed: dict[str, list[str]]
     queued: Counter[uuid.UUID]
+    submitted: Counter[uuid.UUID]  # per message id: its MessageSubmitted events
+    reported: Counter[uuid.UUID]  # per message id: its DeliveryReported events (final statuses)
 
 
 def tally(store: SmsStore, account: str) -> Tally:
@@ -357,9 +363,13 @@ def tally(store: SmsStore, account: str) -> Tally:
     names: dict[str, str] = {}  # file id -> name
     batch_files: dict[str, uuid.UUID] = {}  # batch id -> file id
     queued: Counter[uuid.UUID] = Counter()
+    submitted: Counter[uuid.UUID] = Counter()
+    reported: Counter[uuid.UUID] = Counter()
+    log_files: dict[str, uuid.UUID] = {}  # dispatch / delivery log id -> file id
     after = 0
+    topics = [RECEIVED, COMPLETED, OPENED, QUEUED, DISPATCH_STARTED, SUBMITTED, DELIVERY_STARTED, REPORTED]
     while True:
-        page = store.notifications(after, 10_000, topics=[RECEIVED, COMPLETED, OPENED, QUEUED])
+        page = store.notifications(after, 10_000, topics=topics)
         if not page:
             break
         for notification in page:
@@ -374,18 +384,25 @@ def tally(store: SmsStore, account: str) -> Tally:
                 batch_files[originator] = uuid.UUID(event.file_id)  # type: ignore[attr-defined]
             elif notification.topic == QUEUED and originator in batch_files:
                 queued[message_id(batch_files[originator], event.index)] += 1  # type: ignore[attr-defined]
+            elif notification.topic in (DISPATCH_STARTED, DELIVERY_STARTED) and event.account == account:  # type: ignore[attr-defined]
+                log_files[originator] = uuid.UUID(event.file_id)  # type: ignore[attr-defined]
+            elif notification.topic == SUBMITTED and originator in log_files:
+                submitted[message_id(log_files[originator], event.index)] += 1  # type: ignore[attr-defined]
+            elif notification.topic == REPORTED and originator in log_files:
+                reported[message_id(log_files[originator], event.index)] += 1  # type: ignore[attr-defined]
         after = page[-1].id
-    return Tally(received, completed, queued)
+    return Tally(received, completed, queued, submitted, reported)
 
 
 # ---- the rolling restart (issue 10 §3 (b)) ----------------------------------------------------
 
 
-def small_upload(i: int, contacts: int = 3) -> bytes:
-    """A file whose messages wait for a Start far ahead: queued, never sent (the file tests leave
-    dispatch idle; exactly-once sending is the dispatch leases' to show)."""
+def small_upload(i: int, contacts: int = 3, *, send: bool = False) -> bytes:
+    """A small file: its messages sent at once when `send`, else waiting for a Start far ahead
+    (queued, never sent: what is asserted is the receiving side only)."""
     rows = [{"msisdn": f"2782{i:04d}{j:03d}", "customerId": f"U{i}-{j}"} for j in range(contacts)]
-    return orjson.dumps({"Version": 7, "Start": "2099-01-01 08:00", "Message_Template": "Later", "Contacts": rows})
+    when = {} if send else {"Start": "2099-01-01 08:00"}
+    return orjson.dumps({"Version": 7, **when, "Message_Template": "Later", "Contacts": rows})
 
 
 @dataclass
@@ -447,10 +464,13 @@ class Uploader:
         self._drop()
 
 
-def rolling_restart(cluster: Cluster, account: str, *, seconds: float, every: float = 0.2) -> RollingRun:
+def rolling_restart(
+    cluster: Cluster, account: str, *, seconds: float, every: float = 0.2, send: bool = False
+) -> RollingRun:
     """Upload a small file every `every` seconds through HAProxy for `seconds`, while each node in
     turn is stopped (SIGTERM, waited for), started again and waited for until HAProxy sees it UP.
-    The restarts begin after a tenth of the run and are spread over it."""
+    The restarts begin after a tenth of the run and are spread over it. `send`: the files' messages
+    are sent at once (else they wait for a Start far ahead)."""
     assert cluster.balancer is not None
     balancer = cluster.balancer
     run = RollingRun()
@@ -480,7 +500,7 @@ def rolling_restart(cluster: Cluster, account: str, *, seconds: float, every: fl
     try:
         i = 0
         while time.monotonic() - started < seconds:
-            uploader.upload(run, f"roll-{i:05d}.json", small_upload(i))
+            uploader.upload(run, f"roll-{i:05d}.json", small_upload(i, send=send))
             i += 1
             time.sleep(max(0.0, started + i * every - time.monotonic()))
     finally:

@@ -25,7 +25,6 @@ import errno
 import logging
 import os
 import resource
-import secrets
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from asyncssh.constants import (
 )
 
 from actors.bridge import AsyncioPortal, TrioPortal
+from actors.shared_files import publish_once
 from sftpsms import folders
 from sftpsms.config import Settings
 from sftpsms.connections import Connection, ConnectionCounter, TooManyConnections
@@ -686,27 +686,10 @@ def ensure_host_key(path: Path) -> asyncssh.SSHKey:
     """The server's host key, generated (ed25519, mode 0600) on first use.
 
     Every node of a cluster reads it from the shared data directory, so a client behind the load
-    balancer never sees the key change. Nodes starting at the same moment each generate one, but
-    only one is ever published: written whole under a name of its own, then linked to `path`
-    (os.link never replaces, atomic on NFS too); whoever loses reads the winner's."""
-    if path.exists():
-        return asyncssh.read_private_key(str(path))
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(key.export_private_key())
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return asyncssh.read_private_key(str(path))  # another node's, published first
-    finally:
-        temporary.unlink(missing_ok=True)
-    return key
+    balancer never sees the key change; nodes starting at the same moment publish only one
+    (actors/shared_files.publish_once)."""
+    data = publish_once(path, lambda: asyncssh.generate_private_key("ssh-ed25519").export_private_key())
+    return asyncssh.import_private_key(data)
 
 
 async def serve_sftp(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ import httpx
 import paramiko
 
 from actors.sftp_server import ensure_host_key
+from actors.shared_files import publish_once
 from eventstore.domain import file_id
 from eventstore.store import Receipt, SmsStore, open_store
 from tests.cluster import (
@@ -85,6 +87,17 @@ def test_nodes_starting_at_the_same_moment_publish_one_host_key(tmp_path: Path) 
         assert asyncssh.read_private_key(str(path)).export_public_key() == keys[0]
         assert path.stat().st_mode & 0o777 == 0o600
         assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_nodes_starting_at_the_same_moment_share_one_panel_key(tmp_path: Path) -> None:
+    """The control panel's signing key (DATA/panel.key): the old O_EXCL-then-write let a node read
+    it empty between the two."""
+    for trial in range(10):
+        path = tmp_path / str(trial) / "panel.key"
+        keys, errors = _at_once(6, lambda path=path: publish_once(path, lambda: secrets.token_bytes(32)))  # type: ignore[misc]
+        assert not errors and len(keys) == 6 and len(set(keys)) == 1 and len(keys[0]) == 32
+        assert path.read_bytes() == keys[0] and path.stat().st_mode & 0o777 == 0o600
+        assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
 @needs_postgres

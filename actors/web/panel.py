@@ -16,7 +16,6 @@ read models, the history, the event store.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -32,6 +31,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from actors.file import file_report
 from actors.session import LoginBusy
 from actors.sftp_server import LoginRefused
+from actors.shared_files import publish_once
 from actors.web import intents
 from actors.web.app import ApiError, json_response
 from actors.web.context import WebContext
@@ -70,31 +70,14 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 
 def _key(context: WebContext) -> bytes:
-    """The signing key, made once per data directory (0600)."""
-    path = context.settings.data_dir / KEY_FILE
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        key = secrets.token_bytes(32)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(descriptor, key)
-        except BaseException:
-            os.close(descriptor)
-            raise
-        os.close(descriptor)
-        return key
-    except FileExistsError:
-        return path.read_bytes()
+    """The signing key, made once per data directory (0600) and shared by every node."""
+    return publish_once(context.settings.data_dir / KEY_FILE, lambda: secrets.token_bytes(32))
 
 
 def _signer(context: WebContext, salt: str) -> URLSafeTimedSerializer:
     cached = getattr(context, "_panel_key", None)
     if cached is None:
-        try:
-            cached = _key(context)
-        except FileExistsError:  # another node made it meanwhile
-            cached = (context.settings.data_dir / KEY_FILE).read_bytes()
+        cached = _key(context)
         context._panel_key = cached  # type: ignore[attr-defined]
     return URLSafeTimedSerializer(cached, salt=salt)
 

@@ -8,7 +8,8 @@ what the event would do (next version, the index noted, modified_on) and keeps t
 dict; `encode_rows` turns those and any ordinary pending events into the rows the SQLite recorder
 inserts; `reported` does the same for DeliveryLog.reported. tests/test_dispatch_rows.py holds the
 two paths to byte-for-byte equality; the rows read back as ordinary events. Stores that compress, encrypt or run on PostgreSQL use
-the aggregate path (SmsStore.writes_batch_rows).
+the aggregate path: `as_events` turns the same rows-to-be into the events they stand for
+(SmsStore.record_submissions decides).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, resolve_topic
 
 from eventstore.contact_rows import Row
 from eventstore.domain import DeliveryLog, DispatchLog
@@ -146,3 +147,14 @@ def encode_rows(pending: Iterable[PendingRow], events: Iterable[Any], mapper: Ma
         rows.append((stored.originator_id.hex, stored.originator_version, stored.topic, stored.state))  # type: ignore[union-attr]
     rows.sort(key=lambda row: (row[0], row[1]))
     return rows
+
+
+def as_events(pending: Iterable[PendingRow], events: Iterable[Any] = ()) -> list[Any]:
+    """The domain events that pending rows stand for, with ordinary `events`, in the order
+    `encode_rows` writes them: for stores that take no rows, whose mapper then stores what
+    `encode_rows` would (each event class built with the row's own fields, as trigger_event does)."""
+    built = [
+        resolve_topic(p.topic)(originator_id=UUID(p.originator), originator_version=p.version, **p.state)
+        for p in pending
+    ]
+    return sorted([*built, *events], key=lambda event: (event.originator_id.hex, event.originator_version))

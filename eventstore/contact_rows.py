@@ -24,7 +24,8 @@ from eventsourcing.utils import get_topic
 
 from eventstore.domain import OPTOUT_CODE, OPTOUT_DETAIL, ContactBatch, batch_id
 
-# A stored-event row as the SQLite recorder inserts it: originator id (hex), version, topic, state.
+# A stored-event row as the row recorders insert it: originator id (hex; PostgreSQL's recorder
+# parses it into a uuid), version, topic, state.
 Row = tuple[str, int, str, bytes]
 # A contact's outcome as pass 1 spools it (one line): a queued message as the JSON object of its
 # MessageQueued fields; otherwise a JSON array of index, msisdn, customer id, text, parts, code,

@@ -2,8 +2,8 @@
 
 Each batch holds BATCH_SIZE consecutive contacts (MessageQueued / ContactRejected / OptOutSkipped,
 then BatchSealed with the batch's counts and errors for the report). GROUP batches are saved per
-transaction; a batch already stored (a file resumed after a crash) is skipped by the store, so a
-message is never queued twice.
+transaction (SmsStore.queue_batches, which writes them as rows or as aggregates); a batch already
+stored (a file resumed after a crash) is skipped by the store, so a message is never queued twice.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ import outcome
 import trio
 
 from actors.writer import StoreClient
-from eventstore.contact_rows import BatchRows, batch_rows
-from eventstore.domain import ContactBatch
-from eventstore.store import SmsStore
-from sftpsms.errors import ErrorCode
-from sftpsms.intake import Outcome, Plan
+from eventstore.contact_rows import SpooledBatch
+from sftpsms.intake import Plan
 
 log = logging.getLogger(__name__)
 
@@ -42,31 +39,8 @@ class QueueRequest:
     reply: trio.MemorySendChannel[outcome.Outcome[int]]
 
 
-def build_batch(
-    *, file_id: UUID, account: str, number: int, plan: Plan, outcomes: list[Outcome], timestamp: datetime
-) -> ContactBatch:
-    batch = ContactBatch.open(
-        file=file_id,
-        account=account,
-        number=number,
-        sender_id=plan.sender_id,
-        not_before=plan.not_before.isoformat() if plan.not_before else None,
-        expires_at=plan.expires_at.isoformat() if plan.expires_at else None,
-        timestamp=timestamp,
-    )
-    for o in outcomes:
-        if o.code is None:
-            batch.queue(o.index, o.msisdn or "", o.customer_id, o.text or "", o.parts)
-        elif o.code == ErrorCode.OPTOUT:
-            batch.skip_optout(o.index, o.msisdn or "")
-        else:
-            batch.reject(o.index, o.msisdn, o.code, o.detail or "")
-    batch.seal()
-    return batch
-
-
 class _SpoolGroups:
-    """Reads the spool GROUP batches at a time; used from the writer's thread only."""
+    """Reads a file's spool GROUP batches at a time (in a worker thread)."""
 
     def __init__(self, request: QueueRequest, timestamp: datetime) -> None:
         self.request = request
@@ -74,57 +48,26 @@ class _SpoolGroups:
         self.number = 0
         self._lines: IO[bytes] | None = None
 
-    def next_group(self, store: SmsStore) -> int:
-        """Build and save the next group; returns how many contacts it held (0 at the end).
-
-        The rows are built directly (eventstore.contact_rows) where the store allows it; the
-        aggregates of build_batch otherwise. Both store the same events."""
+    def next_group(self) -> list[SpooledBatch]:
+        """The next group's batches, BATCH_SIZE spool lines each ([] at the end)."""
         if self._lines is None:
             self._lines = self.request.plan.spool.open("rb")
-        direct = store.writes_batch_rows
-        encode = store.row_encoder()
         request, plan = self.request, self.request.plan
         not_before = plan.not_before.isoformat() if plan.not_before else None
         expires_at = plan.expires_at.isoformat() if plan.expires_at else None
-        rows: list[BatchRows] = []
-        batches: list[ContactBatch] = []
-        contacts = 0
+        batches: list[SpooledBatch] = []
         for _ in range(GROUP):
             lines = list(islice(self._lines, BATCH_SIZE))
             if not lines:
                 break
-            contacts += len(lines)
-            if direct:
-                rows.append(
-                    batch_rows(
-                        file=request.file_id,
-                        account=request.account,
-                        number=self.number,
-                        sender_id=plan.sender_id,
-                        not_before=not_before,
-                        expires_at=expires_at,
-                        timestamp=self.timestamp,
-                        lines=lines,
-                        encode=encode,
-                    )
+            batches.append(
+                SpooledBatch(
+                    file=request.file_id, account=request.account, number=self.number, sender_id=plan.sender_id,
+                    not_before=not_before, expires_at=expires_at, timestamp=self.timestamp, lines=lines,
                 )
-            else:
-                batches.append(
-                    build_batch(
-                        file_id=request.file_id,
-                        account=request.account,
-                        number=self.number,
-                        plan=plan,
-                        outcomes=[Outcome.from_line(line) for line in lines],
-                        timestamp=self.timestamp,
-                    )
-                )
+            )
             self.number += 1
-        if rows:
-            store.save_batch_rows(rows)
-        if batches:
-            store.save_batches(batches)
-        return contacts
+        return batches
 
     def close(self) -> None:
         if self._lines is not None:
@@ -160,7 +103,9 @@ async def run_contact_batches(
 
 async def _queue_all(store: StoreClient, groups: _SpoolGroups) -> int:
     total = 0
-    while contacts := await store.run(groups.next_group):
+    while batches := await trio.to_thread.run_sync(groups.next_group):
+        await store.queue_batches(batches)  # the store skips batches stored before a restart
+        contacts = sum(len(batch.lines) for batch in batches)
         total += contacts
         if total % PROGRESS_EVERY < contacts:
             log.info("file_id=%s queued=%d", groups.request.file_id, total)

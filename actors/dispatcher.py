@@ -85,7 +85,8 @@ from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import DispatchLog, message_id
 from eventstore.domain import batch_id as batch_uuid
 from eventstore.projections import ReadModels
-from eventstore.store import SmsStore
+from eventstore.store import Refund, SmsStore
+from sftpsms import credits
 from sftpsms.config import Settings
 from sftpsms.quiet import HORIZON, QuietHours, QuietState, quiet_state, zone_infos, zones_for_number
 from sftpsms.ratelimit import TokenBucket
@@ -204,25 +205,7 @@ def load_batch(store: SmsStore, row: dict[str, Any]) -> ActiveBatch:
     )
 
 
-Refunds = dict[tuple[str, str, str], int]  # (account, file id, reason) → parts
-
-
-def save_progress(store: SmsStore, events: list[Any], refunds: Refunds, rows: list[PendingRow] | None = None) -> None:
-    """MessageSubmitted / MessageExpired / BatchDispatched events (some as rows, see
-    eventstore.dispatch_rows), then refunds for expired parts (reason "expired" at End,
-    "cancelled" for a cancelled file)."""
-    if rows:
-        store.save_rows(dispatch_rows.encode_rows(rows, events, store.mapper, store.row_encoder()))
-    elif events:
-        store.save(*events)
-    for (account, file_id, reason), parts in refunds.items():
-
-        def command(account: str = account, file_id: str = file_id, parts: int = parts, reason: str = reason) -> None:
-            aggregate = store.account(account)
-            aggregate.refund_credits(UUID(file_id), parts, reason)
-            store.save(aggregate)
-
-        store._retrying(command)
+Refunds = dict[Refund, int]  # (account, file id, reason) → parts (SmsStore.refund_expired)
 
 
 def route_for(msisdn: str, routes: list[tuple[str, str]], default: str) -> str:
@@ -282,9 +265,8 @@ class Dispatcher:
         self.account_buckets: dict[str, TokenBucket] = {}
         self.dirty: dict[UUID, DispatchLog] = {}
         self.unsaved: list[Any] = []  # events collected for a flush that failed
-        # MessageSubmitted events built as rows (eventstore.dispatch_rows), where the store takes
-        # rows (decided in run()); else they are ordinary pending events of the dispatch logs.
-        self.fast_rows = False
+        # MessageSubmitted events built as rows-to-be (eventstore.dispatch_rows); the store
+        # writes them as rows or as events (SmsStore.record_submissions).
         self.rows: list[PendingRow] = []
         self.refunds: Refunds = {}
         self.on_control = on_control
@@ -467,7 +449,7 @@ class Dispatcher:
             queue.scheduled = []
         await self._settle(held)
         at = self.clock().isoformat()
-        key = (account, file_id, "cancelled")
+        key = (account, file_id, credits.CANCELLED)
         messages = parts = 0
         for batch in held:
             count, batch_parts = self._cancel_batch(batch, at)
@@ -491,20 +473,13 @@ class Dispatcher:
             self.known.add(bid)
             if bid in done:
                 continue
-            if self.fast_rows:  # as rows (eventstore.dispatch_rows), read and built in a thread
-                expired = await trio.to_thread.run_sync(self._expire_stored, UUID(bid), datetime.fromisoformat(at))
-                if expired is None:
-                    continue
-                dispatch, batch_rows = expired
-                rows += batch_rows
-                batch_count, batch_parts = len(batch_rows), sum(row.state["parts"] for row in batch_rows)
-            else:
-                stored = {"batch_id": bid, "file_id": file_id, "account": account}
-                batch = await trio.to_thread.run_sync(load_batch, self.reader, stored)
-                if batch.log.finished:
-                    continue
-                dispatch = batch.log
-                batch_count, batch_parts = self._cancel_batch(batch, at)
+            # As rows-to-be (eventstore.dispatch_rows), read and built in a thread.
+            expired = await trio.to_thread.run_sync(self._expire_stored, UUID(bid), datetime.fromisoformat(at))
+            if expired is None:
+                continue
+            dispatch, batch_rows = expired
+            rows += batch_rows
+            batch_count, batch_parts = len(batch_rows), sum(row.state["parts"] for row in batch_rows)
             dispatch.finish()
             messages, parts, refund = messages + batch_count, parts + batch_parts, refund + batch_parts
             events += dispatch.collect_events()
@@ -520,7 +495,7 @@ class Dispatcher:
         return messages, parts
 
     async def _save_cancelled(self, events: list[Any], rows: list[PendingRow], refunds: Refunds) -> None:
-        await self.store.run(lambda s: save_progress(s, events, refunds, rows))
+        await self.store.record_submissions(rows, events, refunds)
 
     def _expire_stored(self, batch: UUID, at: datetime) -> tuple[DispatchLog, list[PendingRow]] | None:
         """A stored batch's unsent messages as MessageExpired rows (reason "cancelled"), with its
@@ -584,7 +559,7 @@ class Dispatcher:
         self.unflushed = 0
         self.last_flush = trio.current_time()
         try:
-            await self.store.run(lambda s: save_progress(s, events, refunds, rows))
+            await self.store.record_submissions(rows, events, refunds)
         except BaseException:
             self.unsaved = events + self.unsaved
             self.rows = rows + self.rows
@@ -727,7 +702,7 @@ class Dispatcher:
         while active.messages:
             message = active.messages.popleft()
             active.log.expired(message.index, message.parts, now.isoformat())
-            key = (message.account, str(message.file_id), "expired")
+            key = (message.account, str(message.file_id), credits.EXPIRED)
             self.refunds[key] = self.refunds.get(key, 0) + message.parts
         self.dirty[active.log.id] = active.log
 
@@ -845,32 +820,20 @@ class Dispatcher:
     def _submitted(self, message: OutboundMessage, active: ActiveBatch, gateway: str, ids: tuple[str, ...]) -> None:
         active.in_flight -= 1
         now = self.clock()
-        if self.fast_rows:
-            row = dispatch_rows.submitted(
-                active.log,
-                index=message.index,
-                gateway=gateway,
-                gateway_ids=ids,
-                parts=message.parts,
-                at=now,
-                msisdn=message.msisdn,
-                customer_id=message.customer_id,
-            )
-            if row is not None:
-                self.rows.append(row)
-        else:
-            active.log.submitted(
-                message.index,
-                gateway,
-                ids,
-                message.parts,
-                now.isoformat(),
-                msisdn=message.msisdn,
-                customer_id=message.customer_id,
-                timestamp=now,
-            )
-        # Dirty on the row path too: a new log's DispatchStarted is an ordinary pending event and
-        # must be written in the same flush as its first row (rows sort after it by version).
+        row = dispatch_rows.submitted(
+            active.log,
+            index=message.index,
+            gateway=gateway,
+            gateway_ids=ids,
+            parts=message.parts,
+            at=now,
+            msisdn=message.msisdn,
+            customer_id=message.customer_id,
+        )
+        if row is not None:
+            self.rows.append(row)
+        # Dirty too: a new log's DispatchStarted is an ordinary pending event and must be written
+        # in the same flush as its first row (rows sort after it by version).
         self.dirty[active.log.id] = active.log
         self.recent.add(SubmissionRef.of(message, gateway, ids[0]), ids)
         self.unflushed += 1
@@ -978,7 +941,6 @@ class Dispatcher:
                     tasks = max(1, int(getattr(lane.gateway, "concurrency", 1)))
                     for _ in range(tasks):
                         nursery.start_soon(partial(self._sender, lane, lane.receive.clone(), drain=tasks == 1))
-            self.fast_rows = await self.store.run(lambda s: s.writes_batch_rows)
             self._nursery = nursery
             await self.refill()
             nursery.start_soon(self._refiller)

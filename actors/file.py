@@ -56,6 +56,7 @@ from sftpsms import filing, folders
 from sftpsms.archive import ZipContents, extract_zip
 from sftpsms.config import Settings
 from sftpsms.control import is_control
+from sftpsms.credits import shortfall
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header
 from sftpsms.intake import (
@@ -789,7 +790,7 @@ async def _run_contacts(context: FileContext, file: File) -> None:
             context,
             file.id,
             ErrorCode.INSUFFICIENT_CREDITS,
-            f"the file needs {short.needed} credits, the balance is {short.balance}",
+            shortfall("the file", short.needed, short.balance) or "",
             contacts=plan.contacts,
             contact_errors=plan.first_errors,
         )

@@ -9,14 +9,18 @@ SmsStore's commands retry on a version conflict.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import outcome
 import trio
 
-from eventstore.store import SmsStore
+from eventstore.contact_rows import SpooledBatch
+from eventstore.dispatch_rows import PendingRow
+from eventstore.reports import Report, ReportsRecorded
+from eventstore.store import Refund, SmsStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -31,7 +35,8 @@ class StoreCommand(Generic[T]):
 
 
 class StoreClient:
-    """What actors hold: `await store.run(lambda s: s.add_credits(...))`."""
+    """What actors hold: the store's intents as awaitables (`await store.queue_batches(...)`),
+    and `await store.run(partial(SmsStore.add_credits, ...))` for its other commands."""
 
     def __init__(self, inbox: trio.MemorySendChannel[StoreCommand[Any]]) -> None:
         self._inbox = inbox
@@ -48,6 +53,19 @@ class StoreClient:
             await self._inbox.send(StoreCommand(command, send))
             result = await receive.receive()
         return result.unwrap()
+
+    # The hot path's intents (eventstore.store's docstring): each picks its backend's path.
+
+    async def queue_batches(self, batches: Sequence[SpooledBatch]) -> int:
+        return await self.run(partial(SmsStore.queue_batches, batches=batches))
+
+    async def record_submissions(
+        self, rows: Sequence[PendingRow], events: Sequence[Any] = (), refunds: Mapping[Refund, int] | None = None
+    ) -> None:
+        await self.run(partial(SmsStore.record_submissions, rows=rows, events=events, refunds=refunds))
+
+    async def record_reports(self, reports: Sequence[Report], *, optout_words: Sequence[str]) -> ReportsRecorded:
+        return await self.run(partial(SmsStore.record_reports, reports=reports, optout_words=optout_words))
 
 
 def open_store_channel() -> tuple[StoreClient, trio.MemoryReceiveChannel[StoreCommand[Any]]]:

@@ -13,7 +13,7 @@ reads the rows back as ordinary ContactBatch events.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,8 @@ from eventsourcing.utils import get_topic
 
 from eventstore.domain import OPTOUT_CODE, OPTOUT_DETAIL, ContactBatch, batch_id
 
-# A stored-event row as the SQLite recorder inserts it: originator id (hex), version, topic, state.
+# A stored-event row as the row recorders insert it: originator id (hex; PostgreSQL's recorder
+# parses it into a uuid), version, topic, state.
 Row = tuple[str, int, str, bytes]
 # A contact's outcome as pass 1 spools it (one line): a queued message as the JSON object of its
 # MessageQueued fields; otherwise a JSON array of index, msisdn, customer id, text, parts, code,
@@ -39,6 +40,50 @@ OPTOUT_TOPIC = get_topic(ContactBatch.OptOutSkipped)
 SEALED_TOPIC = get_topic(ContactBatch.BatchSealed)
 ROUTED_TOPIC = get_topic(ContactBatch.BatchRouted)
 OBJECT = ord("{")
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledBatch:
+    """A contact batch as pass 2 hands it to the store (SmsStore.queue_batches): its opening
+    fields and its contacts' spool lines, one event each."""
+
+    file: UUID
+    account: str
+    number: int
+    sender_id: str
+    not_before: str | None
+    expires_at: str | None
+    timestamp: datetime
+    lines: Sequence[SpoolLine]
+
+    def rows(self, encode: Callable[[Any], bytes]) -> BatchRows:
+        return batch_rows(
+            file=self.file, account=self.account, number=self.number, sender_id=self.sender_id,
+            not_before=self.not_before, expires_at=self.expires_at, timestamp=self.timestamp,
+            lines=self.lines, encode=encode,
+        )
+
+
+def batch_aggregate(batch: SpooledBatch) -> ContactBatch:
+    """The same batch the general way: `ContactBatch.open(...)`, an event per spooled outcome,
+    `seal()` (what `batch_rows` stores, for stores that take no rows)."""
+    aggregate = ContactBatch.open(
+        file=batch.file, account=batch.account, number=batch.number, sender_id=batch.sender_id,
+        not_before=batch.not_before, expires_at=batch.expires_at, timestamp=batch.timestamp,
+    )
+    for line in batch.lines:
+        fields = orjson.loads(line)
+        if isinstance(fields, dict):
+            aggregate.queue(fields["index"], fields["msisdn"] or "", fields["customer_id"], fields["text"] or "",
+                            fields["parts"])
+            continue
+        index, msisdn, _customer_id, _text, _parts, code, detail = fields
+        if code == OPTOUT_CODE:
+            aggregate.skip_optout(index, msisdn or "")
+        else:
+            aggregate.reject(index, msisdn, code, detail or "")
+    aggregate.seal()
+    return aggregate
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,14 +1,16 @@
 """MessageSubmitted and DeliveryReported events as stored-event rows: the fast path of the
-dispatcher and of the receipts actor, one event each per message sent.
+dispatcher and of report recording, one event each per message sent.
 
 At thousands of messages a second, `DispatchLog.submitted` (a domain-event object per message,
 mutated into the aggregate) and `save()` (the protocol checks, StoredEvent objects, originator-id
 conversions) are a third of the service's Python time. `submitted` here does to the aggregate
 what the event would do (next version, the index noted, modified_on) and keeps the event's state
-dict; `encode_rows` turns those and any ordinary pending events into the rows the SQLite recorder
-inserts; `reported` does the same for DeliveryLog.reported. tests/test_dispatch_rows.py holds the
-two paths to byte-for-byte equality; the rows read back as ordinary events. Stores that compress, encrypt or run on PostgreSQL use
-the aggregate path (SmsStore.writes_batch_rows).
+dict; `encode_rows` turns those and any ordinary pending events into the rows the row recorders
+insert (SQLite's, PostgreSQL's); `reported` does the same for DeliveryLog.reported.
+tests/test_dispatch_rows.py holds the two paths to byte-for-byte equality on both backends; the
+rows read back as ordinary events. Stores that compress or encrypt take the aggregate path:
+`as_events` turns the same rows-to-be into the events they stand for (SmsStore.record_submissions
+decides).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, resolve_topic
 
 from eventstore.contact_rows import Row
 from eventstore.domain import DeliveryLog, DispatchLog
@@ -35,7 +37,7 @@ EXPIRED_TOPIC = get_topic(DispatchLog.MessageExpired)
 class PendingRow:
     """An event applied to its aggregate but not stored yet: its row without the encoding."""
 
-    originator: str  # the aggregate id in hex, as the SQLite recorder stores it
+    originator: str  # the aggregate id in hex, as the rows carry it
     version: int
     topic: str
     state: dict[str, Any]
@@ -146,3 +148,14 @@ def encode_rows(pending: Iterable[PendingRow], events: Iterable[Any], mapper: Ma
         rows.append((stored.originator_id.hex, stored.originator_version, stored.topic, stored.state))  # type: ignore[union-attr]
     rows.sort(key=lambda row: (row[0], row[1]))
     return rows
+
+
+def as_events(pending: Iterable[PendingRow], events: Iterable[Any] = ()) -> list[Any]:
+    """The domain events that pending rows stand for, with ordinary `events`, in the order
+    `encode_rows` writes them: for stores that take no rows, whose mapper then stores what
+    `encode_rows` would (each event class built with the row's own fields, as trigger_event does)."""
+    built = [
+        resolve_topic(p.topic)(originator_id=UUID(p.originator), originator_version=p.version, **p.state)
+        for p in pending
+    ]
+    return sorted([*built, *events], key=lambda event: (event.originator_id.hex, event.originator_version))

@@ -3,6 +3,26 @@
 Synchronous (the eventsourcing API is); trio code reaches it through the writer actor or
 `trio.to_thread.run_sync`. Several processes may share one store (the server and the admin CLI):
 commands on shared aggregates retry on a version conflict.
+
+The store boundary (issue 10 §1). `eventstore/` is the only package that speaks to the event store,
+and SmsStore offers *intents*: what happened, never how to store it. The hot path's intents write
+the rows themselves where the backend takes rows, else through aggregates and save():
+
+- `queue_batches(batches)`: pass 2's contact batches (spool lines, eventstore.contact_rows
+  SpooledBatch) as ContactBatch events, batches already stored skipped;
+- `record_submissions(rows, events, refunds)`: the dispatcher's progress: MessageSubmitted and
+  MessageExpired as rows-to-be (eventstore.dispatch_rows PendingRow, backend-neutral: an event's
+  state before encoding), the dispatch logs' other events, then `refund_expired(refunds)`;
+- `refund_expired(refunds)`: expired or cancelled parts back to their accounts (CreditsRefunded);
+- `record_reports(reports, optout_words=...)`: receipts and replies already matched to their
+  messages (eventstore.reports) as DeliveryReported / ReplyReceived, with the opt-outs and the
+  automatic answers they bring, in one transaction.
+
+Which path a store takes is decided here (`writes_batch_rows`): rows on SQLite
+(eventstore.recorder) and on PostgreSQL (eventstore.pg_recorder: COPY under eventsourcing's own
+table lock), each held byte-identical to the aggregate path by tests/test_contact_rows.py and
+tests/test_dispatch_rows.py on both backends; the aggregate path for stores that compress or
+encrypt. Actors hold actors.writer.StoreClient, whose methods are these intents.
 """
 
 from __future__ import annotations
@@ -21,8 +41,19 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Notification, Transcoder
+from eventsourcing.utils import EnvType
 
-from eventstore.contact_rows import BatchRows, QueuedBatch, QueuedMessage, read_queued_batch
+from eventstore import dispatch_rows
+from eventstore.contact_rows import (
+    BatchRows,
+    QueuedBatch,
+    QueuedMessage,
+    Row,
+    SpooledBatch,
+    batch_aggregate,
+    read_queued_batch,
+)
+from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import (
     ROUTES_ID,
     Account,
@@ -48,12 +79,15 @@ from eventstore.domain import (
     validation_id,
     webhook_log_id,
 )
+from eventstore.pg_recorder import RowsPostgresApplicationRecorder
 from eventstore.recorder import BatchingSQLiteApplicationRecorder
+from eventstore.reports import DeliveryRecorder, Report, ReportsRecorded
 from eventstore.transcoder import OrjsonTranscoder
 from sftpsms.names import BadName, check_account_name
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
+Refund = tuple[str, str, str]  # (account, file id, reason): credits given back for expired parts
 
 DUPLICATE_WINDOW = timedelta(hours=48)
 CONFLICT_RETRIES = 20
@@ -134,6 +168,7 @@ def postgres_env(url: str) -> dict[str, str]:
         "POSTGRES_LOCK_TIMEOUT": "30",
         "POSTGRES_POOL_SIZE": "4",
         "POSTGRES_MAX_OVERFLOW": "8",
+        "APPLICATION_RECORDER_TOPIC": "eventstore.pg_recorder:RowsPostgresApplicationRecorder",
     }
     if query.get("schema"):
         env["POSTGRES_SCHEMA"] = query["schema"][0]
@@ -241,6 +276,10 @@ class SmsStore(Application[UUID]):
 
     name = "sftpsms"
     snapshotting_intervals = {Account: 100, Routes: 100, WebhookLog: 100}  # noqa: RUF012 - eventsourcing's API
+
+    def __init__(self, env: EnvType | None = None) -> None:
+        super().__init__(env)
+        self._deliveries = DeliveryRecorder()  # record_reports' delivery logs, kept warm
 
     def construct_transcoder(self) -> Transcoder:
         return OrjsonTranscoder()
@@ -759,16 +798,25 @@ class SmsStore(Application[UUID]):
 
     @property
     def writes_batch_rows(self) -> bool:
-        """Whether `save_batch_rows` may be used: rows are plain output of our JSON transcoder (no
-        compressor, no cipher; eventstore.contact_rows joins JSON bytes) and the recorder inserts
-        them directly."""
+        """Whether the intents write rows directly (eventstore.contact_rows, dispatch_rows): rows
+        are plain output of our JSON transcoder (no compressor, no cipher; contact_rows joins JSON
+        bytes) and the recorder inserts rows (SQLite's, or PostgreSQL's with uuid originator ids).
+        Asked inside eventstore/ only (and by tests and scripts/chaos.py)."""
         mapper = self.mapper
         return (
             mapper.compressor is None
             and mapper.cipher is None
             and isinstance(mapper.transcoder, OrjsonTranscoder)
-            and isinstance(self.recorder, BatchingSQLiteApplicationRecorder)
+            and self._row_recorder() is not None
         )
+
+    def _row_recorder(self) -> BatchingSQLiteApplicationRecorder | RowsPostgresApplicationRecorder | None:
+        recorder = self.recorder
+        if isinstance(recorder, BatchingSQLiteApplicationRecorder):
+            return recorder
+        if isinstance(recorder, RowsPostgresApplicationRecorder) and recorder.takes_rows:
+            return recorder
+        return None
 
     def row_encoder(self) -> Callable[[Any], bytes]:
         """What turns an event's state dict into stored bytes (for eventstore.contact_rows)."""
@@ -779,17 +827,59 @@ class SmsStore(Application[UUID]):
         batches already stored are skipped. Returns how many were new."""
         fresh = [b for b in batches if not self.recorder.select_events(b.batch_id, limit=1)]
         if fresh:
-            recorder = self.recorder
-            assert isinstance(recorder, BatchingSQLiteApplicationRecorder), "check writes_batch_rows first"
-            recorder.insert_rows([row for batch in fresh for row in batch.rows])
+            self.save_rows([row for batch in fresh for row in batch.rows])
         return len(fresh)
 
-    def save_rows(self, rows: Sequence[tuple[str, int, str, bytes]]) -> None:
-        """Insert ready-made stored-event rows in one transaction (eventstore.dispatch_rows;
-        only where `writes_batch_rows`). A taken (originator id, version) raises IntegrityError."""
-        recorder = self.recorder
-        assert isinstance(recorder, BatchingSQLiteApplicationRecorder), "check writes_batch_rows first"
+    def save_rows(self, rows: Sequence[Row]) -> None:
+        """Insert ready-made stored-event rows in one transaction (only where `writes_batch_rows`).
+        A taken (originator id, version) raises IntegrityError, and nothing is stored."""
+        recorder = self._row_recorder()
+        assert recorder is not None, "check writes_batch_rows first"
         recorder.insert_rows(rows)
+
+    # ---- the hot path's intents (see the module docstring) -----------------------------------
+
+    def queue_batches(self, batches: Sequence[SpooledBatch]) -> int:
+        """Store contact batches from their spool lines in one transaction: as rows where the
+        store takes them, else as ContactBatch aggregates; the same events either way. Batches
+        already stored (a resumed file) are skipped, so nothing is queued twice. Returns how many
+        were new."""
+        if self.writes_batch_rows:
+            encode = self.row_encoder()
+            return self.save_batch_rows([batch.rows(encode) for batch in batches])
+        return self.save_batches([batch_aggregate(batch) for batch in batches])
+
+    def record_submissions(
+        self, rows: Sequence[PendingRow], events: Sequence[Any] = (), refunds: Mapping[Refund, int] | None = None
+    ) -> None:
+        """The dispatcher's progress in one transaction: MessageSubmitted / MessageExpired built
+        as rows-to-be (eventstore.dispatch_rows) and the dispatch logs' ordinary events
+        (DispatchStarted, MessagesHeld, BatchDispatched, ...); then `refund_expired(refunds)`.
+        A (log, version) taken already raises IntegrityError and stores nothing of them."""
+        if rows and self.writes_batch_rows:
+            self.save_rows(dispatch_rows.encode_rows(rows, events, self.mapper, self.row_encoder()))
+        elif rows or events:
+            self.save(*dispatch_rows.as_events(rows, events))
+        if refunds:
+            self.refund_expired(refunds)
+
+    def refund_expired(self, refunds: Mapping[Refund, int]) -> None:
+        """Give expired parts back: (account, file id, reason) → parts, a CreditsRefunded each
+        (sftpsms.credits names the reasons)."""
+        for (account, file, reason), parts in refunds.items():
+
+            def command(account: str = account, file: str = file, parts: int = parts, reason: str = reason) -> None:
+                aggregate = self.account(account)
+                aggregate.refund_credits(UUID(file), parts, reason)
+                self.save(aggregate)
+
+            self._retrying(command)
+
+    def record_reports(self, reports: Sequence[Report], *, optout_words: Sequence[str]) -> ReportsRecorded:
+        """Receipts and replies matched to their messages (eventstore.reports), in one transaction:
+        DeliveryReported (as rows where the store takes them) and ReplyReceived, each message's
+        first status only; opt-out replies on their account's list; HELP / STOP answers queued."""
+        return self._deliveries.record(self, reports, optout_words=tuple(optout_words))
 
     def batch_exists(self, file: UUID, number: int) -> bool:
         return self.exists(batch_id(file, number))

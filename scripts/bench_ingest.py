@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -223,6 +224,110 @@ def raw_sqlite_rate(rows: int, state_size: int, directory: Path) -> float:
     return rows / elapsed
 
 
+@dataclass(frozen=True)
+class Ingest:
+    """One measured ingest: an upload of `contacts` over SFTP to a real server, close → FileCompleted."""
+
+    contacts: int
+    size_mb: float
+    seconds: float  # upload close → FileCompleted
+    pickup_ms: float  # upload close → FileReceived
+    state_size: int  # bytes of a stored MessageQueued state
+    rss_mb: float  # the server's peak
+    workers: int  # pass-one worker processes seen
+    worker_rss_mb: float  # their peaks, summed
+
+    @property
+    def rate(self) -> float:
+        return self.contacts / self.seconds
+
+
+def measure_ingest(
+    contacts: int, scratch: Path, *, store: str | None = None, profile: Path | None = None, gil: bool = False
+) -> Ingest:
+    """Generate a file of `contacts`, upload it to a server on a data directory in `scratch`
+    whose event store is `store` (a PostgreSQL URL; default SQLite in the data directory), and
+    time it from the upload's close to FileCompleted."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    upload = scratch / "upload.json"
+    print(f"generating {contacts:,} contacts ...", flush=True)
+    generate(upload, contacts)
+    size_mb = upload.stat().st_size / 1e6
+    data_dir = scratch / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    # A slow send rate keeps the dispatcher from competing with ingest for the CPU.
+    # The store by SFTPSMS_STORE, for the server and for this process's look at it (add_account).
+    saved = os.environ.get("SFTPSMS_STORE")
+    os.environ["SFTPSMS_STORE"] = store or ""
+    try:
+        return _ingest(contacts, upload, size_mb, data_dir, profile, gil)
+    finally:
+        if saved is None:
+            del os.environ["SFTPSMS_STORE"]
+        else:
+            os.environ["SFTPSMS_STORE"] = saved
+
+
+def _ingest(contacts: int, upload: Path, size_mb: float, data_dir: Path, profile: Path | None, gil: bool) -> Ingest:
+    # A slow send rate keeps the dispatcher from competing with ingest for the CPU.
+    with running_service(data_dir, "--send-rate", "1") as service:
+        service.add_account("bench", credits=contacts * 2)
+        profiler = None
+        if profile is not None:
+            sampling = ["--gil"] if gil else ["--subprocesses", "--idle"]
+            profiler = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw",
+                 *sampling, "-r", "200", "-o", str(profile)],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+        workers = WorkerRss(service.process.pid)
+        workers.start()
+        with service.paramiko("bench") as sftp:
+            started = time.perf_counter()
+            remote = sftp.open("Send_SMS/bench.json", "wb")
+            remote.set_pipelined(True)
+            with upload.open("rb") as local:
+                while chunk := local.read(1 << 18):
+                    remote.write(chunk)
+            uploaded = time.perf_counter()
+            closed_wall = datetime.now().astimezone()
+            remote.close()
+            close_returned = time.perf_counter()
+        print(
+            f"uploaded {size_mb:.1f} MB in {uploaded - started:.2f} s; "
+            f"close acknowledged after {1000 * (close_returned - uploaded):.1f} ms",
+            flush=True,
+        )
+        folder, report = service.wait_report("bench", "bench.json", timeout=3600)
+        rss = peak_rss_mb(service.process.pid)
+        worker_rss = workers.total_mb()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
+        events_store = service.store()
+        try:
+            file = events_store.file(uuid.UUID(report["file_id"]))
+            events = {type(e).__name__: e for e in events_store.events.get(file.id)}
+            received = events["FileReceived"].timestamp
+            completed = events["FileCompleted"].timestamp
+            sample = next(n for n in events_store.notifications(0, 5000) if n.topic.endswith("MessageQueued"))
+        finally:
+            events_store.close()
+    assert folder == "Processed", report
+    assert report["messages_queued"] == contacts, report
+    return Ingest(
+        contacts=contacts,
+        size_mb=size_mb,
+        seconds=(completed - closed_wall).total_seconds(),
+        pickup_ms=(received - closed_wall).total_seconds() * 1000,
+        state_size=len(sample.state),
+        rss_mb=rss,
+        workers=len(workers.peaks),
+        worker_rss_mb=worker_rss,
+    )
+
+
 MIX_CASES = (
     ("own-country", "numbers in the account's own country code, 2782... (the default run's file)"),
     ("mix", "national, +CC, 00CC, other countries' mobiles, route prefixes, messages, a few invalid"),
@@ -324,74 +429,21 @@ def main() -> None:
     # rows of the size the ingest will store (the middle contact's MessageQueued), and the ratio
     # uses their mean.
     raw_before = raw_sqlite_rate(args.contacts, expected_state_size(args.contacts), scratch)
-    upload = scratch / "upload.json"
-    print(f"generating {args.contacts:,} contacts ...", flush=True)
-    generate(upload, args.contacts)
-    size_mb = upload.stat().st_size / 1e6
     try:
-        # A slow send rate keeps the dispatcher from competing with ingest for the CPU.
-        with running_service(scratch / "data", "--send-rate", "1") as service:
-            service.add_account("bench", credits=args.contacts * 2)
-            profiler = None
-            if args.profile is not None:
-                sampling = ["--gil"] if args.gil else ["--subprocesses", "--idle"]
-                profiler = subprocess.Popen(
-                    ["py-spy", "record", "--pid", str(service.process.pid), "--format", "raw",
-                     *sampling, "-r", "200", "-o", str(args.profile)],
-                    stdout=subprocess.DEVNULL,
-                )
-                time.sleep(1)
-            workers = WorkerRss(service.process.pid)
-            workers.start()
-            with service.paramiko("bench") as sftp:
-                started = time.perf_counter()
-                remote = sftp.open("Send_SMS/bench.json", "wb")
-                remote.set_pipelined(True)
-                with upload.open("rb") as local:
-                    while chunk := local.read(1 << 18):
-                        remote.write(chunk)
-                uploaded = time.perf_counter()
-                closed_wall = datetime.now().astimezone()
-                remote.close()
-                close_returned = time.perf_counter()
-            print(
-                f"uploaded {size_mb:.1f} MB in {uploaded - started:.2f} s; "
-                f"close acknowledged after {1000 * (close_returned - uploaded):.1f} ms",
-                flush=True,
-            )
-            folder, report = service.wait_report("bench", "bench.json", timeout=3600)
-            rss = peak_rss_mb(service.process.pid)
-            worker_rss = workers.total_mb()
-            if profiler is not None:
-                profiler.send_signal(signal.SIGINT)
-                profiler.wait()
-            store = open_store(service.data_dir)
-            file = store.file(uuid.UUID(report["file_id"]))
-            events = {type(e).__name__: e for e in store.events.get(file.id)}
-            received = events["FileReceived"].timestamp
-            completed = events["FileCompleted"].timestamp
-            sample = next(
-                n for n in store.notifications(0, 5000) if n.topic.endswith("MessageQueued")
-            )
-            store.close()
-        assert folder == "Processed", report
-        assert report["messages_queued"] == args.contacts, report
-        pickup_ms = (received - closed_wall).total_seconds() * 1000
-        ingest_s = (completed - closed_wall).total_seconds()
-        rate = args.contacts / ingest_s
-        raw_after = raw_sqlite_rate(args.contacts, len(sample.state), scratch)
+        ingest = measure_ingest(args.contacts, scratch, profile=args.profile, gil=args.gil)
+        raw_after = raw_sqlite_rate(args.contacts, ingest.state_size, scratch)
         raw = (raw_before + raw_after) / 2
-        print(f"contacts:                 {args.contacts:,} ({size_mb:.1f} MB)")
-        print(f"pickup (close → FileReceived): {pickup_ms:.1f} ms   (target < 50 ms)")
-        print(f"ingest (close → FileCompleted): {ingest_s:.2f} s = {rate:,.0f} contacts/s")
+        print(f"contacts:                 {args.contacts:,} ({ingest.size_mb:.1f} MB)")
+        print(f"pickup (close → FileReceived): {ingest.pickup_ms:.1f} ms   (target < 50 ms)")
+        print(f"ingest (close → FileCompleted): {ingest.seconds:.2f} s = {ingest.rate:,.0f} contacts/s")
         print(
-            f"raw sqlite3, same rows ({len(sample.state)} B) and index, 1000/txn: {raw:,.0f} rows/s "
+            f"raw sqlite3, same rows ({ingest.state_size} B) and index, 1000/txn: {raw:,.0f} rows/s "
             f"(before {raw_before:,.0f}, after {raw_after:,.0f})"
         )
-        print(f"ingest / raw:             {100 * rate / raw:.1f} %   (target ≥ 30 %)")
+        print(f"ingest / raw:             {100 * ingest.rate / raw:.1f} %   (target ≥ 30 %)")
         print(
-            f"peak RSS:                 server {rss:.0f} MB + {len(workers.peaks)} worker process(es) "
-            f"{worker_rss:.0f} MB = {rss + worker_rss:.0f} MB   (target < 200 MB at 1M contacts)"
+            f"peak RSS:                 server {ingest.rss_mb:.0f} MB + {ingest.workers} worker process(es) "
+            f"{ingest.worker_rss_mb:.0f} MB = {ingest.rss_mb + ingest.worker_rss_mb:.0f} MB   (target < 200 MB at 1M contacts)"
         )
     finally:
         if args.keep:

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import orjson
 
+from sftpsms.credits import shortfall
 from sftpsms.errors import ErrorCode, FileRejected
 from sftpsms.fileformat import Header, RawContact, iter_contacts, read_header
 from sftpsms.gsm import (
@@ -372,11 +373,9 @@ def plan_file(
                 ErrorCode.EMPTY_SEND,
                 f"no valid message to send: {plan.rejected} contact errors, {plan.optouts} opted out",
             )
-        if plan.credits > policy.balance:
-            raise FileRejected(
-                ErrorCode.INSUFFICIENT_CREDITS,
-                f"the file needs {plan.credits} credits, the balance is {policy.balance}",
-            )
+        short = shortfall("the file", plan.credits, policy.balance)
+        if short is not None:
+            raise FileRejected(ErrorCode.INSUFFICIENT_CREDITS, short)
     except FileRejected as error:
         raise PlanFailed(error, plan) from None
     return plan

@@ -45,3 +45,26 @@ def drop_test_schemas() -> None:
                  if row[0].startswith(f"sftpsms_t_{RUN_TAG}_")]
         for name in names:
             connection.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def stored_rows(store: object) -> list[tuple[object, ...]]:
+    """Every stored-event row of a store in log order, as (position, originator id in hex,
+    version, topic, state bytes), the same shape on either backend: what byte-equality tests of
+    the fast paths compare."""
+    recorder = store.recorder  # type: ignore[attr-defined]
+    if BACKEND == "sqlite":
+        statement = "SELECT rowid, originator_id, originator_version, topic, state FROM stored_events ORDER BY rowid"
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement)
+            return [tuple(row) for row in cursor.fetchall()]
+    from psycopg import sql
+
+    statement = sql.SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} ORDER BY notification_id"
+    ).format(sql.Identifier(recorder.datastore.schema), sql.Identifier(recorder.events_table_name))
+    with recorder.datastore.transaction(commit=False) as cursor:
+        cursor.execute(statement)
+        return [
+            (row["notification_id"], row["originator_id"].hex, row["originator_version"], row["topic"], bytes(row["state"]))
+            for row in cursor.fetchall()
+        ]

@@ -11,13 +11,13 @@ from uuid import UUID
 import pytest
 from eventsourcing.application import AggregateNotFoundError
 
-from actors.contact_batch import build_batch
-from eventstore.contact_rows import QueuedMessage, batch_rows
+from eventstore.contact_rows import QueuedMessage, SpooledBatch, batch_aggregate, batch_rows
 from eventstore.domain import ContactBatch, batch_id
 from eventstore.store import SmsStore, open_store
 from sftpsms.errors import ErrorCode
 from sftpsms.fileformat import Header
 from sftpsms.intake import Outcome, Plan
+from tests.backends import BACKEND, stored_rows
 
 FILE = UUID("0b7c5e8e-5d0f-4a53-9d53-0e1f6c1b2a77")
 OUTCOMES = [
@@ -49,9 +49,17 @@ def _plan(tmp_path: Path, *, scheduled: bool) -> Plan:
 
 
 def _rows(store: SmsStore) -> list[tuple[Any, ...]]:
-    with store.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-        cursor.execute("SELECT rowid, originator_id, originator_version, topic, state FROM stored_events")
-        return [tuple(row) for row in cursor.fetchall()]
+    return stored_rows(store)
+
+
+def _spooled(plan: Plan, number: int, timestamp: datetime) -> SpooledBatch:
+    return SpooledBatch(
+        file=FILE, account="acme", number=number, sender_id=plan.sender_id,
+        not_before=plan.not_before.isoformat() if plan.not_before else None,
+        expires_at=plan.expires_at.isoformat() if plan.expires_at else None,
+        timestamp=timestamp,
+        lines=[o.to_line().encode() + b"\n" for o in OUTCOMES],  # as read from the spool
+    )
 
 
 @pytest.fixture
@@ -67,12 +75,7 @@ def _save_both(
 ) -> None:
     slow, fast = stores
     assert fast.writes_batch_rows
-    slow.save_batches(
-        [
-            build_batch(file_id=FILE, account="acme", number=n, plan=plan, outcomes=OUTCOMES, timestamp=timestamp)
-            for n in numbers
-        ]
-    )
+    slow.save_batches([batch_aggregate(_spooled(plan, n, timestamp)) for n in numbers])
     fast.save_batch_rows(
         [
             batch_rows(
@@ -101,6 +104,26 @@ def test_fast_rows_are_byte_identical_to_the_aggregate_path(
     expected = _rows(slow)
     assert len(expected) == 3 * (len(OUTCOMES) + 2)
     assert _rows(fast) == expected
+
+
+def test_queue_batches_writes_rows_where_the_store_takes_them_and_aggregates_elsewhere_the_same(
+    stores: tuple[SmsStore, SmsStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow, fast = stores
+    plan = _plan(tmp_path, scheduled=True)
+    batches = [_spooled(plan, n, TIMESTAMPS[0]) for n in range(3)]
+    assert fast.queue_batches(batches[:2]) == 2
+    assert fast.queue_batches(batches) == 1  # a resumed file: the stored batches are skipped
+    monkeypatch.setattr(SmsStore, "writes_batch_rows", property(lambda store: store is not slow))
+    assert slow.queue_batches(batches[:2]) == 2
+    assert slow.queue_batches(batches) == 1
+    assert len(_rows(fast)) == 3 * (len(OUTCOMES) + 2)
+    assert _rows(fast) == _rows(slow)
+
+
+def test_the_rows_path_is_taken_on_this_backend(stores: tuple[SmsStore, SmsStore]) -> None:
+    _, fast = stores
+    assert fast.writes_batch_rows, f"the {BACKEND} store takes rows"
 
 
 def test_fast_rows_read_back_as_the_same_aggregate_and_events(

@@ -12,11 +12,11 @@ import eventsourcing.domain
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from actors.dispatcher import save_progress
 from eventstore import dispatch_rows
 from eventstore.dispatch_rows import PendingRow
 from eventstore.domain import DispatchLog
 from eventstore.store import SmsStore, open_store
+from tests.backends import stored_rows
 
 BATCH = UUID("5f0c1f53-3e0b-4c8e-9d0c-1c0ffee00001")
 FILE = UUID("5f0c1f53-3e0b-4c8e-9d0c-1c0ffee00002")
@@ -30,9 +30,12 @@ SUBMISSIONS: list[tuple[int, tuple[str, ...], int, str, str | None]] = [
 
 
 def _rows(store: SmsStore) -> list[tuple[Any, ...]]:
-    with store.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
-        cursor.execute("SELECT rowid, originator_id, originator_version, topic, state FROM stored_events")
-        return [tuple(row) for row in cursor.fetchall()]
+    return stored_rows(store)
+
+
+def save_progress(store: SmsStore, events: list[Any], refunds: dict[Any, int], rows: list[PendingRow] | None = None) -> None:
+    """The dispatcher's flush: the events alone on the aggregate side, rows and events on the fast."""
+    store.record_submissions(rows or [], events, refunds)
 
 
 @pytest.fixture
@@ -182,3 +185,38 @@ def test_delivery_report_rows_are_byte_identical_to_the_aggregate_path(stores: t
     assert _rows(fast) == _rows(slow) and len(_rows(slow)) == 3
     assert vars(fast.get(DeliveryLog, b.id)) == vars(slow.get(DeliveryLog, a.id))
     assert fast.get(DeliveryLog, b.id).statuses == {0: "delivered", 2: "failed"}
+
+
+def test_rows_to_be_stored_by_a_store_that_takes_no_rows_are_the_same_events(
+    stores: tuple[SmsStore, SmsStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # record_submissions on a store without the rows path (a compressing or encrypting one) turns
+    # the dispatcher's rows-to-be into the events they stand for: the same bytes are stored.
+    slow, fast = stores
+    monkeypatch.setattr(SmsStore, "writes_batch_rows", property(lambda store: store is not slow))
+    logs = [_started(slow), _started(fast)]
+    for log, store in zip(logs, stores, strict=True):
+        rows = [
+            dispatch_rows.submitted(log, index=index, gateway="sim", gateway_ids=ids, parts=parts, at=AT,
+                                    msisdn=msisdn, customer_id=customer)
+            for index, ids, parts, msisdn, customer in SUBMISSIONS
+        ]
+        rows += dispatch_rows.expired_all(log, [(5, 2)], at=AT, reason="cancelled")
+        log.finish()
+        store.record_submissions([row for row in rows if row is not None], list(log.collect_events()))
+    assert _rows(fast) == _rows(slow) and len(_rows(slow)) == 1 + len(SUBMISSIONS) + 2
+    assert vars(slow.get(DispatchLog, logs[0].id)) == vars(fast.get(DispatchLog, logs[1].id))
+
+
+def test_expired_parts_are_refunded_with_the_progress(stores: tuple[SmsStore, SmsStore]) -> None:
+    from eventstore.domain import Account
+
+    _, fast = stores
+    fast.create_account(username="acme", password_hash="x", email=None, country="ZA", created_at=AT)
+    fast.add_credits("acme", 10)
+    log = _started(fast)
+    rows = dispatch_rows.expired_all(log, [(0, 3), (1, 2)], at=AT, reason="cancelled")
+    fast.record_submissions(rows, [], {("acme", str(FILE), "cancelled"): 5})
+    assert fast.account("acme").balance == 15
+    refunds = [e for e in fast.events.get(fast.account("acme").id) if isinstance(e, Account.CreditsRefunded)]
+    assert [(e.file_id, e.amount, e.reason) for e in refunds] == [(str(FILE), 5, "cancelled")]

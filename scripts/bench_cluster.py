@@ -18,6 +18,9 @@ from psycopg import sql
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eventstore.store import postgres_env  # noqa: E402
+from scripts.bench_cluster_dispatch import dispatch, failover  # noqa: E402
+from scripts.bench_cluster_rolling import add_arguments as add_rolling_arguments  # noqa: E402
+from scripts.bench_cluster_rolling import rolling  # noqa: E402
 from scripts.bench_ingest import expected_state_size, measure_ingest, raw_sqlite_rate  # noqa: E402
 
 DEFAULT_STORE = "postgresql://postgres@127.0.0.1:5432/test"
@@ -109,22 +112,16 @@ def ingest(args: argparse.Namespace, scratch: Path) -> None:
     )
 
 
-def not_built(name: str) -> Callable[[argparse.Namespace, Path], None]:
-    def section(_args: argparse.Namespace, _scratch: Path) -> None:
-        print(f"== {name}: not built yet", flush=True)
-
-    return section
-
-
-# Section name → what measures it, in the order a full run takes them. Issue 10 §3 adds the
-# others: dispatch with 1 and 2 nodes on PostgreSQL (msg/s and the accuracy of three accounts at
-# 1 200/800/400 parts/s), failover (kill -9 of an account's lease holder → seconds until its next
-# MessageSubmitted on the other node), and the rolling restart behind HAProxy.
+# Section name → what measures it, in the order a full run takes them: ingest beside SQLite,
+# dispatch with 1 and 2 nodes on PostgreSQL (msg/s and the accuracy of three accounts at
+# 1 200/800/400 parts/s; scripts/bench_cluster_dispatch.py), failover (kill -9 of an account's
+# lease holder → seconds until its next MessageSubmitted on the other node), and the rolling
+# restart behind HAProxy (scripts/bench_cluster_rolling.py).
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "ingest": ingest,
-    "dispatch": not_built("dispatch"),
-    "failover": not_built("failover"),
-    "rolling": not_built("rolling"),
+    "dispatch": lambda args, _scratch: dispatch(args),
+    "failover": lambda args, _scratch: failover(args),
+    "rolling": lambda args, _scratch: rolling(args),
 }
 
 
@@ -135,6 +132,9 @@ def main() -> None:
     parser.add_argument("--store", default=os.environ.get("SFTPSMS_BENCH_STORE", DEFAULT_STORE),
                         help="the PostgreSQL database (each run uses its own schema, dropped at the end)")
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
+    parser.add_argument("--window", type=float, default=20.0, help="seconds over which the dispatch rates are measured")
+    parser.add_argument("--messages", type=int, default=60_000, help="messages of the dispatch throughput runs")
+    add_rolling_arguments(parser)  # --nodes, --seconds, --every of the rolling restart
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
     try:

@@ -52,6 +52,7 @@ from eventstore.store import SmsStore
 from sftpsms import filing, folders
 from sftpsms.config import Settings
 from sftpsms.gsm import text_encoding
+from sftpsms.report import temporary_beside
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # never another process's half-written one
+    temporary = temporary_beside(path)  # never another writer's half-written one
     temporary.write_text(buffer.getvalue(), encoding="utf-8")
     os.replace(temporary, path)
 

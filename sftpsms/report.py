@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,16 @@ def _after(report: dict[str, Any], key: str, extra: dict[str, Any]) -> dict[str,
     return out
 
 
+def temporary_beside(path: Path) -> Path:
+    """A fresh temporary name in `path`'s folder: two writers of one file at once (a cancel's REST
+    answer and the dispatcher both refile a report) never share one. Short, so it fits any folder
+    a name fits in."""
+    return path.with_name(f".{secrets.token_hex(8)}.tmp")
+
+
 def write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     """Write then rename, so an SFTP client never downloads half a report."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = temporary_beside(path)
     with temporary.open("w", encoding="utf-8") as out:
         json.dump(content, out, indent=2, ensure_ascii=False)
         out.write("\n")

@@ -39,7 +39,14 @@ import orjson
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from eventstore.domain import ContactBatch, DeliveryLog, DispatchLog, File, message_id_text
+from eventstore.domain import (
+    AutoReply,
+    ContactBatch,
+    DeliveryLog,
+    DispatchLog,
+    File,
+    message_id_text,
+)
 from eventstore.recorder import BatchingSQLiteApplicationRecorder
 from eventstore.store import SmsStore
 
@@ -60,7 +67,10 @@ SUBMITTED = get_topic(DispatchLog.MessageSubmitted)
 EXPIRED = get_topic(DispatchLog.MessageExpired)
 REPORTED = get_topic(DeliveryLog.DeliveryReported)
 REPLIED = get_topic(DeliveryLog.ReplyReceived)
-TOPICS = (RECEIVED, OPENED, QUEUED, DISPATCHING, SUBMITTED, EXPIRED, REPORTED, REPLIED)
+# A HELP answer or STOP confirmation (issue 12) is a message of its own "file": the AutoReply's
+# id, named `answer:help` / `answer:stop`, so what was sent to a number includes the answers.
+ANSWERED = get_topic(AutoReply.AutoReplyQueued)
+TOPICS = (RECEIVED, ANSWERED, OPENED, QUEUED, DISPATCHING, SUBMITTED, EXPIRED, REPORTED, REPLIED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tracking (name TEXT PRIMARY KEY, position INTEGER NOT NULL);
@@ -129,6 +139,8 @@ _UUID = "substr(o,1,8)||'-'||substr(o,9,4)||'-'||substr(o,13,4)||'-'||substr(o,1
 SQL_STEPS = (
     (RECEIVED, "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at)"
      f" SELECT {_UUID}, j->>'account', j->>'name', j->>'receipt', j->>'received_at' FROM ({_WINDOW})"),
+    (ANSWERED, "INSERT OR IGNORE INTO files (file_id, account, name, receipt, received_at)"
+     f" SELECT {_UUID}, j->>'account', 'answer:' || (j->>'kind'), 0, j->>'timestamp' FROM ({_WINDOW})"),
     (OPENED, "INSERT OR REPLACE INTO batches (batch, fkey, sender_id)"
      f" SELECT o, f.fkey, j->>'sender_id' FROM ({_WINDOW}) JOIN files f ON f.file_id = j->>'file_id'"
      " ORDER BY position"),
@@ -439,10 +451,14 @@ class History:
                     log_hex = originator_hex(n)
                     self.conn.execute(INSERT_LOG, [log_hex, fkey_or_none])
                     self._remember(self._logs, log_hex, fkey_or_none)
-            elif topic == RECEIVED:
+            elif topic in (RECEIVED, ANSWERED):
                 e = state(n)
                 file_id = str(UUID(originator_hex(n)))
-                cursor = self.conn.execute(INSERT_FILE, [file_id, e["account"], e["name"], e["receipt"], e["received_at"]])
+                if topic == RECEIVED:
+                    row = [file_id, e["account"], e["name"], e["receipt"], e["received_at"]]
+                else:
+                    row = [file_id, e["account"], f"answer:{e['kind']}", 0, e["timestamp"]]
+                cursor = self.conn.execute(INSERT_FILE, row)
                 if cursor.rowcount:
                     self._remember(self._files, file_id, int(cursor.lastrowid or 0))
         execute = self.conn.executemany

@@ -232,6 +232,13 @@ def test_a_simulated_help_reply_gets_one_help_answer_charged_and_delivered(tmp_p
         time.sleep(1.0)  # a reply to the answer would come within 0.4 s
         accepted = (service.settings.simulator_dir / "accepted.log").read_text().splitlines()
         assert len(accepted) == 2 and sum(queued.message_id in line for line in accepted) == 1
+        # What was sent to the number includes the answer, in the history (sftpsms history).
+        shown = service.cli("history", "--msisdn", "27831234567", "--format", "json")
+        assert shown.returncode == 0, shown.stderr
+        sent = {m["message_id"]: m for m in map(json.loads, shown.stdout.splitlines())}
+        assert set(sent) == {str(message_id(file_id, 0)), queued.message_id}
+        answer = sent[queued.message_id]
+        assert (answer["text"], answer["file"], answer["status"]) == (HELP_TEXT, "answer:help", "delivered")
 
 
 def test_a_simulated_stop_reply_opts_out_and_gets_one_confirmation(tmp_path: Path) -> None:

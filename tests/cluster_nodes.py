@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ from eventstore.dispatch_rows import REPORTED_TOPIC, SUBMITTED_TOPIC
 from eventstore.domain import DispatchLog
 from eventstore.store import SmsStore, open_store, store_env
 from sftpsms.passwords import hash_password
-from tests.service import HTTP_READY, LEGACY, READY, Service
+from tests.service import LEGACY, Service, running_service
 
 PG = os.environ.get("SFTPSMS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -56,41 +54,11 @@ def drop_schema(data_dir: Path) -> None:
 @contextmanager
 def node(data_dir: Path, name: str, env: dict[str, str] | None = None, *extra: str) -> Iterator[Service]:
     """One node of the cluster: `sftpsms serve --store ... --node NAME` on the shared data dir,
-    logging to DATA/node-NAME.log (tests.service.running_service, but a log of its own)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / f"node-{name}.log"
-    environment = dict(os.environ, SFTPSMS_SWEEP_INTERVAL="0.5", SFTPSMS_STORE=cluster_url(data_dir), **(env or {}))
-    with log_path.open("a") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sftpsms.cli", "serve", "--data-dir", str(data_dir), "--sftp-port", "0",
-             "--node", name, *extra],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=environment,
-        )
-        try:
-            assert process.stdout is not None
-            port = http_port = None
-            deadline = time.monotonic() + 30
-            while port is None and time.monotonic() < deadline:
-                line = process.stdout.readline()
-                if not line:
-                    break
-                match = READY.search(line)
-                if match:
-                    port = int(match.group(1))
-                    http = HTTP_READY.search(line)
-                    http_port = int(http.group(1)) if http else None
-            if port is None:
-                process.kill()
-                raise AssertionError(f"node {name} did not start:\n{log_path.read_text()}")
-            yield Service(data_dir, port, process, log_path, http_port)
-        finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    logging to DATA/node-NAME.log."""
+    with running_service(
+        data_dir, "--node", name, *extra, env=env, log_path=data_dir / f"node-{name}.log", store_url=cluster_url(data_dir),
+    ) as service:
+        yield service
 
 
 def cluster_store(data_dir: Path) -> SmsStore:

@@ -31,6 +31,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from eventstore.pg_connection import close_quietly, connect
+
 log = logging.getLogger(__name__)
 
 
@@ -114,7 +116,6 @@ class PostgresLeases:
         self._application = (self._members + (node or "node"))[:63]
 
     def _connect(self) -> Any:
-        import psycopg
 
         if self._connection is not None and not self._connection.closed:
             return self._connection
@@ -122,11 +123,8 @@ class PostgresLeases:
             log.warning("lost the store connection: leases %s are gone", sorted(self._held))
             self._held.clear()
         env = self._env
-        self._connection = psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
-            connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")), autocommit=True,
-            application_name=self._application,
+        self._connection = connect(
+            env, self._application,
             # a node cut off from PostgreSQL must notice within seconds (its locks are then gone)
             keepalives=1, keepalives_idle=2, keepalives_interval=1, keepalives_count=3,
         )
@@ -214,12 +212,8 @@ class PostgresLeases:
 
     def _drop(self) -> None:
         self._held.clear()
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            self._connection = None
+        close_quietly(self._connection)
+        self._connection = None
 
 
 def open_leases(env: Mapping[str, str], node: str = "") -> Leases:

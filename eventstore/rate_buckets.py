@@ -24,6 +24,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from eventstore.pg_connection import close_quietly, connect
+
 TABLE = "sftpsms_rate_buckets"
 
 # The row's tokens refilled to now, at most the burst (SET expressions all see the row as it was).
@@ -61,12 +63,7 @@ class SharedBuckets:
         if self._connection is not None and not self._connection.closed:
             return self._connection
         env = self._env
-        self._connection = psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
-            connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")), autocommit=True,
-            application_name="sftpsms-rates",
-        )
+        self._connection = connect(env, "sftpsms-rates")
         try:
             self._connection.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, tokens double precision NOT NULL,"
@@ -106,9 +103,5 @@ class SharedBuckets:
             self._drop()
 
     def _drop(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
-            self._connection = None
+        close_quietly(self._connection)
+        self._connection = None

@@ -79,6 +79,7 @@ from eventstore.domain import (
     validation_id,
     webhook_log_id,
 )
+from eventstore.pg_connection import connect
 from eventstore.pg_recorder import RowsPostgresApplicationRecorder
 from eventstore.recorder import BatchingSQLiteApplicationRecorder
 from eventstore.reports import DeliveryRecorder, Report, ReportsRecorded
@@ -245,16 +246,12 @@ def creating_tables(env: Mapping[str, str]) -> Iterator[None]:
     moment would otherwise race in CREATE TABLE IF NOT EXISTS (a duplicate pg_type row, "tuple
     concurrently updated"). eventsourcing makes its tables in POSTGRES_SCHEMA but not the schema
     itself: made here first."""
-    import psycopg
     from psycopg import sql
 
     from eventstore.leases import lock_id
 
     schema = env.get("POSTGRES_SCHEMA", "")
-    with psycopg.connect(
-        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"] or None, connect_timeout=int(env["POSTGRES_CONNECT_TIMEOUT"]), autocommit=True,
-    ) as connection:
+    with connect(env, "sftpsms-tables") as connection:
         lock = lock_id(f"{schema}:store-tables")
         connection.execute("SELECT pg_advisory_lock(%s)", (lock,))
         try:

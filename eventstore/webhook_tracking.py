@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from eventstore.pg_connection import connect
+
 POSITION_TABLE = "sftpsms_webhook_position"
 SETTLED_TABLE = "sftpsms_webhook_settled"
 
@@ -28,12 +30,7 @@ class PostgresTracking:
             return sql.Identifier(schema, name) if schema else sql.Identifier(name)
 
         self._position, self._settled = table(POSITION_TABLE), table(SETTLED_TABLE)
-        self.db = psycopg.connect(
-            dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
-            user=env["POSTGRES_USER"], password=env.get("POSTGRES_PASSWORD") or None,
-            connect_timeout=int(env.get("POSTGRES_CONNECT_TIMEOUT", "10")), autocommit=True,
-            application_name="sftpsms-webhooks",
-        )
+        self.db = connect(env, "sftpsms-webhooks")
         for statement in (
             "CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY CHECK (id = 1), position bigint NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {} (position bigint NOT NULL, url text NOT NULL, PRIMARY KEY (position, url))",

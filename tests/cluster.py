@@ -32,7 +32,7 @@ import pytest
 
 from eventstore.domain import message_id
 from eventstore.store import SmsStore, open_store, postgres_env
-from tests.service import Service, running_service
+from tests.service import Service, running_service, stop_process
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 POSTGRES = os.environ.get("SFTPSMS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -186,12 +186,7 @@ def running_balancer(scratch: Path, nodes: dict[str, tuple[int, int]]) -> Iterat
             time.sleep(0.02)
         yield Balancer(sftp_port, http_port, sock, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         log.close()
 
 

@@ -169,6 +169,18 @@ def askpass_env(password: str) -> Iterator[dict[str, str]]:
         yield dict(os.environ, SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
 
 
+def stop_process(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds (nothing if it has exited)."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running_service(
     data_dir: Path, *extra: str, env: dict[str, str] | None = None, log_path: Path | None = None,
@@ -207,11 +219,5 @@ def running_service(
             raise AssertionError(f"server did not start:\n{log_path.read_text()}")
         yield Service(data_dir, port, process, log_path, http_port, store_url)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         log.close()
